@@ -1,0 +1,32 @@
+"""Noise-conditioning augmentation of the low-res input of super-resolution stages.
+
+Saharia et al. 2022, sec. 2.5 (after Ho et al. 2021, "Cascaded Diffusion Models"): the low-res
+image is corrupted by the forward process at an augmentation level in [0, 1], and the model is
+conditioned on that level; training draws it uniformly per example, sampling fixes it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from imagen_jax.diffusion.predictions import q_sample
+from imagen_jax.diffusion.schedules import Schedule
+
+
+def noise_augment(low_res, *, aug_level, key, schedule: Schedule):
+  """Returns (noised low-res [B, H, W, C], aug_level [B]) for the model's conditioning.
+
+  low_res: [B, H, W, C] in [-1, 1]; aug_level: scalar or [B] in [0, 1] (0 leaves the image as it
+  is); the noise is the forward process of `schedule` at time `aug_level`.
+  """
+  batch = low_res.shape[0]
+  aug_level = jnp.broadcast_to(jnp.asarray(aug_level, jnp.float32), (batch,))
+  eps = jax.random.normal(key, low_res.shape, low_res.dtype)
+  noised = q_sample(x=low_res, eps=eps, logsnr=schedule.logsnr(aug_level))
+  return jnp.where((aug_level > 0)[:, None, None, None], noised, low_res), aug_level
+
+
+def random_aug_level(key, batch: int, *, max_level: float = 1.0):
+  """Training's aug levels: U(0, max_level) per example, [B]."""
+  return jax.random.uniform(key, (batch,), jnp.float32, 0.0, max_level)

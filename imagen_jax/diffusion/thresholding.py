@@ -1,0 +1,36 @@
+"""Static and dynamic thresholding of the predicted clean image (Saharia et al. 2022, sec. 2.3)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+THRESHOLDS = ("none", "static", "dynamic")
+
+
+def check_threshold(method: str) -> str:
+  if method not in THRESHOLDS:
+    raise ValueError(f"Unknown thresholding {method!r}; choose one of {THRESHOLDS}.")
+  return method
+
+
+def static_threshold(x):
+  """x = clip(x, -1, 1)."""
+  return jnp.clip(x, -1.0, 1.0)
+
+
+def dynamic_threshold(x, *, percentile: float = 99.5):
+  """Per sample: s = max(1, percentile(|x|, p)); x = clip(x, -s, s) / s.  x: [B, ...]."""
+  flat = jnp.abs(x.reshape(x.shape[0], -1)).astype(jnp.float32)
+  s = jnp.maximum(jnp.percentile(flat, percentile, axis=1), 1.0)
+  s = s.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+  return jnp.clip(x, -s, s) / s
+
+
+def threshold(x, *, method: str = "dynamic", percentile: float = 99.5):
+  """Applies `method` ("none", "static" or "dynamic") to x_hat [B, ...]."""
+  check_threshold(method)
+  if method == "static":
+    return static_threshold(x)
+  if method == "dynamic":
+    return dynamic_threshold(x, percentile=percentile)
+  return x

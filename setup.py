@@ -1,0 +1,50 @@
+"""imagen_jax: Imagen text-to-image diffusion in JAX/Flax."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+here = pathlib.Path(__file__).parent
+version = re.search(r'__version__ = "([^"]+)"', (here / "imagen_jax/__init__.py").read_text())[1]
+
+setup(
+  name="imagen-jax",
+  version=version,
+  description="Imagen (text-to-image cascaded diffusion) in JAX/Flax for TPU pods and GPUs",
+  long_description=(here / "README.md").read_text(),
+  long_description_content_type="text/markdown",
+  license="Apache-2.0",
+  python_requires=">=3.10",
+  packages=find_packages(include=["imagen_jax", "imagen_jax.*"]),
+  package_data={"imagen_jax": ["assets/**/*"]},
+  include_package_data=True,
+  install_requires=[
+    "jax>=0.7,<0.11",
+    "flax>=0.11,<0.13",
+    "optax>=0.2.4,<0.3",
+    "orbax-checkpoint>=0.11.20,<0.13",
+    "ml-collections>=1.0,<2",
+    "numpy>=1.26,<3",
+    "transformers>=4.45,<6",
+    "tokenizers>=0.20,<1",
+    "tensorflow-datasets>=4.9.7,<5",
+    "array-record>=0.7,<0.9",
+    "grain>=0.2.10,<0.3",
+    "etils[epath]>=1.10",
+    "pillow>=10",
+    "tensorboardX>=2.6,<3",
+    "tqdm>=4.66",
+  ],
+  extras_require={
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6"],
+    "tpu": ["jax[tpu]>=0.7,<0.11"],
+    "cuda": ["jax[cuda12]>=0.7,<0.11"],
+  },
+  entry_points={"console_scripts": ["imagen-jax=imagen_jax.cli:main"]},
+  classifiers=[
+    "Programming Language :: Python :: 3",
+    "License :: OSI Approved :: Apache Software License",
+    "Topic :: Scientific/Engineering :: Artificial Intelligence",
+  ],
+)
