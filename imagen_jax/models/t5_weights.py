@@ -1,0 +1,144 @@
+"""Import Hugging Face T5 checkpoints (safetensors) into the parameters of models.t5.T5Encoder.
+
+Tensors are read one at a time from memory-mapped files and placed straight onto their devices
+(each device receives only its own slice when a mesh is given), so loading T5-XXL never holds a
+second copy of the model in host memory. No PyTorch is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from imagen_jax import parallel
+from imagen_jax.models.safetensors_io import open_checkpoint
+from imagen_jax.models.t5 import T5Config, T5Encoder
+
+# Tensors of full encoder-decoder checkpoints that the encoder does not use.
+IGNORED_PREFIXES = ("decoder.", "lm_head.")
+
+
+def _linear(heads: int | None = None, kv: int | None = None, out: bool = False) -> Callable:
+  """torch Linear weight [out, in] -> our kernel layout."""
+
+  def convert(w):
+    w = w.T  # [in, out]
+    if heads is None:
+      return w
+    if out:  # [H*K, D] -> [H, K, D]
+      return w.reshape(heads, kv, w.shape[-1])
+    return w.reshape(w.shape[0], heads, kv)  # [D, H*K] -> [D, H, K]
+
+  return convert
+
+
+def name_map(config: T5Config) -> dict[tuple[str, ...], tuple[tuple[str, ...], Callable]]:
+  """Our parameter path -> (accepted checkpoint names, conversion of the stored tensor)."""
+  same = lambda w: w
+  h, k = config.num_heads, config.d_kv
+  m = {
+    ("token_embedder",): (("shared.weight", "encoder.embed_tokens.weight"), same),
+    ("relative_attention_bias",): (
+      ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",),
+      same,
+    ),
+    ("final_norm", "scale"): (("encoder.final_layer_norm.weight",), same),
+  }
+  for i in range(config.num_layers):
+    pre = f"encoder.block.{i}.layer"
+    ours = f"layers_{i}"
+    m[(ours, "pre_attention_norm", "scale")] = ((f"{pre}.0.layer_norm.weight",), same)
+    m[(ours, "pre_mlp_norm", "scale")] = ((f"{pre}.1.layer_norm.weight",), same)
+    for our, theirs in (("query", "q"), ("key", "k"), ("value", "v")):
+      m[(ours, "attention", our, "kernel")] = (
+        (f"{pre}.0.SelfAttention.{theirs}.weight",),
+        _linear(h, k),
+      )
+    m[(ours, "attention", "out", "kernel")] = (
+      (f"{pre}.0.SelfAttention.o.weight",),
+      _linear(h, k, out=True),
+    )
+    ff = ("wi_0", "wi_1", "wo") if config.is_gated else ("wi", "wo")
+    for name in ff:
+      m[(ours, "mlp", name, "kernel")] = ((f"{pre}.1.DenseReluDense.{name}.weight",), _linear())
+  return m
+
+
+def abstract_params(config: T5Config, param_dtype=jnp.float32):
+  """Boxed (logically partitioned) ShapeDtypeStructs of the encoder's parameters."""
+  model = T5Encoder(config, param_dtype=param_dtype)
+  ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  mask = jax.ShapeDtypeStruct((1, 8), jnp.bool_)
+  return jax.eval_shape(model.init, jax.random.key(0), ids, mask)["params"]
+
+
+def load_params(directory, config: T5Config, *, param_dtype=jnp.float32, mesh=None):
+  """Encoder parameters from the safetensors checkpoint in `directory`.
+
+  With `mesh`, every parameter is created sharded by parallel.LOGICAL_AXIS_RULES, each device
+  reading only its slice; without, parameters land on the default device.
+  Raises ValueError naming every missing, unexpected or wrongly shaped tensor.
+  """
+  tensors = open_checkpoint(directory)
+  boxed = flatten_dict(abstract_params(config, param_dtype))
+  mapping = name_map(config)
+
+  missing, bad_shapes, found = [], [], {}
+  for path, leaf in boxed.items():
+    names, convert = mapping[path]
+    name = next((n for n in names if n in tensors), None)
+    if name is None:
+      missing.append(names[0])
+      continue
+    expected = nn.unbox(leaf).shape
+    stored = tensors[name].shape(name)
+    got = convert(np.empty(stored, np.bool_)).shape
+    if got != expected:
+      bad_shapes.append(f"{name}: checkpoint {stored}, the config needs {expected}")
+    found[path] = name
+  used = {n for path in found for n in mapping[path][0]}
+  unexpected = sorted(n for n in tensors if n not in used and not n.startswith(IGNORED_PREFIXES))
+  problems = []
+  if missing:
+    problems.append(f"missing tensors: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+  if unexpected:
+    problems.append(f"unexpected tensors: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+  if bad_shapes:
+    problems.append("shape mismatches: " + "; ".join(bad_shapes[:8]))
+  if problems:
+    raise ValueError(
+      f"The checkpoint in {directory} does not fit the T5 config "
+      f"(d_model={config.d_model}, layers={config.num_layers}, heads={config.num_heads}, "
+      f"gated={config.is_gated}): " + " | ".join(problems)
+    )
+
+  params = {}
+  for path, leaf in boxed.items():
+    name = found[path]
+    host = mapping[path][1](tensors[name].get(name))  # a view of the memory map
+    dtype = nn.unbox(leaf).dtype
+    if mesh is None:
+      params[path] = jax.device_put(np.asarray(host, dtype))
+    else:
+      sharding = parallel.logical_to_sharding(leaf.names, host.shape, mesh)
+      params[path] = jax.make_array_from_callback(
+        host.shape, sharding, lambda idx, host=host, dtype=dtype: np.asarray(host[idx], dtype)
+      )
+  return unflatten_dict(params)
+
+
+def read_config(directory) -> T5Config:
+  path = pathlib.Path(directory) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"No config.json in {directory}; it should be a T5 model directory.")
+  config = json.loads(path.read_text())
+  if config.get("model_type") not in (None, "t5", "mt5", "umt5"):
+    raise ValueError(f"{path} describes a {config['model_type']!r} model, not a T5 encoder.")
+  return T5Config.from_dict(config)

@@ -1,0 +1,136 @@
+"""Device mesh, the one table of logical-axis rules, and sharding helpers.
+
+Modules name their parameter axes logically ("embed", "mlp", "heads", ...); `LOGICAL_AXIS_RULES`
+maps those names to the mesh axes ("data", "fsdp", "tensor"). Changing the parallelism means
+changing this table or the mesh shape, never a module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axis (or axes, or None for replicated). The first rule whose mesh axes are
+# still free in a PartitionSpec wins, as in flax.linen.logical_to_mesh_axes.
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+  ("batch", ("data", "fsdp")),
+  # Text encoder (T5) and attention.
+  ("vocab", "tensor"),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("kv", None),
+  ("relpos_buckets", None),
+  # U-Net: convolution kernels [kh, kw, in, out] shard their input channels over fsdp and their
+  # output channels over tensor; the text dimension of conditioning projections over fsdp.
+  ("conv_height", None),
+  ("conv_width", None),
+  ("channels_in", "fsdp"),
+  ("channels", "tensor"),
+  ("text_embed", "fsdp"),
+  ("norm", None),
+  ("time_embed", None),
+)
+
+
+def make_mesh(
+  shape: Mapping[str, int] | Sequence[int], devices: Sequence[jax.Device] | None = None
+) -> Mesh:
+  """A mesh with axes ("data", "fsdp", "tensor"); one size may be -1 for "all the rest".
+
+  `shape` is a mapping such as {"data": 2, "fsdp": -1, "tensor": 1} or a 3-tuple in axis order.
+  Devices are laid out with jax.experimental.mesh_utils so that the innermost axes sit on the
+  fastest interconnect.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if isinstance(shape, Mapping):
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+      raise ValueError(f"Unknown mesh axes {sorted(unknown)}; the axes are {MESH_AXES}.")
+    sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
+  else:
+    sizes = [int(s) for s in shape]
+    if len(sizes) != len(MESH_AXES):
+      raise ValueError(f"A mesh shape has {len(MESH_AXES)} sizes {MESH_AXES}, got {sizes}.")
+  if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"Mesh sizes must be positive, with at most one -1; got {sizes}.")
+  if -1 in sizes:
+    known = math.prod(s for s in sizes if s != -1)
+    if len(devices) % known:
+      raise ValueError(f"Mesh sizes {sizes} do not divide the {len(devices)} devices.")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+      f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
+      f"{len(devices)} are available; set one size to -1 to use them all."
+    )
+  try:
+    from jax.experimental import mesh_utils
+
+    grid = mesh_utils.create_device_mesh(sizes, devices=devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.asarray(devices).reshape(sizes)
+  return Mesh(grid, MESH_AXES)
+
+
+def _fit_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
+  """Drops mesh axes from dimensions they do not divide (tiny models on many devices)."""
+  fitted = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    if axes is None:
+      fitted.append(None)
+      continue
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    kept = []
+    for axis in axes:
+      if dim % (math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]) == 0:
+        kept.append(axis)
+    if len(kept) < len(axes):
+      logging.debug("dimension of size %d not divisible by mesh axes %s: using %s", dim, axes, kept)
+    fitted.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
+  return PartitionSpec(*fitted)
+
+
+def logical_to_sharding(logical_spec, shape, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+  """NamedSharding for an array of `shape` whose axes carry the names in `logical_spec`."""
+  spec = nn.logical_to_mesh_axes(logical_spec, rules) if logical_spec else PartitionSpec()
+  return NamedSharding(mesh, _fit_to_shape(spec, shape, mesh))
+
+
+def tree_shardings(abstract_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+  """Shardings for a tree of (possibly nn.Partitioned-boxed) abstract arrays.
+
+  Leaves boxed by nn.with_logical_partitioning are sharded by their names; plain leaves are
+  replicated. The result has the structure of the unboxed tree.
+  """
+
+  def one(leaf):
+    if isinstance(leaf, nn.LogicallyPartitioned):
+      return logical_to_sharding(leaf.names, leaf.value.shape, mesh, rules)
+    return NamedSharding(mesh, PartitionSpec())
+
+  return jax.tree.map(one, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def default_compute_dtype():
+  """bfloat16 on TPUs and GPUs, float32 on CPUs (where bfloat16 arithmetic is emulated)."""
+  import jax.numpy as jnp
+
+  return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading axis over ("data", "fsdp"), the rest replicated."""
+  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())

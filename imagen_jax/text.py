@@ -1,0 +1,219 @@
+"""Texts -> (embeddings, mask): a tokenizer and the frozen T5 encoder behind one call.
+
+    enc = TextEncoder.from_pretrained("google/t5-v1_1-xxl")  # hub id or local directory
+    emb, mask = enc(["a photo of a cat"])                    # [B, L, D] float, [B, L] bool
+
+Texts are padded to a fixed length (128 tokens by default) so the encoder compiles once per batch
+size; longer texts are truncated with a warning. An empty string is the unconditional prompt: its
+mask is all False and its embedding all zeros, exactly the null text of classifier-free guidance.
+
+`DEMO_ENCODER` ("builtin:byt5-tiny") is an offline stand-in for real T5 weights used by the demo
+and the tests: a small encoder of the T5 v1.1 architecture with the ByT5 byte tokenizer (no
+vocabulary file), its weights initialised deterministically from a seed, not trained.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pathlib
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax import parallel
+from imagen_jax.models import t5, t5_weights
+
+DEMO_ENCODER = "builtin:byt5-tiny"
+# The demo encoder: the ByT5 vocabulary (256 bytes + 3 special + 125 extra ids = 384) and a tiny
+# T5 v1.1 body.
+DEMO_CONFIG = t5.T5Config(
+  vocab_size=384,
+  d_model=64,
+  d_kv=16,
+  d_ff=128,
+  num_layers=2,
+  num_heads=4,
+  feed_forward_proj="gated-gelu",
+)
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt"]
+
+log = logging.getLogger(__name__)
+
+
+def _resolve_directory(name_or_dir: str) -> pathlib.Path:
+  """A local model directory, or a hub snapshot downloaded on request (config, tokenizer,
+  safetensors; nothing else)."""
+  path = pathlib.Path(os.path.expanduser(name_or_dir))
+  if path.is_dir():
+    return path
+  if path.exists() or name_or_dir.startswith((".", "/", "~")) or name_or_dir.count("/") > 1:
+    raise FileNotFoundError(f"{name_or_dir} is not a model directory.")
+  from huggingface_hub import snapshot_download
+
+  log.info("downloading %s from the Hugging Face hub", name_or_dir)
+  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=HUB_FILES))
+
+
+class TextEncoder:
+  """A tokenizer plus a frozen T5 encoder. Call it on a list of strings.
+
+  Attributes: `config` (T5Config), `params`, `max_length`, `dtype` (compute dtype; embeddings
+  come back in it), `dim` (d_model).
+  """
+
+  def __init__(
+    self,
+    config: t5.T5Config,
+    params,
+    tokenizer,
+    *,
+    max_length: int = 128,
+    dtype=None,
+    name: str = "",
+    mesh=None,
+  ):
+    if max_length < 1:
+      raise ValueError(f"max_length must be positive, got {max_length}.")
+    self.config = config
+    self.params = params
+    self.tokenizer = tokenizer
+    self.max_length = max_length
+    self.dtype = parallel.default_compute_dtype() if dtype is None else dtype
+    self.name = name
+    self.mesh = mesh
+    self.model = t5.T5Encoder(config, dtype=self.dtype)
+    self._encode = jax.jit(self._forward)
+
+  @property
+  def dim(self) -> int:
+    return self.config.d_model
+
+  @classmethod
+  def from_pretrained(
+    cls,
+    name_or_dir: str,
+    *,
+    max_length: int = 128,
+    dtype=None,
+    param_dtype=jnp.float32,
+    mesh=None,
+    seed: int = 0,
+  ) -> TextEncoder:
+    """Loads a T5 encoder and its tokenizer from a hub id or a local directory.
+
+    The directory holds Hugging Face's config.json, tokenizer files and model.safetensors (or a
+    sharded index). A hub id is downloaded only when it is not a local directory. With `mesh`,
+    parameters are created sharded over it. `DEMO_ENCODER` builds the offline demo encoder
+    from `seed`.
+    """
+    if name_or_dir == DEMO_ENCODER:
+      return cls.demo(seed=seed, max_length=max_length, dtype=dtype, mesh=mesh)
+    from transformers import AutoTokenizer
+
+    directory = _resolve_directory(name_or_dir)
+    config = t5_weights.read_config(directory)
+    params = t5_weights.load_params(directory, config, param_dtype=param_dtype, mesh=mesh)
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    return cls(
+      config, params, tokenizer, max_length=max_length, dtype=dtype, name=name_or_dir, mesh=mesh
+    )
+
+  @classmethod
+  def demo(cls, *, seed: int = 0, max_length: int = 128, dtype=None, mesh=None) -> TextEncoder:
+    """The offline stand-in encoder: T5 v1.1 architecture, ByT5 tokenizer, seeded random weights."""
+    from transformers import ByT5Tokenizer
+
+    params = _demo_params(seed, mesh)
+    return cls(
+      DEMO_CONFIG,
+      params,
+      ByT5Tokenizer(),
+      max_length=max_length,
+      dtype=dtype,
+      name=DEMO_ENCODER,
+      mesh=mesh,
+    )
+
+  def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """input_ids [B, max_length] int32 and mask [B, max_length] bool; empty texts get no tokens."""
+    texts = _check_texts(texts)
+    enc = self.tokenizer(
+      list(texts),
+      padding="max_length",
+      truncation=True,
+      max_length=self.max_length,
+      return_tensors="np",
+    )
+    ids = np.asarray(enc["input_ids"], np.int32)
+    mask = np.asarray(enc["attention_mask"], bool)
+    empty = np.array([t == "" for t in texts])
+    mask[empty] = False
+    ids[empty] = 0
+    lengths = [len(x) for x in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+    too_long = [t for t, n in zip(texts, lengths) if n > self.max_length]
+    if too_long:
+      log.warning(
+        "%d text(s) longer than %d tokens were truncated, e.g. %r",
+        len(too_long),
+        self.max_length,
+        too_long[0][:80],
+      )
+    return ids, mask
+
+  def _forward(self, params, ids, mask):
+    emb = self.model.apply({"params": params}, ids, mask)
+    return jnp.where(mask[..., None], emb, 0).astype(self.dtype)
+
+  def encode_tokens(self, ids, mask):
+    """Embeddings [B, L, D] (compute dtype) of token ids [B, L] with mask [B, L]; zero where
+    masked. Jitted once per batch size; with a mesh, the batch is split over its batch axes
+    (padded up to a multiple of their size)."""
+    if self.mesh is None:
+      return self._encode(self.params, ids, mask)
+    shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    batch = ids.shape[0]
+    pad = -batch % shards
+    ids = np.pad(np.asarray(ids), ((0, pad), (0, 0)))
+    mask = np.pad(np.asarray(mask), ((0, pad), (0, 0)))
+    sharding = parallel.batch_sharding(self.mesh, 2)
+    emb = self._encode(self.params, jax.device_put(ids, sharding), jax.device_put(mask, sharding))
+    return emb[:batch]
+
+  def __call__(self, texts: Sequence[str]):
+    """(embeddings [B, max_length, D] in the compute dtype, mask [B, max_length] bool)."""
+    ids, mask = self.tokenize(texts)
+    return self.encode_tokens(ids, mask), jnp.asarray(mask)
+
+
+def _check_texts(texts) -> list[str]:
+  if isinstance(texts, str):
+    raise TypeError("Pass a list of strings, not a single string: enc([text]).")
+  texts = list(texts)
+  if not texts:
+    raise ValueError("No texts given: pass a non-empty list of strings.")
+  bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+  if bad:
+    raise TypeError(f"Every text must be a string; got {bad[0]}.")
+  return texts
+
+
+@functools.lru_cache(maxsize=4)
+def _demo_params_unsharded(seed: int):
+  ids = jnp.zeros((1, 8), jnp.int32)
+  mask = jnp.ones((1, 8), bool)
+  variables = t5.T5Encoder(DEMO_CONFIG).init(jax.random.key(seed), ids, mask)
+  return jax.tree.map(np.asarray, nn.unbox(variables["params"]))
+
+
+def _demo_params(seed: int, mesh):
+  params = _demo_params_unsharded(seed)
+  if mesh is None:
+    return jax.tree.map(jnp.asarray, params)
+  boxed = t5_weights.abstract_params(DEMO_CONFIG)
+  shardings = parallel.tree_shardings(boxed, mesh)
+  return jax.tree.map(jax.device_put, params, shardings)

@@ -1,0 +1,158 @@
+"""The Flax T5 encoder against transformers' PyTorch T5EncoderModel, weight import, sharding."""
+
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from imagen_jax import parallel
+from imagen_jax.models import t5, t5_weights
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "t5"
+FAMILIES = ["v1_0_relu", "v1_1_gated_gelu", "byt5_vocab"]
+
+
+def encode(directory, ids, mask, mesh=None):
+  config = t5_weights.read_config(directory)
+  params = t5_weights.load_params(directory, config, mesh=mesh)
+  return np.asarray(t5.T5Encoder(config).apply({"params": params}, ids, mask))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_encoder_matches_transformers_golden_outputs(family):
+  """Golden files from tests/golden/make_t5_golden.py: inputs of length 40 (> max distance 16)
+  with padding, and PyTorch's last hidden states."""
+  expected = np.load(GOLDEN / family / "expected.npz")
+  out = encode(GOLDEN / family, expected["input_ids"], expected["mask"])
+  assert not expected["mask"].all()
+  assert (
+    expected["input_ids"].shape[1]
+    > t5_weights.read_config(GOLDEN / family).relative_attention_max_distance
+  )
+  np.testing.assert_allclose(out, expected["last_hidden_state"], atol=1e-4, rtol=0)
+
+
+def test_encoder_matches_live_pytorch_model(tmp_path):
+  torch = pytest.importorskip("torch")
+  transformers = pytest.importorskip("transformers")
+  torch.manual_seed(7)
+  cfg = transformers.T5Config(
+    vocab_size=50,
+    d_model=24,
+    d_kv=6,
+    d_ff=40,
+    num_layers=3,
+    num_heads=4,
+    relative_attention_num_buckets=6,
+    relative_attention_max_distance=10,
+    feed_forward_proj="gated-gelu",
+  )
+  model = transformers.T5EncoderModel(cfg).eval()
+  model.save_pretrained(tmp_path)
+  ids = np.random.default_rng(0).integers(2, 50, (2, 30))
+  mask = np.arange(30)[None] < np.array([[30], [12]])
+  with torch.no_grad():
+    ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask.astype(np.int64)))
+  np.testing.assert_allclose(encode(tmp_path, ids, mask), ref.last_hidden_state.numpy(), atol=1e-4)
+
+
+def test_t5_v1_1_xxl_has_the_papers_encoder_size():
+  counts = t5.count_params(t5.T5_V1_1_XXL)
+  # The paper's 4.6B counts the encoder's layers; the 32128 x 4096 token embedding (0.13B) is the
+  # table T5 shares with its decoder.
+  assert abs(counts["without_embedding"] / 4.6e9 - 1) < 0.03
+  assert counts["token_embedding"] == 32128 * 4096
+
+
+def test_sharded_forward_equals_single_device():
+  expected = np.load(GOLDEN / "v1_1_gated_gelu" / "expected.npz")
+  ids, mask = expected["input_ids"], expected["mask"]
+  mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  single = encode(GOLDEN / "v1_1_gated_gelu", ids, mask)
+  config = t5_weights.read_config(GOLDEN / "v1_1_gated_gelu")
+  params = t5_weights.load_params(GOLDEN / "v1_1_gated_gelu", config, mesh=mesh)
+  wi = params["layers_0"]["mlp"]["wi_0"]["kernel"]
+  assert wi.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  assert len(wi.addressable_shards) == 8 and wi.addressable_shards[0].data.shape == (16, 32)
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None))
+  sharded = jax.jit(t5.T5Encoder(config).apply)(
+    {"params": params}, jax.device_put(ids, batch), jax.device_put(mask, batch)
+  )
+  np.testing.assert_allclose(np.asarray(sharded), single, atol=1e-5)
+
+
+def _copy_model(tmp_path):
+  dst = tmp_path / "model"
+  shutil.copytree(GOLDEN / "v1_1_gated_gelu", dst)
+  return dst
+
+
+def test_missing_tensor_is_named(tmp_path):
+  d = _copy_model(tmp_path)
+  tensors = load_file(d / "model.safetensors")
+  del tensors["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
+  save_file(tensors, d / "model.safetensors")
+  with pytest.raises(ValueError, match=r"missing tensors: \['encoder.block.1.layer.1"):
+    t5_weights.load_params(d, t5_weights.read_config(d))
+
+
+def test_unexpected_tensor_is_named_but_decoder_tensors_are_ignored(tmp_path):
+  d = _copy_model(tmp_path)
+  tensors = load_file(d / "model.safetensors")
+  tensors["decoder.final_layer_norm.weight"] = np.ones(32, np.float32)
+  save_file(tensors, d / "model.safetensors")
+  t5_weights.load_params(d, t5_weights.read_config(d))  # a full seq2seq checkpoint loads
+  tensors["encoder.block.0.layer.2.extra.weight"] = np.ones(3, np.float32)
+  save_file(tensors, d / "model.safetensors")
+  with pytest.raises(ValueError, match="unexpected tensors: .*layer.2.extra"):
+    t5_weights.load_params(d, t5_weights.read_config(d))
+
+
+def test_shape_mismatch_is_named(tmp_path):
+  d = _copy_model(tmp_path)
+  config = json.loads((d / "config.json").read_text())
+  config["d_ff"] = 48
+  (d / "config.json").write_text(json.dumps(config))
+  with pytest.raises(ValueError, match="shape mismatches: .*wi_0.weight: checkpoint"):
+    t5_weights.load_params(d, t5_weights.read_config(d))
+
+
+def test_sharded_index_checkpoint_loads(tmp_path):
+  d = _copy_model(tmp_path)
+  tensors = load_file(d / "model.safetensors")
+  names = sorted(tensors)
+  halves = {
+    "model-00001-of-00002.safetensors": names[::2],
+    "model-00002-of-00002.safetensors": names[1::2],
+  }
+  for file, part in halves.items():
+    save_file({n: tensors[n] for n in part}, d / file)
+  (d / "model.safetensors").unlink()
+  weight_map = {n: f for f, part in halves.items() for n in part}
+  (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  expected = np.load(d / "expected.npz")
+  out = encode(d, expected["input_ids"], expected["mask"])
+  np.testing.assert_allclose(out, expected["last_hidden_state"], atol=1e-4)
+
+
+def test_directory_without_safetensors_says_how_to_convert(tmp_path):
+  d = _copy_model(tmp_path)
+  (d / "model.safetensors").rename(d / "pytorch_model.bin")
+  with pytest.raises(FileNotFoundError, match="save_pretrained"):
+    t5_weights.load_params(d, t5_weights.read_config(d))
+
+
+def test_bfloat16_checkpoint_loads(tmp_path):
+  import ml_dtypes
+
+  d = _copy_model(tmp_path)
+  tensors = {k: v.astype(ml_dtypes.bfloat16) for k, v in load_file(d / "model.safetensors").items()}
+  save_file(tensors, d / "model.safetensors")
+  config = t5_weights.read_config(d)
+  params = t5_weights.load_params(d, config)
+  ref = t5_weights.load_params(GOLDEN / "v1_1_gated_gelu", config)
+  np.testing.assert_allclose(params["token_embedder"], ref["token_embedder"], rtol=1e-2)

@@ -1,0 +1,109 @@
+"""TextEncoder: tokenization against transformers, padding, truncation, the null text."""
+
+import logging
+import pathlib
+import shutil
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from transformers import AutoTokenizer, ByT5Tokenizer, T5Tokenizer
+
+from imagen_jax import parallel
+from imagen_jax.text import DEMO_ENCODER, TextEncoder
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "t5"
+TEXTS = ["a small red circle at the top left", "naïve café: 東京 👩‍🚀 🎨!", "", "x"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+  return TextEncoder.from_pretrained(DEMO_ENCODER, max_length=48)
+
+
+def test_demo_token_ids_equal_transformers_byt5(demo):
+  ids, mask = demo.tokenize(TEXTS)
+  reference = ByT5Tokenizer()
+  for text, row, valid in zip(TEXTS, ids, mask):
+    expected = reference(text)["input_ids"] if text else []
+    assert row[: len(expected)].tolist() == expected
+    assert valid.sum() == len(expected)
+    assert not row[len(expected) :].any()
+  # ByT5's rule, independent of transformers: UTF-8 bytes + 3, then </s> = 1.
+  emoji = "👩‍🚀"
+  row, _ = demo.tokenize([emoji])
+  utf8 = [b + 3 for b in emoji.encode("utf-8")] + [1]
+  assert row[0, : len(utf8)].tolist() == utf8
+
+
+def test_embeddings_have_fixed_length_and_zero_padding(demo):
+  emb, mask = demo(TEXTS)
+  assert emb.shape == (4, 48, demo.dim) and mask.shape == (4, 48) and mask.dtype == jnp.bool_
+  assert float(jnp.abs(jnp.where(mask[..., None], 0, emb)).max()) == 0.0
+
+
+def test_empty_text_is_the_null_condition(demo):
+  emb, mask = demo(["", "a blue square"])
+  assert not mask[0].any() and float(jnp.abs(emb[0]).max()) == 0.0
+  assert mask[1].any()
+
+
+def test_long_texts_are_truncated_with_a_warning(demo, caplog):
+  with caplog.at_level(logging.WARNING):
+    _, mask = demo(["y" * 100])
+  assert mask.sum() == 48
+  assert "truncated" in caplog.text
+
+
+def test_padding_does_not_change_the_valid_embeddings(demo):
+  short = TextEncoder.from_pretrained(DEMO_ENCODER, max_length=20)
+  a, mask = demo(["a green triangle"])
+  b, _ = short(["a green triangle"])
+  n = int(mask.sum())
+  np.testing.assert_allclose(a[0, :n], b[0, :n], atol=1e-5)
+
+
+def test_demo_encoder_is_deterministic_from_its_seed():
+  a = TextEncoder.demo(seed=0)(["a red circle"])[0]
+  b = TextEncoder.demo(seed=0)(["a red circle"])[0]
+  c = TextEncoder.demo(seed=1)(["a red circle"])[0]
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
+
+
+def test_from_pretrained_local_directory_with_a_sentencepiece_tokenizer(tmp_path):
+  model_dir = tmp_path / "t5"
+  shutil.copytree(GOLDEN / "v1_1_gated_gelu", model_dir)
+  pieces = list("abcdefghijklmnopqrstuvwxyz") + ["▁a", "▁red", "▁circle", "▁", "é", "😀"]
+  vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
+    (p, -i - 1.0) for i, p in enumerate(pieces)
+  ]
+  T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(model_dir)
+  enc = TextEncoder.from_pretrained(str(model_dir), max_length=12, dtype=jnp.float32)
+  texts = ["a red circle", "café 😀 ñ"]
+  ids, mask = enc.tokenize(texts)
+  reference = AutoTokenizer.from_pretrained(str(model_dir))(texts)["input_ids"]
+  for row, valid, expected in zip(ids, mask, reference):
+    assert row[: len(expected)].tolist() == expected and valid.sum() == len(expected)
+  emb, _ = enc(texts)
+  assert emb.shape == (2, 12, 32)
+
+
+def test_sharded_text_encoder_equals_single_device(demo):
+  mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  sharded = TextEncoder.demo(max_length=48, mesh=mesh)
+  texts = TEXTS[:3]  # 3 texts: padded to the 4 batch shards internally
+  np.testing.assert_allclose(sharded(texts)[0], demo(texts)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "texts,error", [([], ValueError), ("a single string", TypeError), (["ok", 3], TypeError)]
+)
+def test_bad_texts_are_clear_errors(demo, texts, error):
+  with pytest.raises(error):
+    demo(texts)
+
+
+def test_missing_local_directory_is_not_sent_to_the_hub(tmp_path):
+  with pytest.raises(FileNotFoundError, match="not a model directory"):
+    TextEncoder.from_pretrained(str(tmp_path / "nope"))
