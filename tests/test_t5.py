@@ -108,7 +108,7 @@ def test_unexpected_tensor_is_named_but_decoder_tensors_are_ignored(tmp_path):
   t5_weights.load_params(d, t5_weights.read_config(d))  # a full seq2seq checkpoint loads
   tensors["encoder.block.0.layer.2.extra.weight"] = np.ones(3, np.float32)
   save_file(tensors, d / "model.safetensors")
-  with pytest.raises(ValueError, match="unexpected tensors: .*layer.2.extra"):
+  with pytest.raises(ValueError, match=r"unexpected tensors: .*layer\.2\.extra"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 
@@ -117,7 +117,7 @@ def test_shape_mismatch_is_named(tmp_path):
   config = json.loads((d / "config.json").read_text())
   config["d_ff"] = 48
   (d / "config.json").write_text(json.dumps(config))
-  with pytest.raises(ValueError, match="shape mismatches: .*wi_0.weight: checkpoint"):
+  with pytest.raises(ValueError, match=r"shape mismatches: .*wi_0\.weight: checkpoint"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 

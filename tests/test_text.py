@@ -74,7 +74,7 @@ def test_demo_encoder_is_deterministic_from_its_seed():
 def test_from_pretrained_local_directory_with_a_sentencepiece_tokenizer(tmp_path):
   model_dir = tmp_path / "t5"
   shutil.copytree(GOLDEN / "v1_1_gated_gelu", model_dir)
-  pieces = list("abcdefghijklmnopqrstuvwxyz") + ["▁a", "▁red", "▁circle", "▁", "é", "😀"]
+  pieces = [*list("abcdefghijklmnopqrstuvwxyz"), "▁a", "▁red", "▁circle", "▁", "é", "😀"]
   vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [
     (p, -i - 1.0) for i, p in enumerate(pieces)
   ]

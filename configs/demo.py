@@ -1,0 +1,107 @@
+"""The tiny offline cascade of `imagen-jax demo`: three stages that train on a CPU in minutes.
+
+  imagen-jax train --config configs/demo.py:base --workdir runs/demo/base
+  imagen-jax train --config configs/demo.py:sr1 --workdir runs/demo/sr1 --config.train.steps=500
+
+Same structure as the paper's stages (configs/base64.py, sr256.py, sr1024.py) at toy sizes:
+an ADM base model, then two Efficient U-Nets (self-attention with text in sr1, text
+cross-attention in sr2, which trains on crops and samples on the full image), on the procedural
+`imagen_shapes` dataset, with the offline demo text encoder (a seeded, untrained T5 v1.1
+architecture with the ByT5 byte tokenizer; see imagen_jax/text.py).
+"""
+
+import ml_collections
+
+from imagen_jax.configuration import stage_defaults
+
+SIZES = (16, 32, 64)  # output resolution of base, sr1, sr2
+
+
+def _common(config):
+  config.text.encoder = "builtin:byt5-tiny"
+  config.text.dim = 64
+  config.text.max_length = 64  # the longest shapes caption is under 64 bytes
+  config.data.name = "imagen_shapes"
+  config.data.build_size = SIZES[-1]
+  config.data.num_examples = 20_000
+  config.train.batch_size = 32
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 100
+  config.train.ema_decay = 0.999
+  config.train.checkpoint_every = 500
+  config.train.log_every = 50
+  config.train.compute_dtype = "float32"
+  config.sample.prompts = (
+      "a red circle at the top left",
+      "a small blue square at the bottom right",
+      "a big green triangle in the center",
+      "a yellow circle to the left of a purple square",
+  )
+  config.mesh.data = -1
+  return config
+
+
+def get_config(stage: str = "base") -> ml_collections.ConfigDict:
+  config = _common(stage_defaults())
+  if stage == "base":
+    config.stage = "base"
+    config.image_size = SIZES[0]
+    config.unet = ml_collections.ConfigDict(
+        dict(
+            type="adm",
+            channels=64,
+            channel_mult=(1, 2, 2),
+            num_res_blocks=2,
+            attn_resolutions=(8, 4),
+            image_size=SIZES[0],
+            head_dim=32,
+            text_attention=True,
+            text_cond_dim=64,
+            dropout=0.0,
+            resblock_updown=True,
+            remat="none",
+            attn_chunk_size=1024,
+        )
+    )
+    config.diffusion.schedule = "cosine"
+    config.train.optimizer = "adam"
+    config.train.steps = 3000
+    config.sample.guidance = 3.0
+    config.sample.steps = 64
+    config.sample.sampler = "ddpm"
+  elif stage in ("sr1", "sr2"):
+    sr2 = stage == "sr2"
+    config.stage = "sr"
+    low, high = (SIZES[1], SIZES[2]) if sr2 else (SIZES[0], SIZES[1])
+    # sr2, like the paper's 256->1024 model, trains on crops (half the size) and samples on the
+    # full image.
+    config.image_size = high // 2 if sr2 else high
+    config.low_res_size = low // 2 if sr2 else low
+    config.sample_size = high
+    config.data.crop_from = high if sr2 else 0
+    config.unet = ml_collections.ConfigDict(
+        dict(
+            type="efficient",
+            channels=(32, 64, 128),
+            num_res_blocks=(1, 2, 2),
+            strides=(1, 2, 2),
+            attention=("none", "none", "cross" if sr2 else "self"),
+            attn_heads=4,
+            attn_per_res_block=False,
+            attn_ff_mult=2,
+            text_cond_dim=64,
+            dropout=0.0,
+            remat="none",
+            attn_chunk_size=1024,
+        )
+    )
+    config.diffusion.schedule = "linear" if sr2 else "cosine"
+    config.train.optimizer = "adam"
+    config.train.steps = 1500
+    config.sample.guidance = 1.0
+    config.sample.steps = 32
+    config.sample.sampler = "ddim"
+    config.sample.aug_level = 0.1
+  else:
+    raise ValueError(f"Unknown demo stage {stage!r}; use base, sr1 or sr2.")
+  return config

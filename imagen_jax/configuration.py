@@ -1,0 +1,204 @@
+"""Stage configs: the defaults every config starts from, loading `path.py[:arg]` files, and
+`--config.a.b=value` overrides.
+
+A config file defines `get_config()` or `get_config(arg)` returning an ml_collections.ConfigDict;
+`configs/demo.py:base` calls get_config("base").
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import pathlib
+import sys
+
+import ml_collections
+
+STAGES = ("base", "sr")
+
+
+def stage_defaults() -> ml_collections.ConfigDict:
+  """Fields shared by every stage config, with the paper's defaults where it gives them."""
+  c = ml_collections.ConfigDict()
+  c.stage = "base"  # "base" (text -> image) or "sr" (text + low-res -> image)
+  c.seed = 0
+  c.image_size = 64  # training resolution of this stage's output
+  c.low_res_size = 0  # SR: training resolution of the low-res input
+  c.sample_size = 0  # SR: output size when sampling the cascade (0: image_size)
+
+  c.text = ml_collections.ConfigDict()
+  c.text.encoder = "builtin:byt5-tiny"  # hub id, local directory, or the offline demo encoder
+  c.text.dim = 64
+  c.text.max_length = 128
+  c.text.store = ""  # precomputed embedding store (imagen-jax encode-text); "" = encode in step
+
+  c.unet = ml_collections.ConfigDict()
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.schedule = "cosine"
+  c.diffusion.objective = "eps"  # eps-prediction with eps-MSE, as in the paper
+  c.diffusion.min_snr_gamma = 0.0  # > 0 enables min-SNR weighting
+  c.diffusion.cond_drop_prob = 0.1  # text zeroed for classifier-free guidance
+  c.diffusion.aug_max_level = 1.0  # SR: training aug levels ~ U(0, aug_max_level)
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagen_shapes"  # or "image_text_folder", or any TFDS image-caption dataset
+  c.data.path = ""  # image_text_folder: the folder of images and captions
+  c.data.data_dir = ""  # TFDS data_dir ("" = ~/tensorflow_datasets)
+  c.data.split = "train"
+  c.data.image_key = "image"
+  c.data.text_key = "caption"
+  c.data.num_examples = 20_000  # imagen_shapes: examples to generate
+  c.data.build_size = 0  # imagen_shapes: resolution stored (0 = the stage's largest size)
+  c.data.crop = "center"  # "center" or "random" crop after the shortest-side resize
+  c.data.crop_from = 0  # SR crops: resize to this size, then crop image_size (0 = no crop)
+  c.data.min_size = 0  # image_text_folder: skip images smaller than this
+  c.data.flip = False  # captions say left and right: no flips by default
+  c.data.workers = 0  # grain worker processes (0 = in the main process)
+  c.data.shuffle = True
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 1000
+  c.train.batch_size = 64  # global batch
+  c.train.grad_accum = 1  # micro-batches per step (batch_size must divide by it)
+  c.train.optimizer = "adam"  # "adam" or "adafactor"
+  c.train.learning_rate = 1e-4
+  c.train.warmup_steps = 100
+  c.train.decay_steps = 0  # cosine decay to 0 over this many steps (0 = train.steps)
+  c.train.b1 = 0.9
+  c.train.b2 = 0.999
+  c.train.eps = 1e-8
+  c.train.weight_decay = 0.0
+  c.train.clip_norm = 1.0
+  c.train.ema_decay = 0.9999
+  c.train.ema_warmup = True  # decay min(ema_decay, (1 + step) / (10 + step))
+  c.train.checkpoint_every = 1000
+  c.train.keep_checkpoints = 3
+  c.train.log_every = 50
+  c.train.sample_every = 0  # 0: no sample grids during training
+  c.train.max_bad_steps = 10  # stop after this many non-finite updates in a row
+  c.train.compute_dtype = "auto"  # "auto" (bfloat16 on TPU/GPU), "float32" or "bfloat16"
+  c.train.compile_memory_check = True
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.steps = 64
+  c.sample.sampler = "ddpm"
+  c.sample.guidance = 5.0
+  c.sample.aug_level = 0.0
+  c.sample.threshold = "dynamic"
+  c.sample.prompts = ("a red circle at the top left", "a blue square in the center")
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.initialize = False  # call jax.distributed.initialize() (TPU pods, multi-node)
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+  return c
+
+
+def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """Loads `path.py` or `path.py:arg`, applies `--config.a.b=value` overrides, validates."""
+  path, _, arg = spec.partition(":")
+  file = pathlib.Path(path)
+  if not file.is_file():
+    raise FileNotFoundError(f"Config file {path} not found (e.g. --config configs/demo.py:base).")
+  module_spec = importlib.util.spec_from_file_location(f"_imagen_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(module_spec)
+  sys.modules[module_spec.name] = module
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} defines no get_config().")
+  config = module.get_config(arg) if arg else module.get_config()
+  apply_overrides(config, overrides)
+  validate(config)
+  return config
+
+
+def _parse_value(text: str, current):
+  if isinstance(current, bool):
+    if text.lower() in ("true", "1", "yes"):
+      return True
+    if text.lower() in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true or false, got {text!r}")
+  if isinstance(current, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    value = text
+  if isinstance(current, float) and isinstance(value, int):
+    value = float(value)
+  if isinstance(current, tuple) and isinstance(value, list):
+    value = tuple(value)
+  if current is not None and not isinstance(value, type(current)):
+    raise ValueError(f"expected {type(current).__name__}, got {text!r}")
+  return value
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
+  """Applies ["--config.train.steps=10", "--config.seed", "3", ...] in place."""
+  items = list(overrides)
+  i = 0
+  while i < len(items):
+    item = items[i]
+    if not item.startswith("--config."):
+      raise ValueError(f"Unrecognised argument {item!r}; overrides look like --config.a.b=value.")
+    key, eq, value = item[len("--config.") :].partition("=")
+    if not eq:
+      if i + 1 >= len(items):
+        raise ValueError(f"{item} needs a value.")
+      value = items[i + 1]
+      i += 1
+    i += 1
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      if p not in node:
+        raise ValueError(f"Unknown config key {key!r}: no section {p!r}.")
+      node = node[p]
+    if leaf not in node:
+      raise ValueError(f"Unknown config key {key!r}. Known keys here: {sorted(node.keys())}.")
+    try:
+      node[leaf] = _parse_value(value, node[leaf])
+    except ValueError as e:
+      raise ValueError(f"Bad value for --config.{key}: {e}.") from None
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError with what to change for configs that cannot work."""
+  if config.stage not in STAGES:
+    raise ValueError(f"config.stage must be one of {STAGES}, got {config.stage!r}.")
+  if config.stage == "sr" and not config.low_res_size:
+    raise ValueError("A super-resolution stage needs config.low_res_size (e.g. 64).")
+  if config.stage == "sr" and config.image_size % config.low_res_size:
+    raise ValueError(
+        f"image_size {config.image_size} must be a multiple of low_res_size {config.low_res_size}."
+    )
+  t = config.train
+  if t.batch_size < 1 or t.steps < 1:
+    raise ValueError("train.batch_size and train.steps must be positive.")
+  if t.grad_accum < 1 or t.batch_size % t.grad_accum:
+    raise ValueError(
+        f"train.batch_size {t.batch_size} must be divisible by train.grad_accum {t.grad_accum}."
+    )
+  if t.optimizer not in ("adam", "adafactor"):
+    raise ValueError(f"train.optimizer must be 'adam' or 'adafactor', got {t.optimizer!r}.")
+  if t.compute_dtype not in ("auto", "float32", "bfloat16"):
+    raise ValueError("train.compute_dtype must be 'auto', 'float32' or 'bfloat16'.")
+  if not 0.0 <= config.diffusion.cond_drop_prob < 1.0:
+    raise ValueError("diffusion.cond_drop_prob must be in [0, 1).")
+
+
+def output_size(config) -> int:
+  """The resolution this stage produces when sampling the cascade."""
+  return config.sample_size or config.image_size
+
+
+def upscale_factor(config) -> int:
+  return config.image_size // config.low_res_size if config.stage == "sr" else 1

@@ -1,0 +1,343 @@
+"""Building blocks of the U-Nets: convolutions and norms with logical axis names, embeddings,
+attention (with text keys/values, cross-attention, attention pooling) and residual blocks.
+
+Arrays are NHWC; text is [B, T, D_text] with a mask [B, T] (True = a real token). Parameters are
+float32 (`param_dtype`); compute runs in `dtype` (bfloat16 on accelerators), with norms and
+softmax in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+# Parameter axis names (parallel.LOGICAL_AXIS_RULES maps them to the mesh). "column" layers split
+# their outputs over "tensor", "row" layers their inputs, as in Megatron-LM's pairs of matmuls.
+COLUMN = ("channels_in", "channels")
+ROW = ("channels", "channels_in")
+
+
+def _boxed(init: Callable, names: tuple[str, ...]) -> Callable:
+  return nn.with_logical_partitioning(init, names)
+
+
+def zeros_init(names):
+  return _boxed(nn.initializers.zeros_init(), names)
+
+
+def default_init(names, scale: float = 1.0):
+  return _boxed(nn.initializers.variance_scaling(scale, "fan_avg", "uniform"), names)
+
+
+def dense(features, *, names=COLUMN, zero=False, dtype=jnp.float32, name=None, use_bias=True):
+  return nn.Dense(
+      features,
+      dtype=dtype,
+      use_bias=use_bias,
+      kernel_init=zeros_init(names) if zero else default_init(names),
+      bias_init=zeros_init(names[-1:]),
+      name=name,
+  )
+
+
+def conv(features, *, kernel=3, strides=1, names=COLUMN, zero=False, dtype=jnp.float32, name=None):
+  kernel_names = ("conv_height", "conv_width", *names)
+  return nn.Conv(
+      features,
+      (kernel, kernel),
+      strides=(strides, strides),
+      padding="SAME",
+      dtype=dtype,
+      kernel_init=zeros_init(kernel_names) if zero else default_init(kernel_names),
+      bias_init=zeros_init(names[-1:]),
+      name=name,
+  )
+
+
+def num_groups(channels: int, preferred: int = 32) -> int:
+  """The largest group count <= preferred that divides the channels."""
+  return math.gcd(channels, preferred)
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm in float32, returning `dtype`."""
+
+  groups: int = 32
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.GroupNorm(
+        num_groups=num_groups(x.shape[-1], self.groups),
+        dtype=jnp.float32,
+        scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
+        bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
+        name="norm",
+    )(x.astype(jnp.float32))
+    return y.astype(self.dtype)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm in float32 over the last axis, returning `dtype`."""
+
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.LayerNorm(
+        dtype=jnp.float32,
+        scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
+        bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
+        name="norm",
+    )(x.astype(jnp.float32))
+    return y.astype(self.dtype)
+
+
+def sinusoidal_embedding(t, dim: int, *, max_period: float = 10_000.0):
+  """[B] -> [B, dim]: cos/sin of t * 1000 at geometric frequencies (the ADM/DDPM timestep
+  embedding, with continuous t in [0, 1] scaled to the 0..1000 range of discrete steps)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = (1000.0 * t.astype(jnp.float32))[:, None] * freqs[None]
+  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  return jnp.pad(emb, ((0, 0), (0, dim - 2 * half)))
+
+
+class TimeEmbedding(nn.Module):
+  """t [B] in [0, 1] -> [B, emb_dim]: sinusoids, Dense, SiLU, Dense."""
+
+  channels: int
+  emb_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t):
+    h = sinusoidal_embedding(t, self.channels).astype(self.dtype)
+    h = dense(self.emb_dim, names=("time_embed", "channels"), dtype=self.dtype, name="dense_0")(h)
+    h = nn.silu(h)
+    return dense(self.emb_dim, names=("channels", "time_embed"), dtype=self.dtype, name="dense_1")(h)
+
+
+def attention(q, k, v, mask=None, *, chunk_size: int = 1024):
+  """Multi-head attention: q [B, Lq, H, D], k and v [B, Lk, H, D], mask [B, Lk] (True = attend)
+  -> [B, Lq, H, D]. Scores and softmax in float32 with 1/sqrt(D) scaling.
+
+  When Lq exceeds `chunk_size`, queries are processed in chunks under jax.checkpoint, so the
+  scores never take more than chunk_size x Lk per head (Rabe & Staats 2021, query chunking);
+  the backward pass recomputes each chunk.
+  """
+  scale = q.shape[-1] ** -0.5
+  bias = None if mask is None else jnp.where(mask[:, None, None, :], 0.0, -1e30)
+
+  def block(q_chunk):
+    s = jnp.einsum("bqhd,bkhd->bhqk", q_chunk, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+      s = s + bias
+    w = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", w, v)
+
+  length = q.shape[1]
+  if length <= chunk_size or length % chunk_size:
+    return block(q)
+  chunks = q.reshape(q.shape[0], length // chunk_size, chunk_size, *q.shape[2:])
+  out = jax.lax.map(jax.checkpoint(block), jnp.moveaxis(chunks, 1, 0))
+  return jnp.moveaxis(out, 0, 1).reshape(q.shape[:2] + v.shape[2:])
+
+
+class TextKeysValues(nn.Module):
+  """LayerNorm-ed text tokens projected to keys and values, plus one learned "null" token that is
+  always attendable (so an all-masked text, the unconditional case, is well defined).
+
+  text [B, T, D_text], mask [B, T] -> k, v [B, T + 1, H, D], mask [B, T + 1].
+  """
+
+  heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, text, mask):
+    batch = text.shape[0]
+    text = LayerNorm(self.dtype, name="text_norm")(text)
+    inner = self.heads * self.head_dim
+    kv = dense(2 * inner, dtype=self.dtype, name="text_kv")(text)
+    null = self.param("null_kv", _boxed(nn.initializers.normal(1.0), ("norm",)), (2 * inner,))
+    null = jnp.broadcast_to(null.astype(self.dtype), (batch, 1, 2 * inner))
+    kv = jnp.concatenate([null, kv], axis=1).reshape(batch, -1, 2, self.heads, self.head_dim)
+    mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+    return kv[:, :, 0], kv[:, :, 1], mask
+
+
+class AttentionBlock(nn.Module):
+  """Residual attention over an image [B, H, W, C].
+
+  mode "self": self-attention whose keys/values also hold the text tokens (Imagen's base and
+  64->256 models); mode "cross": queries from the image, keys/values from the text only (the
+  256->1024 model). heads = channels // head_dim unless `heads` is given.
+  """
+
+  mode: str = "self"
+  head_dim: int = 64
+  heads: int | None = None
+  use_text: bool = True
+  dtype: Dtype = jnp.float32
+  chunk_size: int = 1024
+
+  @nn.compact
+  def __call__(self, x, text, text_mask):
+    b, h, w, c = x.shape
+    heads = self.heads or max(1, c // self.head_dim)
+    head_dim = c // heads
+    y = GroupNorm(dtype=self.dtype, name="norm")(x).reshape(b, h * w, c)
+    q = dense(c, dtype=self.dtype, name="query")(y).reshape(b, h * w, heads, head_dim)
+    if self.mode == "self":
+      k = dense(c, dtype=self.dtype, name="key")(y).reshape(b, h * w, heads, head_dim)
+      v = dense(c, dtype=self.dtype, name="value")(y).reshape(b, h * w, heads, head_dim)
+      mask = jnp.ones((b, h * w), bool)
+      if self.use_text:
+        tk, tv, tmask = TextKeysValues(heads, head_dim, self.dtype, name="text")(text, text_mask)
+        k, v = jnp.concatenate([k, tk], 1), jnp.concatenate([v, tv], 1)
+        mask = jnp.concatenate([mask, tmask], 1)
+    elif self.mode == "cross":
+      k, v, mask = TextKeysValues(heads, head_dim, self.dtype, name="text")(text, text_mask)
+    else:
+      raise ValueError(f"Unknown attention mode {self.mode!r}; use 'self' or 'cross'.")
+    out = attention(q, k, v, mask, chunk_size=self.chunk_size).reshape(b, h * w, c)
+    out = dense(c, names=ROW, zero=True, dtype=self.dtype, name="out")(out)
+    return x + out.reshape(b, h, w, c)
+
+
+class FeedForward(nn.Module):
+  """Residual channel MLP of an image [B, H, W, C]: GN, Dense(mult * C), GELU, Dense(C) (zero
+  init); the feed-forward half of the Efficient U-Net's transformer-style attention layers."""
+
+  mult: int = 2
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    h = GroupNorm(dtype=self.dtype, name="norm")(x)
+    h = nn.gelu(dense(self.mult * c, dtype=self.dtype, name="wi")(h))
+    return x + dense(c, names=ROW, zero=True, dtype=self.dtype, name="wo")(h)
+
+
+class AttentionPooling(nn.Module):
+  """Text [B, T, D_text] -> one vector [B, out_dim]: a learned query attends over the LayerNorm-ed
+  tokens and a learned null token (Imagen's pooled text embedding, added to the time embedding)."""
+
+  channels: int
+  out_dim: int
+  head_dim: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, text, mask):
+    heads = max(1, self.channels // self.head_dim)
+    head_dim = self.channels // heads
+    k, v, mask = TextKeysValues(heads, head_dim, self.dtype, name="text")(text, mask)
+    query = self.param(
+        "query", _boxed(nn.initializers.normal(1.0), ("norm",)), (heads * head_dim,)
+    )
+    q = jnp.broadcast_to(
+        query.astype(self.dtype).reshape(1, 1, heads, head_dim), (text.shape[0], 1, heads, head_dim)
+    )
+    pooled = attention(q, k, v, mask).reshape(text.shape[0], heads * head_dim)
+    pooled = LayerNorm(self.dtype, name="pooled_norm")(pooled)
+    return dense(self.out_dim, names=("channels_in", "time_embed"), dtype=self.dtype,
+                 name="proj")(pooled)
+
+
+def downsample(x, factor: int = 2):
+  """Average pooling by `factor` (the resampling of BigGAN-style residual blocks)."""
+  b, h, w, c = x.shape
+  return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def upsample(x, factor: int = 2):
+  """Nearest-neighbour upsampling by `factor`."""
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+class ResBlock(nn.Module):
+  """Residual block with scale-shift conditioning (ADM; Dhariwal & Nichol 2021):
+
+  h = conv(SiLU(GN(x)));  h = GN(h) * (1 + scale) + shift with (scale, shift) = Dense(SiLU(emb));
+  h = conv_zero(dropout(SiLU(h)));  out = skip(x) + h.
+  `resample` "down" / "up" resamples inside the block and on the skip (BigGAN-style). With
+  emb=None the block is unconditioned (the Efficient U-Net's ResNetBlock).
+  """
+
+  out_channels: int
+  resample: str | None = None
+  dropout: float = 0.0
+  train: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, emb):
+    resize = {"down": downsample, "up": upsample, None: lambda v: v}[self.resample]
+    h = nn.silu(GroupNorm(dtype=self.dtype, name="norm_0")(x))
+    h = resize(h)
+    x = resize(x)
+    h = conv(self.out_channels, dtype=self.dtype, name="conv_0")(h)
+    h = GroupNorm(dtype=self.dtype, name="norm_1")(h)
+    if emb is not None:
+      h = ScaleShift(self.dtype, name="emb")(h, emb)
+    h = nn.Dropout(self.dropout, deterministic=not self.train)(nn.silu(h))
+    h = conv(self.out_channels, names=ROW, zero=True, dtype=self.dtype, name="conv_1")(h)
+    if x.shape[-1] != self.out_channels:
+      x = conv(self.out_channels, kernel=1, dtype=self.dtype, name="skip")(x)
+    return x + h
+
+
+class ScaleShift(nn.Module):
+  """h * (1 + scale) + shift with (scale, shift) = Dense(SiLU(emb)): FiLM by the conditioning
+  embedding emb [B, E] of an image h [B, H, W, C]."""
+
+  dtype: Dtype = jnp.float32
+  zero_init: bool = False  # start as the identity
+
+  @nn.compact
+  def __call__(self, h, emb):
+    channels = h.shape[-1]
+    ss = dense(2 * channels, names=("time_embed", "channels"), zero=self.zero_init,
+               dtype=self.dtype, name="dense")(nn.silu(emb))
+    scale, shift = jnp.split(ss[:, None, None, :], 2, axis=-1)
+    return h * (1 + scale) + shift
+
+
+class TextProjection(nn.Module):
+  """Text encoder outputs [B, T, D_text] -> LayerNorm -> Dense -> [B, T, cond_dim], computed once
+  per U-Net call and shared by its attention and pooling layers (which LayerNorm it again)."""
+
+  cond_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, text):
+    text = LayerNorm(self.dtype, name="norm")(text)
+    return dense(self.cond_dim, names=("text_embed", "channels"), dtype=self.dtype, name="dense")(
+        text
+    )
+
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+}
+
+
+def maybe_remat(module_cls, policy: str):
+  """The module class, rematerialised under `policy` ("none", "full" or "dots")."""
+  if policy not in REMAT_POLICIES:
+    raise ValueError(f"Unknown remat policy {policy!r}; choose one of {sorted(REMAT_POLICIES)}.")
+  if policy == "none":
+    return module_cls
+  return nn.remat(module_cls, policy=REMAT_POLICIES[policy])

@@ -1,0 +1,197 @@
+"""U-Nets: paper sizes, shapes, text masking, null text, overfitting, sharding."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from imagen_jax import models, parallel
+from imagen_jax.configuration import load_config
+from imagen_jax.models import EfficientUNet, UNet
+
+TEXT_LEN, TEXT_DIM = 6, 16
+TINY_BASE = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
+                 image_size=8, head_dim=8, text_cond_dim=16)
+TINY_SR = dict(channels=(16, 32), num_res_blocks=(1, 1), strides=(2, 2),
+               attention=(None, "self"), attn_heads=2, text_cond_dim=16)
+
+
+def inputs(key, batch, size, super_res, text_len=TEXT_LEN):
+  ks = jax.random.split(key, 5)
+  z = jax.random.normal(ks[0], (batch, size, size, 3))
+  t = jax.random.uniform(ks[1], (batch,))
+  text = jax.random.normal(ks[2], (batch, text_len, TEXT_DIM))
+  mask = jnp.arange(text_len)[None] < jnp.array([text_len, 3, 1, 4][:batch])[:, None]
+  cond = jax.random.normal(ks[3], z.shape) if super_res else None
+  aug = jax.random.uniform(ks[4], (batch,)) if super_res else None
+  return z, t, text, mask, cond, aug
+
+
+@pytest.mark.parametrize("path,target", [
+    ("configs/base64.py", 2.0e9), ("configs/sr256.py", 600e6), ("configs/sr1024.py", 400e6)])
+def test_paper_configs_have_the_papers_sizes(path, target):
+  config = load_config(path)
+  sr = config.stage == "sr"
+  model = models.build_unet(config.unet, super_res=sr)
+  params = models.abstract_unet_params(model, config.image_size, 8, config.text.dim, sr)
+  assert abs(models.count_params(params) / target - 1) < 0.15
+
+
+@pytest.mark.parametrize("path", ["configs/base64.py", "configs/sr256.py", "configs/sr1024.py"])
+def test_paper_configs_produce_images_of_their_size(path):
+  config = load_config(path)
+  sr = config.stage == "sr"
+  model = models.build_unet(config.unet, super_res=sr)
+  args = models.unet_inputs(2, config.image_size, 8, config.text.dim, sr)
+  out = jax.eval_shape(lambda *a: model.init_with_output(jax.random.key(0), *a)[0], *args)
+  assert out.shape == (2, config.image_size, config.image_size, 3)
+
+
+def test_sr1024_model_trained_on_256_crops_runs_on_a_1024_input():
+  config = load_config("configs/sr1024.py")
+  model = models.build_unet(config.unet, super_res=True)
+  args = models.unet_inputs(1, config.image_size, 8, config.text.dim, True)
+  variables = jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a), *args)
+  big = models.unet_inputs(1, config.sample_size, 8, config.text.dim, True)
+  out = jax.eval_shape(lambda v, *a: model.apply(v, *a), variables, *big)
+  assert out.shape == (1, 1024, 1024, 3)
+
+
+@pytest.mark.parametrize("stage", ["base", "sr1", "sr2"])
+def test_demo_stages_produce_images_of_their_size(stage):
+  config = load_config(f"configs/demo.py:{stage}")
+  sr = config.stage == "sr"
+  model = models.build_unet(config.unet, super_res=sr)
+  args = inputs(jax.random.key(0), 2, config.image_size, sr)
+  text = jnp.zeros((2, 5, config.text.dim))
+  args = (*args[:2], text, jnp.ones((2, 5), bool), *args[4:])
+  out, _ = jax.jit(model.init_with_output)(jax.random.key(1), *args)
+  assert out.shape == (2, config.image_size, config.image_size, 3) and out.dtype == jnp.float32
+
+
+def test_sr_model_built_for_64_to_256_runs_on_256_to_1024_inputs():
+  """An SR model trained at 4x on small inputs runs at 4x on inputs 4 times larger."""
+  model = EfficientUNet(**TINY_SR)
+  variables = jax.jit(model.init)(jax.random.key(0), *inputs(jax.random.key(1), 2, 16, True))
+  out = jax.jit(model.apply)(variables, *inputs(jax.random.key(2), 2, 64, True))
+  assert out.shape == (2, 64, 64, 3) and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.parametrize("cls,kwargs,sr", [(UNet, TINY_BASE, False), (EfficientUNet, TINY_SR, True),
+                                           (EfficientUNet, {**TINY_SR, "attention": (None, "cross")},
+                                            True)])
+def test_padded_text_positions_do_not_change_the_output(cls, kwargs, sr):
+  model = cls(**kwargs)
+  z, t, text, mask, cond, aug = inputs(jax.random.key(3), 4, 8 if not sr else 16, sr)
+  variables = jax.jit(model.init)(jax.random.key(0), z, t, text, mask, cond, aug)
+  # Nudge the zero-initialised output layers so the test sees the whole network.
+  variables = jax.tree.map(lambda p: p + 0.01, variables)
+  apply = jax.jit(model.apply)
+  out = apply(variables, z, t, text, mask, cond, aug)
+  noise = 100.0 * jax.random.normal(jax.random.key(4), text.shape)
+  out2 = apply(variables, z, t, jnp.where(mask[..., None], text, noise), mask, cond, aug)
+  np.testing.assert_allclose(out, out2, atol=1e-5)
+  changed = apply(variables, z, t, text.at[:, 0].multiply(-2.0), mask, cond, aug)
+  assert float(jnp.abs(changed - out).max()) > 1e-4  # real tokens matter
+
+
+def test_null_text_is_well_defined_and_differs_from_the_condition():
+  model = UNet(**TINY_BASE)
+  z, t, text, mask, _, _ = inputs(jax.random.key(5), 4, 8, False)
+  init = jax.jit(model.init)(jax.random.key(0), z, t, text, mask)
+  variables = jax.tree.map(lambda p: p + 0.01, init)
+  apply = jax.jit(model.apply)
+  null = apply(variables, z, t, jnp.zeros_like(text), jnp.zeros_like(mask))
+  cond = apply(variables, z, t, text, mask)
+  assert bool(jnp.all(jnp.isfinite(null)))
+  assert float(jnp.abs(null - cond).max()) > 1e-4
+
+
+def test_wrong_inputs_are_clear_errors():
+  model = EfficientUNet(**TINY_SR)
+  z, t, text, mask, cond, aug = inputs(jax.random.key(0), 2, 16, True)
+  with pytest.raises(ValueError, match="cond_image"):
+    model.init(jax.random.key(0), z, t, text, mask)
+  with pytest.raises(ValueError, match="divisible"):
+    model.init(jax.random.key(0), z[:, :6, :6], t, text, mask, cond[:, :6, :6], aug)
+  with pytest.raises(ValueError, match="one entry per block"):
+    EfficientUNet(channels=(8, 16), num_res_blocks=(1,), strides=(2, 2), attention=(None, None))
+
+
+def overfit(model, batch, steps=300, lr=2e-3):
+  """Fits a fixed batch (fixed t and noise) with Adam; returns (first loss, last loss)."""
+  z, t, text, mask, cond, aug = batch
+  target = jax.random.normal(jax.random.key(9), z.shape)
+  params = jax.jit(model.init)(jax.random.key(0), *batch)["params"]
+  opt = optax.adam(lr)
+  state = opt.init(params)
+
+  @jax.jit
+  def step(params, state):
+    def loss_fn(p):
+      out = model.apply({"params": p}, z, t, text, mask, cond, aug)
+      return jnp.mean(jnp.square(out - target))
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, state = opt.update(grads, state)
+    return optax.apply_updates(params, updates), state, loss
+
+  losses = []
+  for _ in range(steps):
+    params, state, loss = step(params, state)
+    losses.append(float(loss))
+  return losses[0], min(losses[-10:])
+
+
+def test_tiny_base_unet_overfits_a_handful_of_images():
+  first, last = overfit(UNet(**TINY_BASE), inputs(jax.random.key(6), 4, 8, False))
+  assert last < first / 10
+
+
+def test_tiny_sr_unet_overfits_a_handful_of_images():
+  first, last = overfit(EfficientUNet(**TINY_SR), inputs(jax.random.key(7), 4, 16, True))
+  assert last < first / 10
+
+
+@pytest.mark.parametrize("cls,kwargs,sr,size", [(UNet, TINY_BASE, False, 8),
+                                                (EfficientUNet, TINY_SR, True, 16)])
+def test_sharded_forward_and_backward_equal_single_device(cls, kwargs, sr, size):
+  model = cls(**kwargs)
+  batch = inputs(jax.random.key(8), 4, size, sr)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), *batch))["params"]
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), *batch)["params"])
+
+  def loss(p, batch):
+    out = model.apply({"params": p}, *batch)
+    return jnp.mean(jnp.square(out - 0.1)), out
+
+  grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  (ref_loss, ref_out), ref_grads = grad_fn(params, batch)
+
+  mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  shardings = parallel.tree_shardings(boxed, mesh)
+  sharded_params = jax.device_put(params, shardings)
+  batch_sh = jax.tree.map(lambda x: jax.device_put(x, parallel.batch_sharding(mesh, x.ndim)), batch)
+  (loss_s, out_s), grads_s = grad_fn(sharded_params, batch_sh)
+  np.testing.assert_allclose(out_s, ref_out, atol=1e-5)
+  np.testing.assert_allclose(loss_s, ref_loss, rtol=1e-5)
+  for g, r in zip(jax.tree.leaves(grads_s), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4)
+
+
+def test_parameters_carry_the_partition_specs_of_the_rules():
+  config = load_config("configs/base64.py")
+  model = models.build_unet(config.unet, super_res=False)
+  boxed = models.abstract_unet_params(model, 64, 8, config.text.dim, False)
+  mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+  shardings = parallel.tree_shardings(boxed, mesh)
+  conv = shardings["down_1_res_0"]["conv_0"]["kernel"].spec
+  assert conv == P(None, None, "fsdp", "tensor")
+  assert shardings["down_1_res_0"]["conv_1"]["kernel"].spec == P(None, None, "tensor", "fsdp")
+  assert shardings["down_1_attn_0"]["query"]["kernel"].spec == P("fsdp", "tensor")
+  assert shardings["down_1_attn_0"]["out"]["kernel"].spec == P("tensor", "fsdp")
+  assert shardings["cond"]["text_proj"]["dense"]["kernel"].spec == P("fsdp", "tensor")
+  assert shardings["out_norm"]["norm"]["scale"].spec == P(None)
