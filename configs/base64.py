@@ -21,21 +21,21 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ADM-style U-Net at 512 channels (the paper's "Imagen-2B" base model).
   config.unet = ml_collections.ConfigDict(
-      dict(
-          type="adm",
-          channels=512,
-          channel_mult=(1, 2, 3, 4),
-          num_res_blocks=3,
-          attn_resolutions=(32, 16, 8),
-          image_size=64,
-          head_dim=64,
-          text_attention=True,
-          text_cond_dim=512,
-          dropout=0.0,
-          resblock_updown=True,
-          remat="full",
-          attn_chunk_size=1024,
-      )
+    dict(
+      type="adm",
+      channels=512,
+      channel_mult=(1, 2, 3, 4),
+      num_res_blocks=3,
+      attn_resolutions=(32, 16, 8),
+      image_size=64,
+      head_dim=64,
+      text_attention=True,
+      text_cond_dim=512,
+      dropout=0.0,
+      resblock_updown=True,
+      remat="full",
+      attn_chunk_size=1024,
+    )
   )
 
   config.diffusion.schedule = "cosine"

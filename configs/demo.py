@@ -32,10 +32,10 @@ def _common(config):
   config.train.log_every = 50
   config.train.compute_dtype = "float32"
   config.sample.prompts = (
-      "a red circle at the top left",
-      "a small blue square at the bottom right",
-      "a big green triangle in the center",
-      "a yellow circle to the left of a purple square",
+    "a red circle at the top left",
+    "a small blue square at the bottom right",
+    "a big green triangle in the center",
+    "a yellow circle to the left of a purple square",
   )
   config.mesh.data = -1
   return config
@@ -47,21 +47,21 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.stage = "base"
     config.image_size = SIZES[0]
     config.unet = ml_collections.ConfigDict(
-        dict(
-            type="adm",
-            channels=64,
-            channel_mult=(1, 2, 2),
-            num_res_blocks=2,
-            attn_resolutions=(8, 4),
-            image_size=SIZES[0],
-            head_dim=32,
-            text_attention=True,
-            text_cond_dim=64,
-            dropout=0.0,
-            resblock_updown=True,
-            remat="none",
-            attn_chunk_size=1024,
-        )
+      dict(
+        type="adm",
+        channels=64,
+        channel_mult=(1, 2, 2),
+        num_res_blocks=2,
+        attn_resolutions=(8, 4),
+        image_size=SIZES[0],
+        head_dim=32,
+        text_attention=True,
+        text_cond_dim=64,
+        dropout=0.0,
+        resblock_updown=True,
+        remat="none",
+        attn_chunk_size=1024,
+      )
     )
     config.diffusion.schedule = "cosine"
     config.train.optimizer = "adam"
@@ -80,20 +80,20 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.sample_size = high
     config.data.crop_from = high if sr2 else 0
     config.unet = ml_collections.ConfigDict(
-        dict(
-            type="efficient",
-            channels=(32, 64, 128),
-            num_res_blocks=(1, 2, 2),
-            strides=(1, 2, 2),
-            attention=("none", "none", "cross" if sr2 else "self"),
-            attn_heads=4,
-            attn_per_res_block=False,
-            attn_ff_mult=2,
-            text_cond_dim=64,
-            dropout=0.0,
-            remat="none",
-            attn_chunk_size=1024,
-        )
+      dict(
+        type="efficient",
+        channels=(32, 64, 128),
+        num_res_blocks=(1, 2, 2),
+        strides=(1, 2, 2),
+        attention=("none", "none", "cross" if sr2 else "self"),
+        attn_heads=4,
+        attn_per_res_block=False,
+        attn_ff_mult=2,
+        text_cond_dim=64,
+        dropout=0.0,
+        remat="none",
+        attn_chunk_size=1024,
+      )
     )
     config.diffusion.schedule = "linear" if sr2 else "cosine"
     config.train.optimizer = "adam"

@@ -25,20 +25,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   # No self-attention; explicit text cross-attention (8 heads) in the lowest block.
   config.unet = ml_collections.ConfigDict(
-      dict(
-          type="efficient",
-          channels=(128, 256, 512, 1024),
-          num_res_blocks=(2, 4, 8, 8),
-          strides=(2, 2, 2, 2),
-          attention=("none", "none", "none", "cross"),
-          attn_heads=8,
-          attn_per_res_block=False,
-          attn_ff_mult=2,
-          text_cond_dim=512,
-          dropout=0.0,
-          remat="full",
-          attn_chunk_size=1024,
-      )
+    dict(
+      type="efficient",
+      channels=(128, 256, 512, 1024),
+      num_res_blocks=(2, 4, 8, 8),
+      strides=(2, 2, 2, 2),
+      attention=("none", "none", "none", "cross"),
+      attn_heads=8,
+      attn_per_res_block=False,
+      attn_ff_mult=2,
+      text_cond_dim=512,
+      dropout=0.0,
+      remat="full",
+      attn_chunk_size=1024,
+    )
   )
 
   # DDPM's linear schedule for this stage.

@@ -1,6 +1,6 @@
 """Imagen's 64->256 super-resolution model (~600M parameters, Efficient U-Net).
 
-  imagen-jax train --config configs/sr256.py --workdir gs://BUCKET/runs/sr256
+imagen-jax train --config configs/sr256.py --workdir gs://BUCKET/runs/sr256
 """
 
 import ml_collections
@@ -24,20 +24,20 @@ def get_config() -> ml_collections.ConfigDict:
   # its residual blocks (the convention of ADM, whose attention follows every residual block at
   # the attention resolutions); see the note on sizes in README.md.
   config.unet = ml_collections.ConfigDict(
-      dict(
-          type="efficient",
-          channels=(128, 256, 512, 1024),
-          num_res_blocks=(2, 4, 8, 8),
-          strides=(2, 2, 2, 2),
-          attention=("none", "none", "none", "self"),
-          attn_heads=8,
-          attn_per_res_block=True,
-          attn_ff_mult=2,
-          text_cond_dim=512,
-          dropout=0.0,
-          remat="full",
-          attn_chunk_size=1024,
-      )
+    dict(
+      type="efficient",
+      channels=(128, 256, 512, 1024),
+      num_res_blocks=(2, 4, 8, 8),
+      strides=(2, 2, 2, 2),
+      attention=("none", "none", "none", "self"),
+      attn_heads=8,
+      attn_per_res_block=True,
+      attn_ff_mult=2,
+      text_cond_dim=512,
+      dropout=0.0,
+      remat="full",
+      attn_chunk_size=1024,
+    )
   )
 
   config.diffusion.schedule = "cosine"

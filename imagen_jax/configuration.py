@@ -101,7 +101,9 @@ def stage_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+def load_config(
+  spec: str, overrides: list[str] | tuple[str, ...] = ()
+) -> ml_collections.ConfigDict:
   """Loads `path.py` or `path.py:arg`, applies `--config.a.b=value` overrides, validates."""
   path, _, arg = spec.partition(":")
   file = pathlib.Path(path)
@@ -178,14 +180,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("A super-resolution stage needs config.low_res_size (e.g. 64).")
   if config.stage == "sr" and config.image_size % config.low_res_size:
     raise ValueError(
-        f"image_size {config.image_size} must be a multiple of low_res_size {config.low_res_size}."
+      f"image_size {config.image_size} must be a multiple of low_res_size {config.low_res_size}."
     )
   t = config.train
   if t.batch_size < 1 or t.steps < 1:
     raise ValueError("train.batch_size and train.steps must be positive.")
   if t.grad_accum < 1 or t.batch_size % t.grad_accum:
     raise ValueError(
-        f"train.batch_size {t.batch_size} must be divisible by train.grad_accum {t.grad_accum}."
+      f"train.batch_size {t.batch_size} must be divisible by train.grad_accum {t.grad_accum}."
     )
   if t.optimizer not in ("adam", "adafactor"):
     raise ValueError(f"train.optimizer must be 'adam' or 'adafactor', got {t.optimizer!r}.")

@@ -113,12 +113,10 @@ class TextEncoder:
     """
     if name_or_dir == DEMO_ENCODER:
       return cls.demo(seed=seed, max_length=max_length, dtype=dtype, mesh=mesh)
-    from transformers import AutoTokenizer
-
     directory = _resolve_directory(name_or_dir)
     config = t5_weights.read_config(directory)
     params = t5_weights.load_params(directory, config, param_dtype=param_dtype, mesh=mesh)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    tokenizer = load_tokenizer(str(directory))
     return cls(
       config, params, tokenizer, max_length=max_length, dtype=dtype, name=name_or_dir, mesh=mesh
     )
@@ -188,6 +186,32 @@ class TextEncoder:
     """(embeddings [B, max_length, D] in the compute dtype, mask [B, max_length] bool)."""
     ids, mask = self.tokenize(texts)
     return self.encode_tokens(ids, mask), jnp.asarray(mask)
+
+
+def load_tokenizer(name_or_dir: str):
+  """The tokenizer of an encoder: ByT5's for DEMO_ENCODER, else AutoTokenizer's for the model
+  directory (or hub id, downloaded on request)."""
+  if name_or_dir == DEMO_ENCODER:
+    from transformers import ByT5Tokenizer
+
+    return ByT5Tokenizer()
+  from transformers import AutoTokenizer
+
+  return AutoTokenizer.from_pretrained(str(_resolve_directory(name_or_dir)))
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(input_ids [B, max_length] int32, mask [B, max_length] bool), padded and truncated to
+  max_length; an empty text has no tokens at all (the null text)."""
+  enc = tokenizer(
+    list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
+  )
+  ids = np.asarray(enc["input_ids"], np.int32)
+  mask = np.asarray(enc["attention_mask"], bool)
+  empty = np.array([t == "" for t in texts])
+  mask[empty] = False
+  ids[empty] = 0
+  return ids, mask
 
 
 def _check_texts(texts) -> list[str]:

@@ -13,10 +13,23 @@ from imagen_jax.configuration import load_config
 from imagen_jax.models import EfficientUNet, UNet
 
 TEXT_LEN, TEXT_DIM = 6, 16
-TINY_BASE = dict(channels=16, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,),
-                 image_size=8, head_dim=8, text_cond_dim=16)
-TINY_SR = dict(channels=(16, 32), num_res_blocks=(1, 1), strides=(2, 2),
-               attention=(None, "self"), attn_heads=2, text_cond_dim=16)
+TINY_BASE = dict(
+  channels=16,
+  channel_mult=(1, 2),
+  num_res_blocks=1,
+  attn_resolutions=(4,),
+  image_size=8,
+  head_dim=8,
+  text_cond_dim=16,
+)
+TINY_SR = dict(
+  channels=(16, 32),
+  num_res_blocks=(1, 1),
+  strides=(2, 2),
+  attention=(None, "self"),
+  attn_heads=2,
+  text_cond_dim=16,
+)
 
 
 def inputs(key, batch, size, super_res, text_len=TEXT_LEN):
@@ -30,8 +43,10 @@ def inputs(key, batch, size, super_res, text_len=TEXT_LEN):
   return z, t, text, mask, cond, aug
 
 
-@pytest.mark.parametrize("path,target", [
-    ("configs/base64.py", 2.0e9), ("configs/sr256.py", 600e6), ("configs/sr1024.py", 400e6)])
+@pytest.mark.parametrize(
+  "path,target",
+  [("configs/base64.py", 2.0e9), ("configs/sr256.py", 600e6), ("configs/sr1024.py", 400e6)],
+)
 def test_paper_configs_have_the_papers_sizes(path, target):
   config = load_config(path)
   sr = config.stage == "sr"
@@ -80,9 +95,14 @@ def test_sr_model_built_for_64_to_256_runs_on_256_to_1024_inputs():
   assert out.shape == (2, 64, 64, 3) and bool(jnp.all(jnp.isfinite(out)))
 
 
-@pytest.mark.parametrize("cls,kwargs,sr", [(UNet, TINY_BASE, False), (EfficientUNet, TINY_SR, True),
-                                           (EfficientUNet, {**TINY_SR, "attention": (None, "cross")},
-                                            True)])
+@pytest.mark.parametrize(
+  "cls,kwargs,sr",
+  [
+    (UNet, TINY_BASE, False),
+    (EfficientUNet, TINY_SR, True),
+    (EfficientUNet, {**TINY_SR, "attention": (None, "cross")}, True),
+  ],
+)
 def test_padded_text_positions_do_not_change_the_output(cls, kwargs, sr):
   model = cls(**kwargs)
   z, t, text, mask, cond, aug = inputs(jax.random.key(3), 4, 8 if not sr else 16, sr)
@@ -156,8 +176,9 @@ def test_tiny_sr_unet_overfits_a_handful_of_images():
   assert last < first / 10
 
 
-@pytest.mark.parametrize("cls,kwargs,sr,size", [(UNet, TINY_BASE, False, 8),
-                                                (EfficientUNet, TINY_SR, True, 16)])
+@pytest.mark.parametrize(
+  "cls,kwargs,sr,size", [(UNet, TINY_BASE, False, 8), (EfficientUNet, TINY_SR, True, 16)]
+)
 def test_sharded_forward_and_backward_equal_single_device(cls, kwargs, sr, size):
   model = cls(**kwargs)
   batch = inputs(jax.random.key(8), 4, size, sr)

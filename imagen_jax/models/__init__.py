@@ -35,17 +35,18 @@ def unet_inputs(batch: int, size: int, text_len: int, text_dim: int, super_res: 
   f32 = jnp.float32
   image = jax.ShapeDtypeStruct((batch, size, size, 3), f32)
   return (
-      image,
-      jax.ShapeDtypeStruct((batch,), f32),
-      jax.ShapeDtypeStruct((batch, text_len, text_dim), f32),
-      jax.ShapeDtypeStruct((batch, text_len), jnp.bool_),
-      image if super_res else None,
-      jax.ShapeDtypeStruct((batch,), f32) if super_res else None,
+    image,
+    jax.ShapeDtypeStruct((batch,), f32),
+    jax.ShapeDtypeStruct((batch, text_len, text_dim), f32),
+    jax.ShapeDtypeStruct((batch, text_len), jnp.bool_),
+    image if super_res else None,
+    jax.ShapeDtypeStruct((batch,), f32) if super_res else None,
   )
 
 
-def abstract_unet_params(model: nn.Module, size: int, text_len: int, text_dim: int,
-                         super_res: bool):
+def abstract_unet_params(
+  model: nn.Module, size: int, text_len: int, text_dim: int, super_res: bool
+):
   """Boxed ShapeDtypeStructs of the U-Net's parameters (jax.eval_shape; nothing allocated)."""
   args = unet_inputs(1, size, text_len, text_dim, super_res)
   return jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a), *args)["params"]

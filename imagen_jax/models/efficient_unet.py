@@ -54,9 +54,9 @@ class EfficientUNet(nn.Module):
     n = len(self.channels)
     if not (len(self.num_res_blocks) == len(self.strides) == len(self.attention) == n):
       raise ValueError(
-          "EfficientUNet needs one entry per block in channels, num_res_blocks, strides and "
-          f"attention; got {self.channels}, {self.num_res_blocks}, {self.strides}, "
-          f"{self.attention}."
+        "EfficientUNet needs one entry per block in channels, num_res_blocks, strides and "
+        f"attention; got {self.channels}, {self.num_res_blocks}, {self.strides}, "
+        f"{self.attention}."
       )
     super().__post_init__()
 
@@ -70,7 +70,7 @@ class EfficientUNet(nn.Module):
     dt = self.dtype
     base = self.channels[0]
     emb, text = Conditioning(base, 4 * base, self.text_cond_dim, self.super_res, dt, name="cond")(
-        t, text, text_mask, aug_level
+      t, text, text_mask, aug_level
     )
     Res = layers.maybe_remat(layers.ResBlock, self.remat)
     Attn = layers.maybe_remat(layers.AttentionBlock, self.remat)
@@ -81,11 +81,18 @@ class EfficientUNet(nn.Module):
       n = self.num_res_blocks[i]
       for j in range(n):
         h = Res(self.channels[i], None, self.dropout, train, dt, name=f"{prefix}_{i}_res_{j}")(
-            h, None
+          h, None
         )
         if self.attention[i] is not None and (self.attn_per_res_block or j == n - 1):
-          h = Attn(self.attention[i], 0, self.attn_heads, True, dt, self.attn_chunk_size,
-                   name=f"{prefix}_{i}_attn_{j}")(h, text, text_mask)
+          h = Attn(
+            self.attention[i],
+            0,
+            self.attn_heads,
+            True,
+            dt,
+            self.attn_chunk_size,
+            name=f"{prefix}_{i}_attn_{j}",
+          )(h, text, text_mask)
           if self.attn_ff_mult:
             h = FF(self.attn_ff_mult, dt, name=f"{prefix}_{i}_ff_{j}")(h)
       return h

@@ -36,26 +36,26 @@ def default_init(names, scale: float = 1.0):
 
 def dense(features, *, names=COLUMN, zero=False, dtype=jnp.float32, name=None, use_bias=True):
   return nn.Dense(
-      features,
-      dtype=dtype,
-      use_bias=use_bias,
-      kernel_init=zeros_init(names) if zero else default_init(names),
-      bias_init=zeros_init(names[-1:]),
-      name=name,
+    features,
+    dtype=dtype,
+    use_bias=use_bias,
+    kernel_init=zeros_init(names) if zero else default_init(names),
+    bias_init=zeros_init(names[-1:]),
+    name=name,
   )
 
 
 def conv(features, *, kernel=3, strides=1, names=COLUMN, zero=False, dtype=jnp.float32, name=None):
   kernel_names = ("conv_height", "conv_width", *names)
   return nn.Conv(
-      features,
-      (kernel, kernel),
-      strides=(strides, strides),
-      padding="SAME",
-      dtype=dtype,
-      kernel_init=zeros_init(kernel_names) if zero else default_init(kernel_names),
-      bias_init=zeros_init(names[-1:]),
-      name=name,
+    features,
+    (kernel, kernel),
+    strides=(strides, strides),
+    padding="SAME",
+    dtype=dtype,
+    kernel_init=zeros_init(kernel_names) if zero else default_init(kernel_names),
+    bias_init=zeros_init(names[-1:]),
+    name=name,
   )
 
 
@@ -73,11 +73,11 @@ class GroupNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.GroupNorm(
-        num_groups=num_groups(x.shape[-1], self.groups),
-        dtype=jnp.float32,
-        scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
-        bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
-        name="norm",
+      num_groups=num_groups(x.shape[-1], self.groups),
+      dtype=jnp.float32,
+      scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
+      bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
+      name="norm",
     )(x.astype(jnp.float32))
     return y.astype(self.dtype)
 
@@ -90,10 +90,10 @@ class LayerNorm(nn.Module):
   @nn.compact
   def __call__(self, x):
     y = nn.LayerNorm(
-        dtype=jnp.float32,
-        scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
-        bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
-        name="norm",
+      dtype=jnp.float32,
+      scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
+      bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
+      name="norm",
     )(x.astype(jnp.float32))
     return y.astype(self.dtype)
 
@@ -120,7 +120,9 @@ class TimeEmbedding(nn.Module):
     h = sinusoidal_embedding(t, self.channels).astype(self.dtype)
     h = dense(self.emb_dim, names=("time_embed", "channels"), dtype=self.dtype, name="dense_0")(h)
     h = nn.silu(h)
-    return dense(self.emb_dim, names=("channels", "time_embed"), dtype=self.dtype, name="dense_1")(h)
+    return dense(self.emb_dim, names=("channels", "time_embed"), dtype=self.dtype, name="dense_1")(
+      h
+    )
 
 
 def attention(q, k, v, mask=None, *, chunk_size: int = 1024):
@@ -241,16 +243,15 @@ class AttentionPooling(nn.Module):
     heads = max(1, self.channels // self.head_dim)
     head_dim = self.channels // heads
     k, v, mask = TextKeysValues(heads, head_dim, self.dtype, name="text")(text, mask)
-    query = self.param(
-        "query", _boxed(nn.initializers.normal(1.0), ("norm",)), (heads * head_dim,)
-    )
+    query = self.param("query", _boxed(nn.initializers.normal(1.0), ("norm",)), (heads * head_dim,))
     q = jnp.broadcast_to(
-        query.astype(self.dtype).reshape(1, 1, heads, head_dim), (text.shape[0], 1, heads, head_dim)
+      query.astype(self.dtype).reshape(1, 1, heads, head_dim), (text.shape[0], 1, heads, head_dim)
     )
     pooled = attention(q, k, v, mask).reshape(text.shape[0], heads * head_dim)
     pooled = LayerNorm(self.dtype, name="pooled_norm")(pooled)
-    return dense(self.out_dim, names=("channels_in", "time_embed"), dtype=self.dtype,
-                 name="proj")(pooled)
+    return dense(self.out_dim, names=("channels_in", "time_embed"), dtype=self.dtype, name="proj")(
+      pooled
+    )
 
 
 def downsample(x, factor: int = 2):
@@ -306,8 +307,13 @@ class ScaleShift(nn.Module):
   @nn.compact
   def __call__(self, h, emb):
     channels = h.shape[-1]
-    ss = dense(2 * channels, names=("time_embed", "channels"), zero=self.zero_init,
-               dtype=self.dtype, name="dense")(nn.silu(emb))
+    ss = dense(
+      2 * channels,
+      names=("time_embed", "channels"),
+      zero=self.zero_init,
+      dtype=self.dtype,
+      name="dense",
+    )(nn.silu(emb))
     scale, shift = jnp.split(ss[:, None, None, :], 2, axis=-1)
     return h * (1 + scale) + shift
 
@@ -323,14 +329,14 @@ class TextProjection(nn.Module):
   def __call__(self, text):
     text = LayerNorm(self.dtype, name="norm")(text)
     return dense(self.cond_dim, names=("text_embed", "channels"), dtype=self.dtype, name="dense")(
-        text
+      text
     )
 
 
 REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.checkpoint_dots,
 }
 
 

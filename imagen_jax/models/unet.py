@@ -34,13 +34,14 @@ class Conditioning(nn.Module):
   def __call__(self, t, text, text_mask, aug_level=None):
     text = layers.TextProjection(self.cond_dim, self.dtype, name="text_proj")(text)
     emb = layers.TimeEmbedding(self.channels, self.emb_dim, self.dtype, name="time")(t)
-    emb = emb + layers.AttentionPooling(self.channels, self.emb_dim, dtype=self.dtype,
-                                        name="text_pool")(text, text_mask)
+    emb = emb + layers.AttentionPooling(
+      self.channels, self.emb_dim, dtype=self.dtype, name="text_pool"
+    )(text, text_mask)
     if self.use_aug_level:
       if aug_level is None:
         raise ValueError("A super-resolution U-Net needs aug_level [B] with its cond_image.")
       emb = emb + layers.TimeEmbedding(self.channels, self.emb_dim, self.dtype, name="aug")(
-          aug_level
+        aug_level
       )
     return emb, text
 
@@ -50,15 +51,14 @@ def check_inputs(z, cond_image, *, super_res: bool, total_stride: int):
     raise ValueError(f"z must be [B, H, W, C], got shape {z.shape}.")
   if z.shape[1] % total_stride or z.shape[2] % total_stride:
     raise ValueError(
-        f"Image size {z.shape[1]}x{z.shape[2]} is not divisible by the U-Net's total stride "
-        f"{total_stride}."
+      f"Image size {z.shape[1]}x{z.shape[2]} is not divisible by the U-Net's total stride "
+      f"{total_stride}."
     )
   if super_res:
     if cond_image is None or cond_image.shape[:3] != z.shape[:3]:
       got = None if cond_image is None else cond_image.shape
       raise ValueError(
-          f"A super-resolution U-Net needs cond_image upsampled to z's size {z.shape[:3]}, "
-          f"got {got}."
+        f"A super-resolution U-Net needs cond_image upsampled to z's size {z.shape[:3]}, got {got}."
       )
   elif cond_image is not None:
     raise ValueError("This U-Net is not a super-resolution model; do not pass cond_image.")
@@ -96,7 +96,7 @@ class UNet(nn.Module):
     dt = self.dtype
     emb_dim = 4 * self.channels
     emb, text = Conditioning(
-        self.channels, emb_dim, self.text_cond_dim, self.super_res, dt, name="cond"
+      self.channels, emb_dim, self.text_cond_dim, self.super_res, dt, name="cond"
     )(t, text, text_mask, aug_level)
     Res = layers.maybe_remat(layers.ResBlock, self.remat)
     Attn = layers.maybe_remat(layers.AttentionBlock, self.remat)
@@ -105,8 +105,9 @@ class UNet(nn.Module):
       return Res(ch, resample, self.dropout, train, dt, name=name)
 
     def attn(name):
-      return Attn("self", self.head_dim, None, self.text_attention, dt, self.attn_chunk_size,
-                  name=name)
+      return Attn(
+        "self", self.head_dim, None, self.text_attention, dt, self.attn_chunk_size, name=name
+      )
 
     def has_attn(level):
       return self.image_size // 2**level in self.attn_resolutions

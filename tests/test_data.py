@@ -1,0 +1,264 @@
+"""Datasets and the grain pipeline: offline builders, determinism, resumption, sharding,
+image-mode conversion, and the precomputed text-embedding store."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from imagen_jax.configuration import load_config
+from imagen_jax.data import builders, pipeline, shapes
+from imagen_jax.data.encode_text import encode_text
+from imagen_jax.data.store import EmbeddingStore, StoreWriter
+from imagen_jax.text import TextEncoder, load_tokenizer
+
+
+def demo_config(tmp_path, stage="base", *extra):
+  return load_config(
+      f"configs/demo.py:{stage}",
+      ["--config.data.num_examples=48", "--config.data.build_size=32",
+       f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.text.max_length=72", *extra],
+  )
+
+
+def batches(config, n, *, process_index=0, process_count=1, workers=0, global_batch=8,
+            state=None):
+  source = pipeline.open_source(config)
+  transform = pipeline.ExampleTransform(config, tokenizer=load_tokenizer(config.text.encoder))
+  ds = pipeline.make_dataset(source, transform, seed=config.seed, global_batch=global_batch,
+                             process_index=process_index, process_count=process_count,
+                             workers=workers)
+  it = iter(ds)
+  if state is not None:
+    it.set_state(state)
+  return [next(it) for _ in range(n)], it
+
+
+def test_shapes_captions_describe_the_picture():
+  rng = np.random.default_rng(0)
+  scene = shapes.sample_scene(rng, two_shape_prob=0.0)
+  shape = scene.shapes[0]
+  assert shape.color in scene.caption and shape.kind in scene.caption
+  assert scene.caption.endswith(f"on a {scene.background} background")
+  image = shapes.render(scene, 64)
+  x, y = (int(v * 64) for v in shape.center)
+  np.testing.assert_allclose(image[y, x], shapes.COLORS[shape.color], atol=2)
+  np.testing.assert_allclose(image[1, 1], shapes.BACKGROUNDS[scene.background], atol=2)
+  two = shapes.sample_scene(np.random.default_rng(1), two_shape_prob=1.0)
+  assert any(r in two.caption for r in shapes.RELATIONS) and len(two.shapes) == 2
+
+
+def test_shapes_builder_builds_and_reads_offline(tmp_path):
+  config = demo_config(tmp_path)
+  source = pipeline.open_source(config)
+  assert len(source) == 48
+  element = source[0]
+  assert element["image"].shape == (32, 32, 3) and element["image"].dtype == np.uint8
+  assert b"background" in element["caption"]
+
+
+def test_batches_have_the_stage_shapes(tmp_path):
+  (base,), _ = batches(demo_config(tmp_path), 1)
+  assert base["image"].shape == (8, 16, 16, 3) and base["image"].dtype == np.uint8
+  assert base["input_ids"].shape == (8, 72) and base["text_mask"].dtype == bool
+  (sr,), _ = batches(demo_config(tmp_path, "sr2", "--config.data.build_size=64"), 1)
+  assert sr["image"].shape == (8, 32, 32, 3) and sr["low_res"].shape == (8, 16, 16, 3)
+  # The low-res image is the target downsampled.
+  np.testing.assert_allclose(sr["low_res"].astype(float).mean(), sr["image"].astype(float).mean(),
+                             atol=2.0)
+
+
+def test_same_seed_same_batches_and_another_seed_others(tmp_path):
+  a, _ = batches(demo_config(tmp_path), 3)
+  b, _ = batches(demo_config(tmp_path), 3)
+  c, _ = batches(demo_config(tmp_path, "base", "--config.seed=1"), 3)
+  for x, y in zip(a, b):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+  assert not all(np.array_equal(x["image"], z["image"]) for x, z in zip(a, c))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_restored_iterator_state_continues_exactly(tmp_path, workers):
+  config = demo_config(tmp_path)
+  (_, _), it = batches(config, 2, workers=workers)
+  state = json.loads(json.dumps(it.get_state()))  # what a checkpoint stores
+  expected = [next(it) for _ in range(3)]
+  resumed, _ = batches(config, 3, workers=workers, state=state)
+  for x, y in zip(expected, resumed):
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_two_processes_read_disjoint_shards_that_cover_the_data(tmp_path):
+  config = demo_config(tmp_path)
+  epoch_batches = 48 // 8  # global batch 8, 48 examples
+  p0, _ = batches(config, epoch_batches, process_index=0, process_count=2)
+  p1, _ = batches(config, epoch_batches, process_index=1, process_count=2)
+  i0 = np.concatenate([b["index"] for b in p0])
+  i1 = np.concatenate([b["index"] for b in p1])
+  assert len(i0) == len(i1) == 24
+  assert not set(i0) & set(i1)
+  assert set(i0) | set(i1) == set(range(48))
+  # The global batch is the single-process batch, row for row.
+  single, _ = batches(config, epoch_batches)
+  for k in range(epoch_batches):
+    np.testing.assert_array_equal(
+        np.concatenate([p0[k]["image"], p1[k]["image"]]), single[k]["image"]
+    )
+
+
+def _save(image: Image.Image, path, **kw):
+  image.save(path, **kw)
+  return path
+
+
+def make_folder(root):
+  root.mkdir()
+  rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+  files = {
+      "rgb.jpg": _save(Image.fromarray(rgb), root / "rgb.jpg", quality=95),
+      "gray.png": _save(Image.fromarray(rgb[..., 0]), root / "gray.png"),
+      "rgba.png": _save(Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])),
+                        root / "rgba.png"),
+      "cmyk.jpg": _save(Image.fromarray(rgb).convert("CMYK"), root / "cmyk.jpg"),
+      "palette.gif": _save(Image.fromarray(rgb).convert("P"), root / "palette.gif"),
+      "deep.png": _save(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
+                        root / "deep.png"),
+      "small.png": _save(Image.fromarray(rgb[:8, :8]), root / "small.png"),
+  }
+  (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+  (root / "truncated.png").write_bytes((root / "rgb.jpg").read_bytes()[:200])
+  for name in [*files, "corrupt.jpg", "truncated.png"]:
+    (root / name).with_suffix(".txt").write_text(f"a picture called {name}")
+  return rgb
+
+
+def test_image_text_folder_converts_modes_and_skips_bad_files(tmp_path, caplog):
+  rgb = make_folder(tmp_path / "images")
+  config = demo_config(tmp_path, "base", "--config.data.name=image_text_folder",
+                       f"--config.data.path={tmp_path / 'images'}", "--config.data.min_size=16",
+                       "--config.data.build_size=0")
+  with caplog.at_level(logging.WARNING):
+    source = pipeline.open_source(config)
+  assert "2 unreadable" in caplog.text and "1 too small" in caplog.text
+  by_caption = {source[i]["caption"].decode(): source[i]["image"] for i in range(len(source))}
+  assert len(by_caption) == 6
+  for name, image in by_caption.items():
+    assert image.dtype == np.uint8 and image.shape == (40, 48, 3), name
+  gray = by_caption["a picture called gray.png"]
+  np.testing.assert_array_equal(gray[..., 0], rgb[..., 0])
+  np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+  np.testing.assert_array_equal(by_caption["a picture called deep.png"][..., 0], rgb[..., 0])
+  rgba = by_caption["a picture called rgba.png"].astype(int)  # half transparent over white
+  np.testing.assert_allclose(rgba, (rgb.astype(int) + 255) / 2, atol=1.5)
+  assert np.abs(by_caption["a picture called cmyk.jpg"].astype(int) - rgb).mean() < 12
+  assert np.abs(by_caption["a picture called palette.gif"].astype(int) - rgb).mean() < 40
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_image_text_folder_reads_caption_files(tmp_path, kind):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(3):
+    Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
+  if kind == "jsonl":
+    (folder / "captions.jsonl").write_text(
+        "\n".join(json.dumps({"file": f"{i}.png", "caption": f"red {i}"}) for i in range(3))
+    )
+  else:
+    (folder / "captions.csv").write_text("file,caption\n" + "".join(
+        f"{i}.png,red {i}\n" for i in range(3)))
+  config = demo_config(tmp_path, "base", "--config.data.name=image_text_folder",
+                       f"--config.data.path={folder}", "--config.data.build_size=0")
+  source = pipeline.open_source(config)
+  assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
+
+
+def test_folder_without_captions_is_a_clear_error(tmp_path):
+  (tmp_path / "empty").mkdir()
+  config = demo_config(tmp_path, "base", "--config.data.name=image_text_folder",
+                       f"--config.data.path={tmp_path / 'empty'}")
+  with pytest.raises(ValueError, match="No captioned images"):
+    pipeline.open_source(config)
+
+
+class TinyCaptions(tfds.core.GeneratorBasedBuilder):
+  """A stand-in for coco_captions: several captions per image under captions/text."""
+
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": builders.PILImage(shape=(None, None, 3)),
+        "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
+    }))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i in range(8):
+      image = np.full((24, 30, 3), i * 20, np.uint8)
+      yield i, {"image": image, "captions": {"text": [f"image {i} caption {j}" for j in range(3)]}}
+
+
+def test_any_tfds_image_caption_dataset_with_a_caption_picked_by_seed(tmp_path):
+  TinyCaptions(data_dir=str(tmp_path / "tfds"), file_format="array_record").download_and_prepare()
+  config = demo_config(tmp_path, "base", "--config.data.name=tiny_captions",
+                       "--config.data.text_key=captions/text")
+  source = pipeline.open_source(config)
+  transform = pipeline.ExampleTransform(config)
+  picks = [transform.caption({**source[i], "index": i}) for i in range(8)]
+  assert picks == [transform.caption({**source[i], "index": i}) for i in range(8)]
+  assert len({p.split(" caption ")[1] for p in picks}) > 1  # not always the first caption
+  (batch,), _ = batches(config, 1)
+  assert batch["image"].shape == (8, 16, 16, 3)
+
+
+def test_unprepared_tfds_dataset_says_how_to_build_it(tmp_path):
+  config = demo_config(tmp_path, "base", "--config.data.name=coco_captions")
+  with pytest.raises(ValueError, match="tfds build coco_captions"):
+    pipeline.open_source(config)
+
+
+def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
+  config = demo_config(tmp_path)
+  encoder = TextEncoder.demo(max_length=72)
+  full = encode_text(config, tmp_path / "store", batch_size=16, encoder=encoder, progress=False)
+  # An interrupted run: 16 rows written, then the job is started again.
+  source = pipeline.open_source(config)
+  writer = StoreWriter(tmp_path / "partial", encoder=config.text.encoder, max_length=72, dim=64,
+                       num_examples=48, dataset="imagen_shapes/32px_48_seed0/1.0.0")
+  emb0, mask0 = full.get(0)
+  rows = [full.get(i) for i in range(16)]
+  writer.write(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
+  with pytest.raises(ValueError, match="incomplete"):
+    EmbeddingStore(tmp_path / "partial")
+  resumed = encode_text(config, tmp_path / "partial", batch_size=16, encoder=encoder,
+                        progress=False)
+  for i in range(48):
+    np.testing.assert_array_equal(resumed.get(i)[0], full.get(i)[0])
+  # The stored row equals the encoder's output for that example's caption.
+  caption = source[5]["caption"].decode()
+  emb, mask = encoder([caption])
+  np.testing.assert_allclose(full.get(5)[0].astype(np.float32), np.asarray(emb[0]), atol=2e-2)
+  np.testing.assert_array_equal(full.get(5)[1], np.asarray(mask[0]))
+  with pytest.raises(ValueError, match="does not fit"):
+    full.check_matches(encoder="other", max_length=72, dim=64, num_examples=48)
+
+
+def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
+  config = demo_config(tmp_path)
+  store = encode_text(config, tmp_path / "store", batch_size=48,
+                      encoder=TextEncoder.demo(max_length=72), progress=False)
+  source = pipeline.open_source(config)
+  transform = pipeline.ExampleTransform(config, store=store)
+  it = iter(pipeline.make_dataset(source, transform, seed=0, global_batch=4))
+  batch = next(it)
+  assert batch["text_emb"].shape == (4, 72, 64) and "input_ids" not in batch
+  for row, index in enumerate(batch["index"]):
+    np.testing.assert_array_equal(batch["text_emb"][row], store.get(int(index))[0])
