@@ -10,7 +10,9 @@ import importlib
 import sys
 
 # verb -> (module with add_arguments(parser) and run(args), one-line help)
-VERBS = {}
+VERBS = {
+    "train": ("imagen_jax.cli_train", "train one stage from a config"),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -21,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     description="Imagen text-to-image diffusion in JAX/Flax: train, sample, inspect, benchmark.",
   )
   parser.add_argument("--version", action="version", version=f"imagen-jax {__version__}")
+  parser.add_argument("--debug", action="store_true",
+                      help="show full tracebacks for configuration and input errors")
   sub = parser.add_subparsers(dest="verb", metavar="VERB")
   for verb, (module, help_text) in VERBS.items():
     p = sub.add_parser(verb, help=help_text, description=help_text)
@@ -43,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130
+  except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    # Errors of configuration and input carry a message that says what to do.
+    if args.debug:
+      raise
+    print(f"imagen-jax {args.verb}: error: {e}", file=sys.stderr)
+    print("(run with --debug for the traceback)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

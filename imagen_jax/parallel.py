@@ -134,3 +134,47 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def initialize_distributed(config) -> None:
+  """jax.distributed.initialize() when config.distributed.initialize is set: with no further
+  settings on TPU pods and SLURM/Open MPI clusters (auto-detected), or with an explicit
+  coordinator address, process count and id (e.g. two processes on one host for testing)."""
+  d = config.distributed
+  if not d.initialize or _distributed_is_initialized():
+    return
+  kwargs = {}
+  if d.coordinator_address:
+    kwargs = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
+                  process_id=d.process_id)
+  if d.coordinator_address and "cpu" in (jax.config.jax_platforms or ""):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives
+  jax.distributed.initialize(**kwargs)
+  logging.info("process %d of %d, %d local and %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _distributed_is_initialized() -> bool:
+  try:
+    from jax._src import distributed
+
+    return distributed.global_state.client is not None
+  except (ImportError, AttributeError):
+    return False
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """Per-process numpy batches -> global jax.Arrays sharded over the mesh's batch axes; each
+  process contributes its own rows (jax.make_array_from_process_local_data)."""
+  return {
+      k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+      for k, v in local_batch.items()
+  }
+
+
+def sync(name: str) -> None:
+  """A barrier across processes (a no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)

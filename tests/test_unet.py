@@ -141,7 +141,7 @@ def test_wrong_inputs_are_clear_errors():
     EfficientUNet(channels=(8, 16), num_res_blocks=(1,), strides=(2, 2), attention=(None, None))
 
 
-def overfit(model, batch, steps=300, lr=2e-3):
+def overfit(model, batch, steps=100, lr=3e-3):
   """Fits a fixed batch (fixed t and noise) with Adam; returns (first loss, last loss)."""
   z, t, text, mask, cond, aug = batch
   target = jax.random.normal(jax.random.key(9), z.shape)
@@ -198,7 +198,7 @@ def test_sharded_forward_and_backward_equal_single_device(cls, kwargs, sr, size)
   batch_sh = jax.tree.map(lambda x: jax.device_put(x, parallel.batch_sharding(mesh, x.ndim)), batch)
   (loss_s, out_s), grads_s = grad_fn(sharded_params, batch_sh)
   np.testing.assert_allclose(out_s, ref_out, atol=1e-5)
-  np.testing.assert_allclose(loss_s, ref_loss, rtol=1e-5)
+  np.testing.assert_allclose(loss_s, ref_loss, rtol=1e-5, atol=1e-7)
   for g, r in zip(jax.tree.leaves(grads_s), jax.tree.leaves(ref_grads)):
     np.testing.assert_allclose(g, r, atol=1e-5, rtol=1e-4)
 

@@ -14,15 +14,20 @@ from imagen_jax.diffusion.predictions import q_sample
 from imagen_jax.diffusion.schedules import Schedule
 
 
-def noise_augment(low_res, *, aug_level, key, schedule: Schedule):
+def noise_augment(low_res, *, aug_level, schedule: Schedule, key=None, noise=None):
   """Returns (noised low-res [B, H, W, C], aug_level [B]) for the model's conditioning.
 
   low_res: [B, H, W, C] in [-1, 1]; aug_level: scalar or [B] in [0, 1] (0 leaves the image as it
-  is); the noise is the forward process of `schedule` at time `aug_level`.
+  is); the noise is the forward process of `schedule` at time `aug_level`, drawn from `key` or
+  given as `noise` [B, H, W, C].
   """
   batch = low_res.shape[0]
   aug_level = jnp.broadcast_to(jnp.asarray(aug_level, jnp.float32), (batch,))
-  eps = jax.random.normal(key, low_res.shape, low_res.dtype)
+  if noise is None:
+    if key is None:
+      raise ValueError("noise_augment needs a key or the noise.")
+    noise = jax.random.normal(key, low_res.shape, low_res.dtype)
+  eps = noise
   noised = q_sample(x=low_res, eps=eps, logsnr=schedule.logsnr(aug_level))
   return jnp.where((aug_level > 0)[:, None, None, None], noised, low_res), aug_level
 

@@ -1,0 +1,24 @@
+"""Console logging for the command line: our messages at INFO, third-party chatter at ERROR."""
+
+import logging
+import os
+
+QUIET_LOGGERS = ("absl", "jax._src", "orbax", "tensorflow", "tensorflow_datasets", "grain")
+
+
+def setup(level: int = logging.INFO) -> None:
+  """Logging for the command line, and JAX's persistent compilation cache (so a resumed run or a
+  second sampling call does not compile again): $JAX_COMPILATION_CACHE_DIR, by default
+  ~/.cache/imagen_jax/xla."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  import jax
+
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(os.path.expanduser("~"), ".cache", "imagen_jax", "xla"))
+  if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                      datefmt="%H:%M:%S", force=True)
+  for name in QUIET_LOGGERS:
+    logging.getLogger(name).setLevel(logging.ERROR)

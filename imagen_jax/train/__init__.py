@@ -1,0 +1,1 @@
+"""Training one stage: state, optimizers, the jitted step, checkpoints, metrics, the loop."""

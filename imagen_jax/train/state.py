@@ -1,0 +1,80 @@
+"""The train state, its shardings, and its creation directly sharded over the mesh."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from imagen_jax import parallel
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 []: updates applied (skipped non-finite steps count too)
+  params: dict
+  ema_params: dict
+  opt_state: optax.OptState
+  bad_steps: jax.Array  # int32 []: non-finite updates in a row
+  skipped: jax.Array  # int32 []: non-finite updates skipped in all
+
+
+def _paths(tree) -> dict:
+  return {tuple(str(k) for k in path): leaf for path, leaf in
+          jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _match_param_shardings(abstract_opt_state, abstract_params, param_shardings, mesh):
+  """Each optimizer-state leaf takes the sharding of the parameter whose path ends its own path
+  and whose shape it has (Adam's moments); anything else (Adafactor's factored statistics,
+  counters) is replicated."""
+  params = _paths(abstract_params)
+  shards = _paths(param_shardings)
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def one(path, leaf):
+    keys = tuple(str(k) for k in path)
+    for start in range(len(keys)):
+      suffix = keys[start:]
+      if suffix in params and params[suffix].shape == leaf.shape:
+        return shards[suffix]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(one, abstract_opt_state)
+
+
+def state_shardings(stage, optimizer, mesh):
+  """(abstract TrainState, TrainState of NamedShardings)."""
+  boxed = stage.abstract_params()
+  param_shardings = parallel.tree_shardings(boxed, mesh)
+  abstract_params = nn.unbox(boxed)
+  abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+  scalar = jax.ShapeDtypeStruct((), jnp.int32)
+  abstract = TrainState(step=scalar, params=abstract_params, ema_params=abstract_params,
+                        opt_state=abstract_opt, bad_steps=scalar, skipped=scalar)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  shardings = TrainState(
+      step=replicated,
+      params=param_shardings,
+      ema_params=param_shardings,
+      opt_state=_match_param_shardings(abstract_opt, abstract_params, param_shardings, mesh),
+      bad_steps=replicated,
+      skipped=replicated,
+  )
+  return abstract, shardings
+
+
+def create_state(stage, optimizer, key, shardings) -> TrainState:
+  """A fresh TrainState, created by one jitted function directly into `shardings` (no host copy
+  of the parameters)."""
+
+  def init(key):
+    params = nn.unbox(stage.init_params(key))
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, ema_params=params,
+                      opt_state=optimizer.init(params), bad_steps=zero, skipped=zero)
+
+  return jax.jit(init, out_shardings=shardings)(key)

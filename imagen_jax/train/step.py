@@ -1,0 +1,120 @@
+"""The train step: a pure function (state, batch, key, text_params) -> (state, metrics), jitted
+once with the state donated. The key is folded with the step inside, so a restart reproduces.
+
+Per example: t ~ U(0, 1), eps ~ N(0, I), z_t = alpha x + sigma eps; the text is dropped (zero
+embeddings, empty mask) with probability cond_drop_prob for classifier-free guidance; SR stages
+upsample the low-res image and noise-augment it at aug_level ~ U(0, aug_max_level). The loss is
+the eps-MSE (or the configured objective). Gradients are accumulated over `grad_accum`
+micro-batches; all per-example randomness is drawn for the whole batch first, so accumulation
+gives the same update as one large batch. A non-finite loss or gradient skips the update.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from imagen_jax import diffusion
+from imagen_jax.models.t5 import T5Encoder
+from imagen_jax.stage import Stage, to_float, upsample
+from imagen_jax.train.optim import ema_decay, learning_rate_schedule
+from imagen_jax.train.state import TrainState
+
+
+def _micro(x, k: int):
+  """[B, ...] -> [k, B / k, ...], micro-batch i holding rows i, i + k, ... (so each device keeps
+  its rows local when the batch axis is sharded)."""
+  return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+
+
+def text_condition(batch, text_encoder: T5Encoder | None, text_params):
+  """(embeddings [B, L, D] float32, mask [B, L]) from stored embeddings or the frozen encoder."""
+  mask = batch["text_mask"]
+  if "text_emb" in batch:
+    emb = batch["text_emb"].astype(jnp.float32)
+  else:
+    emb = text_encoder.apply({"params": text_params}, batch["input_ids"], mask)
+    emb = jax.lax.stop_gradient(emb.astype(jnp.float32))
+  return jnp.where(mask[..., None], emb, 0.0), mask
+
+
+def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder | None = None):
+  tc, dc = config.train, config.diffusion
+  accum = tc.grad_accum
+  lr_schedule = learning_rate_schedule(tc)
+  min_snr = dc.min_snr_gamma or None
+
+  def loss_fn(params, mb, key):
+    logsnr = stage.schedule.logsnr(mb["t"])
+    z = diffusion.q_sample(x=mb["x"], eps=mb["eps"], logsnr=logsnr)
+    pred = stage.apply(params, z, mb["t"], mb["text"], mb["mask"], mb.get("cond"),
+                       mb.get("aug"), train=True, rngs={"dropout": key})
+    loss = diffusion.diffusion_loss(pred, x=mb["x"], eps=mb["eps"], logsnr=logsnr,
+                                    objective=stage.objective, min_snr_gamma=min_snr)
+    return jnp.mean(loss)
+
+  def step(state: TrainState, batch, key, text_params):
+    key = jax.random.fold_in(key, state.step)
+    k_t, k_eps, k_drop, k_aug, k_aug_eps, k_dropout = jax.random.split(key, 6)
+    x = to_float(batch["image"])
+    b = x.shape[0]
+    text, mask = text_condition(batch, text_encoder, text_params)
+    drop = jax.random.uniform(k_drop, (b,)) < dc.cond_drop_prob
+    inputs = {
+        "x": x,
+        "t": jax.random.uniform(k_t, (b,)),
+        "eps": jax.random.normal(k_eps, x.shape),
+        "text": jnp.where(drop[:, None, None], 0.0, text),
+        "mask": mask & ~drop[:, None],
+    }
+    if stage.super_res:
+      aug = jax.random.uniform(k_aug, (b,), maxval=dc.aug_max_level)
+      up = upsample(to_float(batch["low_res"]), x.shape[1])
+      inputs["cond"], inputs["aug"] = diffusion.noise_augment(
+          up, aug_level=aug, schedule=stage.schedule,
+          noise=jax.random.normal(k_aug_eps, up.shape))
+    grad_fn = jax.value_and_grad(loss_fn)
+    if accum == 1:
+      loss, grads = grad_fn(state.params, inputs, k_dropout)
+    else:
+      micro = jax.tree.map(lambda v: _micro(v, accum), inputs)
+
+      def body(carry, xs):
+        i, mb = xs
+        loss, grads = grad_fn(state.params, mb, jax.random.fold_in(k_dropout, i))
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+      (loss, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+      loss, grads = jax.tree.map(lambda v: v / accum, (loss, grads))
+
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = ema_decay(state.step, tc)
+    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+
+    def keep(new, old):
+      return jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, old)
+
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        ema_params=keep(ema, state.ema_params),
+        opt_state=keep(opt_state, state.opt_state),
+        bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
+        skipped=state.skipped + (~finite).astype(jnp.int32),
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "learning_rate": lr_schedule(state.step),
+        "finite": finite,
+        "bad_steps": new_state.bad_steps,
+        "skipped": new_state.skipped,
+    }
+    return new_state, metrics
+
+  return step

@@ -1,0 +1,243 @@
+"""Training: the loss falls for every stage, kill -9 resumes exactly, damaged checkpoints, config
+mismatches, sharded and multi-process steps equal the single-device step, accumulation, NaN guard."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import run_cli, tiny_config, tiny_overrides
+
+from imagen_jax import parallel
+from imagen_jax.stage import Stage
+from imagen_jax.train.optim import make_optimizer
+from imagen_jax.train.state import TrainState, create_state, state_shardings
+from imagen_jax.train.step import make_train_step
+from imagen_jax.train.trainer import TrainingError, _check_finite, train_and_evaluate
+
+
+STEPS = "--config.train.steps=30"  # one schedule for every base run: one compiled program
+
+
+def read_metrics(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("stage", ["base", "sr1", "sr2"])
+def test_each_demo_stage_trains_and_the_loss_falls(tmp_path, stage):
+  config = tiny_config(stage, tmp_path, STEPS, "--config.train.checkpoint_every=15")
+  summary = train_and_evaluate(config, tmp_path / "run", progress=False)
+  records = read_metrics(tmp_path / "run")
+  assert [r["step"] for r in records] == list(range(1, 31))
+  losses = np.array([r["loss"] for r in records])
+  assert losses[-5:].mean() < losses[:5].mean() - 0.05
+  assert {"grad_norm", "learning_rate", "steps_per_s", "images_per_s", "mfu"} <= set(records[-1])
+  assert summary["compile_seconds"] > 0 and summary["flops_per_step_per_device"] > 0
+  assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["stage"] == config.stage
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _start(args, workdir):
+  env = {**os.environ, "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"], "JAX_PLATFORMS": "cpu"}
+  return subprocess.Popen([sys.executable, "-m", "imagen_jax.cli", *args, "--workdir",
+                           str(workdir)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(workdir, step, proc):
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    records = read_metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
+    if records and records[-1]["step"] >= step:
+      return
+    time.sleep(0.02)
+  raise AssertionError(f"the run did not reach step {step}: {proc.stderr.read()}")
+
+
+def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp_path):
+  args = ["train", "--config", "configs/demo.py:base", *tiny_overrides("base", tmp_path), STEPS,
+          "--config.train.checkpoint_every=4"]
+  run_cli(*args, "--workdir", str(tmp_path / "straight"))
+  workdir = tmp_path / "interrupted"
+  # 1. kill -9 after step 9: the checkpoint of step 8 (or 4, if 8 was still being written) stays.
+  proc = _start(args, workdir)
+  _wait_for_step(workdir, 9, proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  # 2. the same command resumes; SIGTERM makes it checkpoint where it is and stop cleanly.
+  proc = _start(args, workdir)
+  _wait_for_step(workdir, 17, proc)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0, proc.stderr.read()
+  last = read_metrics(workdir)[-1]["step"]
+  assert last < 30, "the run finished before SIGTERM arrived"
+  saved = {int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()}
+  assert last in saved, "SIGTERM should save the step it stopped at"
+  # 3. the same command runs to the end.
+  run_cli(*args, "--workdir", str(workdir))
+  straight = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "straight")]
+  resumed = [(r["step"], r["loss"]) for r in read_metrics(workdir)]
+  assert [s for s, _ in resumed] == list(range(1, 31))
+  np.testing.assert_allclose([loss for _, loss in resumed], [loss for _, loss in straight],
+                             rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A base run of 8 steps with checkpoints at steps 4 and 8."""
+  root = tmp_path_factory.mktemp("finished")
+  config = tiny_config("base", root, STEPS, "--config.train.checkpoint_every=4")
+  train_and_evaluate(config, root / "run", progress=False, max_steps=8)
+  return root
+
+
+def _copy_run(finished_run, tmp_path):
+  shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+  return tiny_config("base", tmp_path, STEPS, "--config.train.checkpoint_every=4")
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, finished_run):
+  config = _copy_run(finished_run, tmp_path)
+  newest = tmp_path / "run" / "checkpoints" / "8" / "state"
+  for f in newest.rglob("*"):
+    if f.is_file() and f.stat().st_size > 0:
+      f.write_bytes(b"garbage")
+  summary = train_and_evaluate(config, tmp_path / "run", progress=False, max_steps=6)
+  assert summary["start_step"] == 4 and summary["step"] == 10
+  assert list((tmp_path / "run" / "damaged_checkpoints").iterdir())
+
+
+def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(tmp_path, finished_run):
+  config = _copy_run(finished_run, tmp_path)
+  for step in ("4", "8"):
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / step / "state")
+  with pytest.raises(RuntimeError, match="refusing to start from scratch"):
+    train_and_evaluate(config, tmp_path / "run", progress=False)
+
+
+def test_resuming_with_another_model_config_is_a_clear_error(tmp_path, finished_run):
+  _copy_run(finished_run, tmp_path)
+  other = tiny_config("base", tmp_path, "--config.unet.channels=8")
+  with pytest.raises(ValueError, match=r"another config.*unet"):
+    train_and_evaluate(other, tmp_path / "run", progress=False)
+
+
+def _state_and_batch(config, mesh, key=0):
+  stage = Stage.from_config(config)
+  optimizer = make_optimizer(config.train)
+  _, shardings = state_shardings(stage, optimizer, mesh)
+  state = create_state(stage, optimizer, jax.random.key(key), shardings)
+  rng = np.random.default_rng(0)
+  b, size = config.train.batch_size, config.image_size
+  batch = {
+      "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+      "text_emb": rng.normal(size=(b, 5, config.text.dim)).astype(np.float32),
+      "text_mask": np.arange(5)[None] < rng.integers(1, 6, (b, 1)),
+  }
+  if config.stage == "sr":
+    low = config.low_res_size
+    batch["low_res"] = rng.integers(0, 256, (b, low, low, 3), dtype=np.uint8)
+  return stage, optimizer, shardings, state, batch
+
+
+@pytest.mark.parametrize("stage_name", ["base", "sr1"])
+def test_sharded_train_step_equals_the_single_device_step(tmp_path, stage_name):
+  config = tiny_config(stage_name, tmp_path, "--config.train.batch_size=8")
+  results = []
+  for shape, devices in (((1, 1, 1), jax.devices()[:1]), ((2, 2, 2), jax.devices()[:8])):
+    mesh = parallel.make_mesh(shape, devices)
+    stage, optimizer, shardings, state, batch = _state_and_batch(config, mesh)
+    step = jax.jit(make_train_step(stage, config, optimizer), out_shardings=(shardings, None))
+    batch = {k: jax.device_put(v, parallel.batch_sharding(mesh, v.ndim)) for k, v in
+             batch.items()}
+    state, metrics = step(state, batch, jax.random.key(1), None)
+    results.append((jax.device_get(metrics), jax.device_get(state.params)))
+  (m1, p1), (m8, p8) = results
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+  np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(p8), jax.tree.leaves(p1)):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_gradient_accumulation_equals_one_large_batch(tmp_path):
+  results = []
+  for accum in (1, 4):
+    config = tiny_config("base", tmp_path, f"--config.train.grad_accum={accum}")
+    mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+    stage, optimizer, _, state, batch = _state_and_batch(config, mesh)
+    state, metrics = jax.jit(make_train_step(stage, config, optimizer))(
+        state, batch, jax.random.key(1), None)
+    results.append((jax.device_get(metrics), jax.device_get(state.params)))
+  (m1, p1), (m4, p4) = results
+  np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(p1)):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_non_finite_update_is_skipped_and_counted(tmp_path):
+  config = tiny_config("base", tmp_path)
+  mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
+  stage, optimizer, _, state, batch = _state_and_batch(config, mesh)
+  batch["text_emb"][0, 0, 0] = np.nan
+  before = jax.device_get(state.params)
+  step = jax.jit(make_train_step(stage, config, optimizer))
+  state, metrics = step(state, batch, jax.random.key(1), None)
+  state, metrics = step(state, batch, jax.random.key(1), None)
+  assert not bool(metrics["finite"]) and int(metrics["bad_steps"]) == 2
+  assert int(state.skipped) == 2 and int(state.step) == 2
+  for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(TrainingError, match="non-finite updates in a row"):
+    _check_finite(jax.device_get(metrics), 2, 2)
+
+
+def test_state_is_created_sharded_by_the_rules(tmp_path):
+  config = tiny_config("base", tmp_path)
+  mesh = parallel.make_mesh((2, 2, 2))
+  stage, _, shardings, state, _ = _state_and_batch(config, mesh)
+  kernel = state.params["down_1_res_0"]["conv_0"]["kernel"]
+  assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, "fsdp", "tensor")
+  mu = state.opt_state[1][0].mu["down_1_res_0"]["conv_0"]["kernel"]  # Adam's first moment
+  assert mu.sharding.spec == kernel.sharding.spec
+  assert isinstance(state, TrainState) and not isinstance(kernel, nn.Partitioned)
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+  args = ["train", "--config", "configs/demo.py:base", *tiny_overrides("base", tmp_path),
+          STEPS, "--config.train.checkpoint_every=4", "--max-steps", "4"]
+  run_cli(*args, "--workdir", str(tmp_path / "single"),
+          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+                              + os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"]})
+  port = _free_port()
+  env = {**os.environ, "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"], "JAX_PLATFORMS": "cpu"}
+  procs = [
+      subprocess.Popen([sys.executable, "-m", "imagen_jax.cli", *args, "--workdir",
+                        str(tmp_path / "multi"), "--config.distributed.initialize=true",
+                        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                        "--config.distributed.num_processes=2",
+                        f"--config.distributed.process_id={i}"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)
+  ]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert all(p.returncode == 0 for p in procs), outs
+  assert "process 1 of 2" in outs[1] or "process 1 of 2" in outs[0]
+  single = [r["loss"] for r in read_metrics(tmp_path / "single")]
+  multi = [r["loss"] for r in read_metrics(tmp_path / "multi")]
+  assert len(multi) == 4
+  np.testing.assert_allclose(multi, single, rtol=1e-5)
