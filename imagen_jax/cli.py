@@ -11,7 +11,13 @@ import sys
 
 # verb -> (module with add_arguments(parser) and run(args), one-line help)
 VERBS = {
-    "train": ("imagen_jax.cli_train", "train one stage from a config"),
+  "demo": ("imagen_jax.cli_demo", "offline: build demo data, train 3 tiny stages, sample"),
+  "train": ("imagen_jax.cli_train", "train one stage from a config"),
+  "sample": ("imagen_jax.cli_sample", "generate images from prompts with trained stages"),
+  "encode-text": ("imagen_jax.cli_encode_text", "precompute text embeddings for a dataset"),
+  "preflight": ("imagen_jax.cli_preflight", "check devices, mesh and agreement of all hosts"),
+  "bench": ("imagen_jax.cli_bench", "benchmark training or sampling speed (JSON)"),
+  "inspect": ("imagen_jax.cli_inspect", "parameter counts, FLOPs and memory of a config (JSON)"),
 }
 
 
@@ -23,8 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     description="Imagen text-to-image diffusion in JAX/Flax: train, sample, inspect, benchmark.",
   )
   parser.add_argument("--version", action="version", version=f"imagen-jax {__version__}")
-  parser.add_argument("--debug", action="store_true",
-                      help="show full tracebacks for configuration and input errors")
+  parser.add_argument(
+    "--debug", action="store_true", help="show full tracebacks for configuration and input errors"
+  )
   sub = parser.add_subparsers(dest="verb", metavar="VERB")
   for verb, (module, help_text) in VERBS.items():
     p = sub.add_parser(verb, help=help_text, description=help_text)

@@ -6,13 +6,21 @@ ACCEPTS_CONFIG_OVERRIDES = True
 
 
 def add_arguments(parser):
-  parser.add_argument("--config", required=True,
-                      help="config file, optionally with an argument: configs/demo.py:base")
-  parser.add_argument("--workdir", required=True,
-                      help="run directory (local or gs://): checkpoints, metrics.jsonl, "
-                      "TensorBoard events; an existing run resumes")
-  parser.add_argument("--max-steps", type=int, default=None,
-                      help="stop after this many steps of this invocation (smoke runs)")
+  parser.add_argument(
+    "--config", required=True, help="config file, optionally with an argument: configs/demo.py:base"
+  )
+  parser.add_argument(
+    "--workdir",
+    required=True,
+    help="run directory (local or gs://): checkpoints, metrics.jsonl, "
+    "TensorBoard events; an existing run resumes",
+  )
+  parser.add_argument(
+    "--max-steps",
+    type=int,
+    default=None,
+    help="stop after this many steps of this invocation (smoke runs)",
+  )
   parser.epilog = "Override any config field with --config.a.b=value, e.g. --config.train.steps=10."
 
 
@@ -24,6 +32,8 @@ def run(args) -> int:
   logs.setup()
   config = load_config(args.config, args.overrides)
   summary = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
-  print(f"trained {config.stage} to step {summary['step']} in {args.workdir} "
-        f"(loss {summary.get('loss', float('nan')):.4f})")
+  print(
+    f"trained {config.stage} to step {summary['step']} in {args.workdir} "
+    f"(loss {summary.get('loss', float('nan')):.4f})"
+  )
   return 0

@@ -106,9 +106,7 @@ def load_config(
 ) -> ml_collections.ConfigDict:
   """Loads `path.py` or `path.py:arg`, applies `--config.a.b=value` overrides, validates."""
   path, _, arg = spec.partition(":")
-  file = pathlib.Path(path)
-  if not file.is_file():
-    raise FileNotFoundError(f"Config file {path} not found (e.g. --config configs/demo.py:base).")
+  file = resolve_config_path(path)
   module_spec = importlib.util.spec_from_file_location(f"_imagen_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
   sys.modules[module_spec.name] = module
@@ -119,6 +117,21 @@ def load_config(
   apply_overrides(config, overrides)
   validate(config)
   return config
+
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def resolve_config_path(path: str) -> pathlib.Path:
+  """`path` as given, or else relative to the source tree (so `configs/demo.py` works from any
+  directory in a development install)."""
+  for candidate in (pathlib.Path(path), REPO_ROOT / path):
+    if candidate.is_file():
+      return candidate
+  raise FileNotFoundError(
+    f"Config file {path} not found (e.g. --config configs/demo.py:base; the configs/ folder "
+    "comes with the source tree)."
+  )
 
 
 def _parse_value(text: str, current):

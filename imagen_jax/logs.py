@@ -14,11 +14,17 @@ def setup(level: int = logging.INFO) -> None:
   import jax
 
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    jax.config.update("jax_compilation_cache_dir",
-                      os.path.join(os.path.expanduser("~"), ".cache", "imagen_jax", "xla"))
+    jax.config.update(
+      "jax_compilation_cache_dir",
+      os.path.join(os.path.expanduser("~"), ".cache", "imagen_jax", "xla"),
+    )
   if not os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                      datefmt="%H:%M:%S", force=True)
+  logging.basicConfig(
+    level=level,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    datefmt="%H:%M:%S",
+    force=True,
+  )
   for name in QUIET_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)

@@ -37,7 +37,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
   ("channels", "tensor"),
   ("text_embed", "fsdp"),
   ("norm", None),
-  ("time_embed", None),
+  ("time_embed", "fsdp"),
 )
 
 
@@ -82,21 +82,29 @@ def make_mesh(
 
 
 def _fit_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
-  """Drops mesh axes from dimensions they do not divide (tiny models on many devices)."""
-  fitted = []
+  """Makes a spec valid for `shape`: a mesh axis that does not divide its dimension moves to the
+  largest unsharded dimension it divides (so FSDP still splits e.g. a [3, 3, 3, C] kernel), or
+  is dropped (tiny models on many devices)."""
+  per_dim: list[list[str]] = []
+  dropped = []
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
-    if axes is None:
-      fitted.append(None)
-      continue
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    kept = []
+    axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+    kept: list[str] = []
     for axis in axes:
       if dim % (math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]) == 0:
         kept.append(axis)
-    if len(kept) < len(axes):
-      logging.debug("dimension of size %d not divisible by mesh axes %s: using %s", dim, axes, kept)
-    fitted.append(tuple(kept) if len(kept) > 1 else (kept[0] if kept else None))
-  return PartitionSpec(*fitted)
+      else:
+        dropped.append(axis)
+    per_dim.append(kept)
+  for axis in dropped:
+    if mesh.shape[axis] == 1:
+      continue
+    free = [i for i in range(len(shape)) if not per_dim[i] and shape[i] % mesh.shape[axis] == 0]
+    if free:
+      per_dim[max(free, key=lambda i: shape[i])].append(axis)
+    else:
+      logging.debug("no dimension of %s is divisible by mesh axis %s: replicated", shape, axis)
+  return PartitionSpec(*[tuple(a) if len(a) > 1 else (a[0] if a else None) for a in per_dim])
 
 
 def logical_to_sharding(logical_spec, shape, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
@@ -145,13 +153,21 @@ def initialize_distributed(config) -> None:
     return
   kwargs = {}
   if d.coordinator_address:
-    kwargs = dict(coordinator_address=d.coordinator_address, num_processes=d.num_processes,
-                  process_id=d.process_id)
+    kwargs = dict(
+      coordinator_address=d.coordinator_address,
+      num_processes=d.num_processes,
+      process_id=d.process_id,
+    )
   if d.coordinator_address and "cpu" in (jax.config.jax_platforms or ""):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives
   jax.distributed.initialize(**kwargs)
-  logging.info("process %d of %d, %d local and %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+    "process %d of %d, %d local and %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
 
 
 def _distributed_is_initialized() -> bool:
@@ -167,8 +183,8 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """Per-process numpy batches -> global jax.Arrays sharded over the mesh's batch axes; each
   process contributes its own rows (jax.make_array_from_process_local_data)."""
   return {
-      k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
-      for k, v in local_batch.items()
+    k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+    for k, v in local_batch.items()
   }
 
 

@@ -25,14 +25,16 @@ def _model_fn(stage: Stage, guided: bool):
     return _MODEL_FNS[key][1]
 
   def plain(z, t, cond):
-    return stage.apply(cond["params"], z, t, cond["text"], cond["mask"], cond.get("cond_image"),
-                       cond.get("aug"))
+    return stage.apply(
+      cond["params"], z, t, cond["text"], cond["mask"], cond.get("cond_image"), cond.get("aug")
+    )
 
   def with_guidance(z, t, cond):
     # The conditional and unconditional halves in one call on a doubled batch.
     def call(z2, t2, c):
-      return stage.apply(cond["params"], z2, t2, c["text"], c["mask"], c.get("cond_image"),
-                         c.get("aug"))
+      return stage.apply(
+        cond["params"], z2, t2, c["text"], c["mask"], c.get("cond_image"), c.get("aug")
+      )
 
     halves = {k: cond[k] for k in ("text", "mask", "cond_image", "aug") if k in cond}
     null = {**halves, "text": jnp.zeros_like(cond["text"]), "mask": jnp.zeros_like(cond["mask"])}
@@ -43,9 +45,22 @@ def _model_fn(stage: Stage, guided: bool):
   return fn
 
 
-def sample_stage(stage: Stage, params, text, mask, key, *, steps: int, sampler: str = "ddpm",
-                 guidance: float = 1.0, threshold: str = "dynamic", low_res=None,
-                 aug_level: float = 0.0, size: int | None = None, progress=None):
+def sample_stage(
+  stage: Stage,
+  params,
+  text,
+  mask,
+  key,
+  *,
+  steps: int,
+  sampler: str = "ddpm",
+  guidance: float = 1.0,
+  threshold: str = "dynamic",
+  low_res=None,
+  aug_level: float = 0.0,
+  size: int | None = None,
+  progress=None,
+):
   """Images [B, size, size, 3] in [-1, 1] from one stage.
 
   text [B, L, D] and mask [B, L] condition it (the null text is zeros with an empty mask);
@@ -64,13 +79,21 @@ def sample_stage(stage: Stage, params, text, mask, key, *, steps: int, sampler: 
   key_aug, key_sample = jax.random.split(key)
   cond = {"params": params, "text": text, "mask": mask}
   if stage.super_res:
-    cond["cond_image"], cond["aug"] = stage.cond_image(low_res, size=size, aug_level=aug_level,
-                                                       key=key_aug)
+    cond["cond_image"], cond["aug"] = stage.cond_image(
+      low_res, size=size, aug_level=aug_level, key=key_aug
+    )
   guided = float(guidance) != 1.0
   if guided:
     cond["guidance"] = jnp.float32(guidance)
   return diffusion.sample(
-      _model_fn(stage, guided), (batch, size, size, 3), key_sample, schedule=stage.schedule,
-      steps=steps, sampler=sampler, cond=cond, threshold=threshold, objective=stage.objective,
-      progress=progress,
+    _model_fn(stage, guided),
+    (batch, size, size, 3),
+    key_sample,
+    schedule=stage.schedule,
+    steps=steps,
+    sampler=sampler,
+    cond=cond,
+    threshold=threshold,
+    objective=stage.objective,
+    progress=progress,
   )

@@ -59,22 +59,23 @@ class Stage:
       dtype = compute_dtype(config.train.compute_dtype)
     sr = config.stage == "sr"
     return cls(
-        model=models.build_unet(config.unet, super_res=sr, dtype=dtype),
-        schedule=diffusion.get_schedule(config.diffusion.schedule),
-        super_res=sr,
-        image_size=config.image_size,
-        low_res_size=config.low_res_size if sr else 0,
-        output_size=output_size(config),
-        factor=upscale_factor(config),
-        text_len=config.text.max_length,
-        text_dim=config.text.dim,
-        objective=config.diffusion.objective,
+      model=models.build_unet(config.unet, super_res=sr, dtype=dtype),
+      schedule=diffusion.get_schedule(config.diffusion.schedule),
+      super_res=sr,
+      image_size=config.image_size,
+      low_res_size=config.low_res_size if sr else 0,
+      output_size=output_size(config),
+      factor=upscale_factor(config),
+      text_len=config.text.max_length,
+      text_dim=config.text.dim,
+      objective=config.diffusion.objective,
     )
 
   def abstract_params(self):
     """Boxed ShapeDtypeStructs of the parameters (for shardings; nothing allocated)."""
-    return models.abstract_unet_params(self.model, self.image_size, self.text_len, self.text_dim,
-                                       self.super_res)
+    return models.abstract_unet_params(
+      self.model, self.image_size, self.text_len, self.text_dim, self.super_res
+    )
 
   def init_params(self, key):
     """Boxed parameters (nn.LogicallyPartitioned leaves)."""
@@ -85,11 +86,14 @@ class Stage:
   def cond_image(self, low_res, *, size: int, aug_level, key):
     """The SR conditioning: low_res [B, h, w, 3] in [-1, 1], upsampled to size x size and
     noise-augmented at aug_level (scalar or [B]); returns (image, aug_level [B])."""
-    return diffusion.noise_augment(upsample(low_res, size), aug_level=aug_level, key=key,
-                                   schedule=self.schedule)
+    return diffusion.noise_augment(
+      upsample(low_res, size), aug_level=aug_level, key=key, schedule=self.schedule
+    )
 
-  def apply(self, params, z, t, text, text_mask, cond_image=None, aug_level=None, *,
-            train=False, rngs=None):
+  def apply(
+    self, params, z, t, text, text_mask, cond_image=None, aug_level=None, *, train=False, rngs=None
+  ):
     """The model's prediction (of `objective`) [B, H, W, 3], float32."""
-    return self.model.apply({"params": params}, z, t, text, text_mask, cond_image, aug_level,
-                            train=train, rngs=rngs)
+    return self.model.apply(
+      {"params": params}, z, t, text, text_mask, cond_image, aug_level, train=train, rngs=rngs
+    )

@@ -139,7 +139,7 @@ class TextEncoder:
 
   def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """input_ids [B, max_length] int32 and mask [B, max_length] bool; empty texts get no tokens."""
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     enc = self.tokenizer(
       list(texts),
       padding="max_length",
@@ -214,7 +214,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarr
   return ids, mask
 
 
-def _check_texts(texts) -> list[str]:
+def check_texts(texts) -> list[str]:
   if isinstance(texts, str):
     raise TypeError("Pass a list of strings, not a single string: enc([text]).")
   texts = list(texts)

@@ -13,6 +13,21 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Compiled programs are shared between tests and the subprocesses they start.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.join(tempfile.gettempdir(), "imagen_jax_test_xla_cache"))
+os.environ.setdefault(
+  "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "imagen_jax_test_xla_cache")
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+  """`imagen-jax demo --quick`, run once per test worker: (output dir, stdout). Tests that use it
+  share the xdist group "cascade", so it runs once."""
+  from helpers import run_cli
+
+  out = tmp_path_factory.mktemp("demo")
+  proc = run_cli("demo", "--quick", "--out", str(out))
+  return out, proc.stdout

@@ -7,30 +7,43 @@ import sys
 from imagen_jax.configuration import load_config
 
 TINY = {
-    "base": [
-        "--config.unet.channels=16", "--config.unet.channel_mult=(1, 2)",
-        "--config.unet.num_res_blocks=1", "--config.unet.attn_resolutions=(8,)",
-        "--config.unet.head_dim=8", "--config.unet.text_cond_dim=16",
-    ],
-    "sr": [
-        "--config.unet.channels=(8, 16)", "--config.unet.num_res_blocks=(1, 1)",
-        "--config.unet.strides=(2, 2)", "--config.unet.text_cond_dim=16",
-        "--config.unet.attn_heads=2",
-    ],
+  "base": [
+    "--config.unet.channels=16",
+    "--config.unet.channel_mult=(1, 2)",
+    "--config.unet.num_res_blocks=1",
+    "--config.unet.attn_resolutions=(8,)",
+    "--config.unet.head_dim=8",
+    "--config.unet.text_cond_dim=16",
+  ],
+  "sr": [
+    "--config.unet.channels=(8, 16)",
+    "--config.unet.num_res_blocks=(1, 1)",
+    "--config.unet.strides=(2, 2)",
+    "--config.unet.text_cond_dim=16",
+    "--config.unet.attn_heads=2",
+  ],
 }
 
 
 def tiny_overrides(stage: str, tmp_path, *extra) -> list[str]:
   kind = "base" if stage == "base" else "sr"
-  attention = [] if kind == "base" else [
-      f"--config.unet.attention=('none', '{'cross' if stage == 'sr2' else 'self'}')"]
+  attention = (
+    []
+    if kind == "base"
+    else [f"--config.unet.attention=('none', '{'cross' if stage == 'sr2' else 'self'}')"]
+  )
   return [
-      *TINY[kind], *attention,
-      "--config.data.num_examples=64", "--config.data.build_size=32",
-      f"--config.data.data_dir={tmp_path / 'tfds'}",
-      "--config.text.max_length=64", "--config.train.batch_size=8",
-      "--config.train.log_every=1", "--config.train.warmup_steps=2",
-      "--config.train.learning_rate=2e-3", *extra,
+    *TINY[kind],
+    *attention,
+    "--config.data.num_examples=64",
+    "--config.data.build_size=32",
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+    "--config.text.max_length=64",
+    "--config.train.batch_size=8",
+    "--config.train.log_every=1",
+    "--config.train.warmup_steps=2",
+    "--config.train.learning_rate=2e-3",
+    *extra,
   ]
 
 
@@ -40,9 +53,19 @@ def tiny_config(stage: str, tmp_path, *extra):
 
 def run_cli(*args, env=None, timeout=600, check=True):
   """Runs `imagen-jax ARGS` in a subprocess (1 CPU device) and returns the CompletedProcess."""
-  full_env = {**os.environ, "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"], "JAX_PLATFORMS": "cpu", **(env or {})}
-  proc = subprocess.run([sys.executable, "-m", "imagen_jax.cli", *args], env=full_env,
-                        capture_output=True, text=True, timeout=timeout)
+  full_env = {
+    **os.environ,
+    "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"],
+    "JAX_PLATFORMS": "cpu",
+    **(env or {}),
+  }
+  proc = subprocess.run(
+    [sys.executable, "-m", "imagen_jax.cli", *args],
+    env=full_env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
   if check and proc.returncode != 0:
     raise AssertionError(f"imagen-jax {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
   return proc

@@ -18,19 +18,29 @@ from imagen_jax.text import TextEncoder, load_tokenizer
 
 def demo_config(tmp_path, stage="base", *extra):
   return load_config(
-      f"configs/demo.py:{stage}",
-      ["--config.data.num_examples=48", "--config.data.build_size=32",
-       f"--config.data.data_dir={tmp_path / 'tfds'}", "--config.text.max_length=72", *extra],
+    f"configs/demo.py:{stage}",
+    [
+      "--config.data.num_examples=48",
+      "--config.data.build_size=32",
+      f"--config.data.data_dir={tmp_path / 'tfds'}",
+      "--config.text.max_length=72",
+      *extra,
+    ],
   )
 
 
-def batches(config, n, *, process_index=0, process_count=1, workers=0, global_batch=8,
-            state=None):
+def batches(config, n, *, process_index=0, process_count=1, workers=0, global_batch=8, state=None):
   source = pipeline.open_source(config)
   transform = pipeline.ExampleTransform(config, tokenizer=load_tokenizer(config.text.encoder))
-  ds = pipeline.make_dataset(source, transform, seed=config.seed, global_batch=global_batch,
-                             process_index=process_index, process_count=process_count,
-                             workers=workers)
+  ds = pipeline.make_dataset(
+    source,
+    transform,
+    seed=config.seed,
+    global_batch=global_batch,
+    process_index=process_index,
+    process_count=process_count,
+    workers=workers,
+  )
   it = iter(ds)
   if state is not None:
     it.set_state(state)
@@ -67,8 +77,9 @@ def test_batches_have_the_stage_shapes(tmp_path):
   (sr,), _ = batches(demo_config(tmp_path, "sr2", "--config.data.build_size=64"), 1)
   assert sr["image"].shape == (8, 32, 32, 3) and sr["low_res"].shape == (8, 16, 16, 3)
   # The low-res image is the target downsampled.
-  np.testing.assert_allclose(sr["low_res"].astype(float).mean(), sr["image"].astype(float).mean(),
-                             atol=2.0)
+  np.testing.assert_allclose(
+    sr["low_res"].astype(float).mean(), sr["image"].astype(float).mean(), atol=2.0
+  )
 
 
 def test_same_seed_same_batches_and_another_seed_others(tmp_path):
@@ -107,7 +118,7 @@ def test_two_processes_read_disjoint_shards_that_cover_the_data(tmp_path):
   single, _ = batches(config, epoch_batches)
   for k in range(epoch_batches):
     np.testing.assert_array_equal(
-        np.concatenate([p0[k]["image"], p1[k]["image"]]), single[k]["image"]
+      np.concatenate([p0[k]["image"], p1[k]["image"]]), single[k]["image"]
     )
 
 
@@ -120,15 +131,15 @@ def make_folder(root):
   root.mkdir()
   rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
   files = {
-      "rgb.jpg": _save(Image.fromarray(rgb), root / "rgb.jpg", quality=95),
-      "gray.png": _save(Image.fromarray(rgb[..., 0]), root / "gray.png"),
-      "rgba.png": _save(Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])),
-                        root / "rgba.png"),
-      "cmyk.jpg": _save(Image.fromarray(rgb).convert("CMYK"), root / "cmyk.jpg"),
-      "palette.gif": _save(Image.fromarray(rgb).convert("P"), root / "palette.gif"),
-      "deep.png": _save(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
-                        root / "deep.png"),
-      "small.png": _save(Image.fromarray(rgb[:8, :8]), root / "small.png"),
+    "rgb.jpg": _save(Image.fromarray(rgb), root / "rgb.jpg", quality=95),
+    "gray.png": _save(Image.fromarray(rgb[..., 0]), root / "gray.png"),
+    "rgba.png": _save(
+      Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])), root / "rgba.png"
+    ),
+    "cmyk.jpg": _save(Image.fromarray(rgb).convert("CMYK"), root / "cmyk.jpg"),
+    "palette.gif": _save(Image.fromarray(rgb).convert("P"), root / "palette.gif"),
+    "deep.png": _save(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), root / "deep.png"),
+    "small.png": _save(Image.fromarray(rgb[:8, :8]), root / "small.png"),
   }
   (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
   (root / "truncated.png").write_bytes((root / "rgb.jpg").read_bytes()[:200])
@@ -139,9 +150,14 @@ def make_folder(root):
 
 def test_image_text_folder_converts_modes_and_skips_bad_files(tmp_path, caplog):
   rgb = make_folder(tmp_path / "images")
-  config = demo_config(tmp_path, "base", "--config.data.name=image_text_folder",
-                       f"--config.data.path={tmp_path / 'images'}", "--config.data.min_size=16",
-                       "--config.data.build_size=0")
+  config = demo_config(
+    tmp_path,
+    "base",
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={tmp_path / 'images'}",
+    "--config.data.min_size=16",
+    "--config.data.build_size=0",
+  )
   with caplog.at_level(logging.WARNING):
     source = pipeline.open_source(config)
   assert "2 unreadable" in caplog.text and "1 too small" in caplog.text
@@ -167,21 +183,31 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind):
     Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
   if kind == "jsonl":
     (folder / "captions.jsonl").write_text(
-        "\n".join(json.dumps({"file": f"{i}.png", "caption": f"red {i}"}) for i in range(3))
+      "\n".join(json.dumps({"file": f"{i}.png", "caption": f"red {i}"}) for i in range(3))
     )
   else:
-    (folder / "captions.csv").write_text("file,caption\n" + "".join(
-        f"{i}.png,red {i}\n" for i in range(3)))
-  config = demo_config(tmp_path, "base", "--config.data.name=image_text_folder",
-                       f"--config.data.path={folder}", "--config.data.build_size=0")
+    (folder / "captions.csv").write_text(
+      "file,caption\n" + "".join(f"{i}.png,red {i}\n" for i in range(3))
+    )
+  config = demo_config(
+    tmp_path,
+    "base",
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={folder}",
+    "--config.data.build_size=0",
+  )
   source = pipeline.open_source(config)
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
 
 
 def test_folder_without_captions_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
-  config = demo_config(tmp_path, "base", "--config.data.name=image_text_folder",
-                       f"--config.data.path={tmp_path / 'empty'}")
+  config = demo_config(
+    tmp_path,
+    "base",
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={tmp_path / 'empty'}",
+  )
   with pytest.raises(ValueError, match="No captioned images"):
     pipeline.open_source(config)
 
@@ -192,10 +218,15 @@ class TinyCaptions(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "image": builders.PILImage(shape=(None, None, 3)),
-        "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
-    }))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": builders.PILImage(shape=(None, None, 3)),
+          "captions": tfds.features.Sequence({"text": tfds.features.Text()}),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples()}
@@ -208,8 +239,9 @@ class TinyCaptions(tfds.core.GeneratorBasedBuilder):
 
 def test_any_tfds_image_caption_dataset_with_a_caption_picked_by_seed(tmp_path):
   TinyCaptions(data_dir=str(tmp_path / "tfds"), file_format="array_record").download_and_prepare()
-  config = demo_config(tmp_path, "base", "--config.data.name=tiny_captions",
-                       "--config.data.text_key=captions/text")
+  config = demo_config(
+    tmp_path, "base", "--config.data.name=tiny_captions", "--config.data.text_key=captions/text"
+  )
   source = pipeline.open_source(config)
   transform = pipeline.ExampleTransform(config)
   picks = [transform.caption({**source[i], "index": i}) for i in range(8)]
@@ -231,15 +263,21 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
   full = encode_text(config, tmp_path / "store", batch_size=16, encoder=encoder, progress=False)
   # An interrupted run: 16 rows written, then the job is started again.
   source = pipeline.open_source(config)
-  writer = StoreWriter(tmp_path / "partial", encoder=config.text.encoder, max_length=72, dim=64,
-                       num_examples=48, dataset="imagen_shapes/32px_48_seed0/1.0.0")
-  emb0, mask0 = full.get(0)
+  writer = StoreWriter(
+    tmp_path / "partial",
+    encoder=config.text.encoder,
+    max_length=72,
+    dim=64,
+    num_examples=48,
+    dataset="imagen_shapes/32px_48_seed0/1.0.0",
+  )
   rows = [full.get(i) for i in range(16)]
   writer.write(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
   with pytest.raises(ValueError, match="incomplete"):
     EmbeddingStore(tmp_path / "partial")
-  resumed = encode_text(config, tmp_path / "partial", batch_size=16, encoder=encoder,
-                        progress=False)
+  resumed = encode_text(
+    config, tmp_path / "partial", batch_size=16, encoder=encoder, progress=False
+  )
   for i in range(48):
     np.testing.assert_array_equal(resumed.get(i)[0], full.get(i)[0])
   # The stored row equals the encoder's output for that example's caption.
@@ -253,8 +291,13 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
 
 def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
   config = demo_config(tmp_path)
-  store = encode_text(config, tmp_path / "store", batch_size=48,
-                      encoder=TextEncoder.demo(max_length=72), progress=False)
+  store = encode_text(
+    config,
+    tmp_path / "store",
+    batch_size=48,
+    encoder=TextEncoder.demo(max_length=72),
+    progress=False,
+  )
   source = pipeline.open_source(config)
   transform = pipeline.ExampleTransform(config, store=store)
   it = iter(pipeline.make_dataset(source, transform, seed=0, global_batch=4))

@@ -1,5 +1,6 @@
-"""Training: the loss falls for every stage, kill -9 resumes exactly, damaged checkpoints, config
-mismatches, sharded and multi-process steps equal the single-device step, accumulation, NaN guard."""
+"""Training: the loss falls for every stage, kill -9 resumes exactly, damaged checkpoints,
+config mismatches, sharded and multi-process steps equal the single-device step,
+accumulation, NaN guard."""
 
 import json
 import os
@@ -12,7 +13,6 @@ import time
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import run_cli, tiny_config, tiny_overrides
@@ -23,7 +23,6 @@ from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import TrainState, create_state, state_shardings
 from imagen_jax.train.step import make_train_step
 from imagen_jax.train.trainer import TrainingError, _check_finite, train_and_evaluate
-
 
 STEPS = "--config.train.steps=30"  # one schedule for every base run: one compiled program
 
@@ -54,9 +53,13 @@ def _free_port():
 
 def _start(args, workdir):
   env = {**os.environ, "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"], "JAX_PLATFORMS": "cpu"}
-  return subprocess.Popen([sys.executable, "-m", "imagen_jax.cli", *args, "--workdir",
-                           str(workdir)], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+    [sys.executable, "-m", "imagen_jax.cli", *args, "--workdir", str(workdir)],
+    env=env,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
 
 
 def _wait_for_step(workdir, step, proc):
@@ -70,8 +73,14 @@ def _wait_for_step(workdir, step, proc):
 
 
 def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp_path):
-  args = ["train", "--config", "configs/demo.py:base", *tiny_overrides("base", tmp_path), STEPS,
-          "--config.train.checkpoint_every=4"]
+  args = [
+    "train",
+    "--config",
+    "configs/demo.py:base",
+    *tiny_overrides("base", tmp_path),
+    STEPS,
+    "--config.train.checkpoint_every=4",
+  ]
   run_cli(*args, "--workdir", str(tmp_path / "straight"))
   workdir = tmp_path / "interrupted"
   # 1. kill -9 after step 9: the checkpoint of step 8 (or 4, if 8 was still being written) stays.
@@ -93,8 +102,9 @@ def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp
   straight = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "straight")]
   resumed = [(r["step"], r["loss"]) for r in read_metrics(workdir)]
   assert [s for s, _ in resumed] == list(range(1, 31))
-  np.testing.assert_allclose([loss for _, loss in resumed], [loss for _, loss in straight],
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    [loss for _, loss in resumed], [loss for _, loss in straight], rtol=1e-5
+  )
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +155,9 @@ def _state_and_batch(config, mesh, key=0):
   rng = np.random.default_rng(0)
   b, size = config.train.batch_size, config.image_size
   batch = {
-      "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-      "text_emb": rng.normal(size=(b, 5, config.text.dim)).astype(np.float32),
-      "text_mask": np.arange(5)[None] < rng.integers(1, 6, (b, 1)),
+    "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+    "text_emb": rng.normal(size=(b, 5, config.text.dim)).astype(np.float32),
+    "text_mask": np.arange(5)[None] < rng.integers(1, 6, (b, 1)),
   }
   if config.stage == "sr":
     low = config.low_res_size
@@ -163,8 +173,7 @@ def test_sharded_train_step_equals_the_single_device_step(tmp_path, stage_name):
     mesh = parallel.make_mesh(shape, devices)
     stage, optimizer, shardings, state, batch = _state_and_batch(config, mesh)
     step = jax.jit(make_train_step(stage, config, optimizer), out_shardings=(shardings, None))
-    batch = {k: jax.device_put(v, parallel.batch_sharding(mesh, v.ndim)) for k, v in
-             batch.items()}
+    batch = {k: jax.device_put(v, parallel.batch_sharding(mesh, v.ndim)) for k, v in batch.items()}
     state, metrics = step(state, batch, jax.random.key(1), None)
     results.append((jax.device_get(metrics), jax.device_get(state.params)))
   (m1, p1), (m8, p8) = results
@@ -181,7 +190,8 @@ def test_gradient_accumulation_equals_one_large_batch(tmp_path):
     mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
     stage, optimizer, _, state, batch = _state_and_batch(config, mesh)
     state, metrics = jax.jit(make_train_step(stage, config, optimizer))(
-        state, batch, jax.random.key(1), None)
+      state, batch, jax.random.key(1), None
+    )
     results.append((jax.device_get(metrics), jax.device_get(state.params)))
   (m1, p1), (m4, p4) = results
   np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
@@ -209,7 +219,7 @@ def test_non_finite_update_is_skipped_and_counted(tmp_path):
 def test_state_is_created_sharded_by_the_rules(tmp_path):
   config = tiny_config("base", tmp_path)
   mesh = parallel.make_mesh((2, 2, 2))
-  stage, _, shardings, state, _ = _state_and_batch(config, mesh)
+  _stage, _, _shardings, state, _ = _state_and_batch(config, mesh)
   kernel = state.params["down_1_res_0"]["conv_0"]["kernel"]
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, None, "fsdp", "tensor")
   mu = state.opt_state[1][0].mu["down_1_res_0"]["conv_0"]["kernel"]  # Adam's first moment
@@ -218,21 +228,47 @@ def test_state_is_created_sharded_by_the_rules(tmp_path):
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-  args = ["train", "--config", "configs/demo.py:base", *tiny_overrides("base", tmp_path),
-          STEPS, "--config.train.checkpoint_every=4", "--max-steps", "4"]
-  run_cli(*args, "--workdir", str(tmp_path / "single"),
-          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
-                              + os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"]})
+  args = [
+    "train",
+    "--config",
+    "configs/demo.py:base",
+    *tiny_overrides("base", tmp_path),
+    STEPS,
+    "--config.train.checkpoint_every=4",
+    "--max-steps",
+    "4",
+  ]
+  run_cli(
+    *args,
+    "--workdir",
+    str(tmp_path / "single"),
+    env={
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+      + os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"]
+    },
+  )
   port = _free_port()
   env = {**os.environ, "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"], "JAX_PLATFORMS": "cpu"}
   procs = [
-      subprocess.Popen([sys.executable, "-m", "imagen_jax.cli", *args, "--workdir",
-                        str(tmp_path / "multi"), "--config.distributed.initialize=true",
-                        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
-                        "--config.distributed.num_processes=2",
-                        f"--config.distributed.process_id={i}"],
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "imagen_jax.cli",
+        *args,
+        "--workdir",
+        str(tmp_path / "multi"),
+        "--config.distributed.initialize=true",
+        f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+        "--config.distributed.num_processes=2",
+        f"--config.distributed.process_id={i}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
   ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outs

@@ -23,24 +23,38 @@ def dataset_name(config, source) -> str:
   return getattr(info, "full_name", None) or f"{config.data.name}/{config.data.split}"
 
 
-def encode_text(config, out_dir, *, batch_size: int = 256, encoder: TextEncoder | None = None,
-                progress: bool = True) -> EmbeddingStore:
+def encode_text(
+  config,
+  out_dir,
+  *,
+  batch_size: int = 256,
+  encoder: TextEncoder | None = None,
+  progress: bool = True,
+) -> EmbeddingStore:
   """Encodes every caption of config.data with config.text.encoder into a store at out_dir."""
   source = pipeline.open_source(config, skip_images=True)
   transform = pipeline.ExampleTransform(config)
   if encoder is None:
     mesh = parallel.make_mesh({"data": -1})
-    encoder = TextEncoder.from_pretrained(config.text.encoder, max_length=config.text.max_length,
-                                          mesh=mesh)
+    encoder = TextEncoder.from_pretrained(
+      config.text.encoder, max_length=config.text.max_length, mesh=mesh
+    )
   if encoder.dim != config.text.dim:
     raise ValueError(f"config.text.dim is {config.text.dim} but the encoder gives {encoder.dim}.")
   total = len(source)
-  writer = StoreWriter(out_dir, encoder=config.text.encoder, max_length=config.text.max_length,
-                       dim=encoder.dim, num_examples=total, dataset=dataset_name(config, source))
+  writer = StoreWriter(
+    out_dir,
+    encoder=config.text.encoder,
+    max_length=config.text.max_length,
+    dim=encoder.dim,
+    num_examples=total,
+    dataset=dataset_name(config, source),
+  )
   if writer.start:
     log.info("resuming the store at %s from row %d of %d", out_dir, writer.start, total)
-  bar = tqdm(total=total, initial=writer.start, unit="captions", disable=not progress,
-             desc="encode-text")
+  bar = tqdm(
+    total=total, initial=writer.start, unit="captions", disable=not progress, desc="encode-text"
+  )
   for start in range(writer.start, total, batch_size):
     indices = range(start, min(start + batch_size, total))
     captions = [transform.caption({**source[i], "index": i}) for i in indices]

@@ -198,8 +198,9 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
     )
   else:
     try:
-      return tfds.data_source(d.name, split=d.split, data_dir=data_dir, download=False,
-                              decoders=decoders)
+      return tfds.data_source(
+        d.name, split=d.split, data_dir=data_dir, download=False, decoders=decoders
+      )
     except Exception as e:  # tfds raises several types for "not prepared"
       raise ValueError(
         f"Could not open the TFDS dataset {d.name!r} ({e}). Prepare it once in the ArrayRecord "

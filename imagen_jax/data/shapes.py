@@ -62,7 +62,7 @@ class Scene:
 
 
 def _article(words: str) -> str:
-  return f"a {words}"
+  return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
 
 
 def sample_scene(rng: np.random.Generator, *, two_shape_prob: float = 0.3) -> Scene:
@@ -78,7 +78,8 @@ def sample_scene(rng: np.random.Generator, *, two_shape_prob: float = 0.3) -> Sc
       Shape(str(k), str(c), centers[i], TWO_SHAPE_SIZE) for i, (k, c) in enumerate(zip(kinds, cols))
     )
     caption = (
-      f"a {cols[0]} {kinds[0]} {relation} a {cols[1]} {kinds[1]} on a {background} background"
+      f"{_article(f'{cols[0]} {kinds[0]}')} {relation} {_article(f'{cols[1]} {kinds[1]}')} "
+      f"on a {background} background"
     )
     return Scene(shapes, background, caption)
   kind = str(rng.choice(SHAPES))

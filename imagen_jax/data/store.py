@@ -38,13 +38,13 @@ class EmbeddingStore:
     meta_path = self.path / META
     if not meta_path.exists():
       raise FileNotFoundError(
-          f"No embedding store at {self.path}; make one with `imagen-jax encode-text`."
+        f"No embedding store at {self.path}; make one with `imagen-jax encode-text`."
       )
     self.meta = json.loads(meta_path.read_text())
     if self.meta["completed"] < self.meta["num_examples"]:
       raise ValueError(
-          f"The embedding store {self.path} is incomplete ({self.meta['completed']} of "
-          f"{self.meta['num_examples']} rows); run `imagen-jax encode-text` again to finish it."
+        f"The embedding store {self.path} is incomplete ({self.meta['completed']} of "
+        f"{self.meta['num_examples']} rows); run `imagen-jax encode-text` again to finish it."
       )
     self._emb = self._mask = None
 
@@ -77,30 +77,38 @@ class StoreWriter:
   """Creates or resumes a store. `start` is the first row still to write; `write(rows)` appends
   the next rows and records them as completed."""
 
-  def __init__(self, path, *, encoder: str, max_length: int, dim: int, num_examples: int,
-               dataset: str):
+  def __init__(
+    self, path, *, encoder: str, max_length: int, dim: int, num_examples: int, dataset: str
+  ):
     self.path = pathlib.Path(path)
     self.path.mkdir(parents=True, exist_ok=True)
     meta_path = self.path / META
-    identity = {"encoder": encoder, "max_length": max_length, "dim": dim,
-                "num_examples": num_examples, "dataset": dataset}
+    identity = {
+      "encoder": encoder,
+      "max_length": max_length,
+      "dim": dim,
+      "num_examples": num_examples,
+      "dataset": dataset,
+    }
     if meta_path.exists():
       self.meta = json.loads(meta_path.read_text())
       old = {k: self.meta.get(k) for k in identity}
       if old != identity:
         raise ValueError(
-            f"{self.path} holds a store for {old}, not {identity}; choose another --out."
+          f"{self.path} holds a store for {old}, not {identity}; choose another --out."
         )
       mode = "r+"
     else:
       self.meta = {**identity, "completed": 0}
       mode = "w+"
     self._emb = np.lib.format.open_memmap(
-        self.path / "embeddings.npy", mode=mode, dtype=np.uint16,
-        shape=(num_examples, max_length, dim),
+      self.path / "embeddings.npy",
+      mode=mode,
+      dtype=np.uint16,
+      shape=(num_examples, max_length, dim),
     )
     self._mask = np.lib.format.open_memmap(
-        self.path / "mask.npy", mode=mode, dtype=np.bool_, shape=(num_examples, max_length)
+      self.path / "mask.npy", mode=mode, dtype=np.bool_, shape=(num_examples, max_length)
     )
     if mode == "w+":
       _write_json_atomic(meta_path, self.meta)

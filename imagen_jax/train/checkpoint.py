@@ -18,17 +18,17 @@ log = logging.getLogger(__name__)
 # Config fields that fix the shapes and meaning of the state: a checkpoint made with other values
 # cannot continue under this config.
 STRUCTURAL_KEYS = (
-    "stage",
-    "image_size",
-    "low_res_size",
-    "unet",
-    "text.dim",
-    "text.max_length",
-    "diffusion.schedule",
-    "diffusion.objective",
-    "train.optimizer",
-    "train.weight_decay",
-    "train.clip_norm",
+  "stage",
+  "image_size",
+  "low_res_size",
+  "unet",
+  "text.dim",
+  "text.max_length",
+  "diffusion.schedule",
+  "diffusion.objective",
+  "train.optimizer",
+  "train.weight_decay",
+  "train.clip_norm",
 )
 
 
@@ -55,18 +55,16 @@ class Checkpointer:
     self.directory = epath.Path(workdir) / "checkpoints"
     self.every = every
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        enable_async_checkpointing=use_async,
-        create=True,
+      max_to_keep=keep, enable_async_checkpointing=use_async, create=True
     )
     self.manager = ocp.CheckpointManager(
-        self.directory,
-        options=options,
-        item_handlers={
-            "state": ocp.StandardCheckpointHandler(),
-            "data": grain.checkpoint.CheckpointHandler(),
-            "config": ocp.JsonCheckpointHandler(),
-        },
+      self.directory,
+      options=options,
+      item_handlers={
+        "state": ocp.StandardCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+        "config": ocp.JsonCheckpointHandler(),
+      },
     )
 
   def save(self, step: int, state, data_iterator, config_dict: dict, *, force=False) -> bool:
@@ -74,13 +72,13 @@ class Checkpointer:
     if not force and step % self.every:
       return False
     return self.manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-            config=ocp.args.JsonSave(config_dict),
-        ),
-        force=True,
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iterator),
+        config=ocp.args.JsonSave(config_dict),
+      ),
+      force=True,
     )
 
   def steps(self) -> list[int]:
@@ -100,39 +98,45 @@ class Checkpointer:
         diff = config_differences(saved["config"], config_dict)
         if diff:
           raise ValueError(
-              f"The checkpoints in {self.directory} were made with another config; "
-              "continue with the original config or start in a new --workdir. Differences: "
-              + "; ".join(diff)
+            f"The checkpoints in {self.directory} were made with another config; "
+            "continue with the original config or start in a new --workdir. Differences: "
+            + "; ".join(diff)
           )
         restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-            ),
+          step,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iterator),
+          ),
         )
       except ValueError as e:
         if "another config" in str(e):
           raise
         errors.append(f"step {step}: {e}")
-        log.warning("checkpoint at step %d could not be restored (%s); trying an older one",
-                    step, e)
+        log.warning(
+          "checkpoint at step %d could not be restored (%s); trying an older one", step, e
+        )
         continue
       except Exception as e:  # orbax, tensorstore and grain raise many types for damaged files
         errors.append(f"step {step}: {type(e).__name__}: {e}")
-        log.warning("checkpoint at step %d could not be restored (%s); trying an older one",
-                    step, e)
+        log.warning(
+          "checkpoint at step %d could not be restored (%s); trying an older one", step, e
+        )
         continue
       if errors:
         self._set_aside([s for s in steps if s > step])
-        log.warning("restored the checkpoint at step %d after %d damaged newer one(s), moved to "
-                    "%s", step, len(errors), self.directory.parent / "damaged_checkpoints")
+        log.warning(
+          "restored the checkpoint at step %d after %d damaged newer one(s), moved to %s",
+          step,
+          len(errors),
+          self.directory.parent / "damaged_checkpoints",
+        )
       return restored["state"], step
     if steps:
       raise RuntimeError(
-          f"None of the checkpoints in {self.directory} (steps {steps}) could be restored; "
-          "refusing to start from scratch. Move the directory away to start a new run. "
-          "Errors: " + " | ".join(errors)
+        f"None of the checkpoints in {self.directory} (steps {steps}) could be restored; "
+        "refusing to start from scratch. Move the directory away to start a new run. "
+        "Errors: " + " | ".join(errors)
       )
     return None
 

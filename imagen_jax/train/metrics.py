@@ -14,15 +14,15 @@ from etils import epath
 
 # Dense bfloat16 peak FLOP/s per chip (vendor figures); CPUs are measured instead.
 PEAK_FLOPS = (
-    ("TPU v6", 918e12),  # Trillium (v6e)
-    ("TPU v5p", 459e12),
-    ("TPU v5 lite", 197e12),  # v5e
-    ("TPU v5e", 197e12),
-    ("TPU v5", 459e12),
-    ("TPU v4", 275e12),
-    ("H200", 989e12),
-    ("H100", 989e12),  # SXM
-    ("A100", 312e12),
+  ("TPU v6", 918e12),  # Trillium (v6e)
+  ("TPU v5p", 459e12),
+  ("TPU v5 lite", 197e12),  # v5e
+  ("TPU v5e", 197e12),
+  ("TPU v5", 459e12),
+  ("TPU v4", 275e12),
+  ("H200", 989e12),
+  ("H100", 989e12),  # SXM
+  ("A100", 312e12),
 )
 
 
@@ -83,8 +83,11 @@ class MetricsWriter:
     so that a resumed run continues the file without duplicates."""
     if not self.enabled or not self.path.exists():
       return
-    kept = [line for line in self.path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
+    kept = [
+      line
+      for line in self.path.read_text().splitlines()
+      if line.strip() and json.loads(line)["step"] <= step
+    ]
     self.path.write_text("".join(line + "\n" for line in kept))
 
   def write(self, step: int, metrics: dict) -> None:

@@ -23,8 +23,10 @@ class TrainState:
 
 
 def _paths(tree) -> dict:
-  return {tuple(str(k) for k in path): leaf for path, leaf in
-          jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    tuple(str(k) for k in path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _match_param_shardings(abstract_opt_state, abstract_params, param_shardings, mesh):
@@ -53,16 +55,22 @@ def state_shardings(stage, optimizer, mesh):
   abstract_params = nn.unbox(boxed)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
-  abstract = TrainState(step=scalar, params=abstract_params, ema_params=abstract_params,
-                        opt_state=abstract_opt, bad_steps=scalar, skipped=scalar)
+  abstract = TrainState(
+    step=scalar,
+    params=abstract_params,
+    ema_params=abstract_params,
+    opt_state=abstract_opt,
+    bad_steps=scalar,
+    skipped=scalar,
+  )
   replicated = NamedSharding(mesh, PartitionSpec())
   shardings = TrainState(
-      step=replicated,
-      params=param_shardings,
-      ema_params=param_shardings,
-      opt_state=_match_param_shardings(abstract_opt, abstract_params, param_shardings, mesh),
-      bad_steps=replicated,
-      skipped=replicated,
+    step=replicated,
+    params=param_shardings,
+    ema_params=param_shardings,
+    opt_state=_match_param_shardings(abstract_opt, abstract_params, param_shardings, mesh),
+    bad_steps=replicated,
+    skipped=replicated,
   )
   return abstract, shardings
 
@@ -74,7 +82,13 @@ def create_state(stage, optimizer, key, shardings) -> TrainState:
   def init(key):
     params = nn.unbox(stage.init_params(key))
     zero = jnp.zeros((), jnp.int32)
-    return TrainState(step=zero, params=params, ema_params=params,
-                      opt_state=optimizer.init(params), bad_steps=zero, skipped=zero)
+    return TrainState(
+      step=zero,
+      params=params,
+      ema_params=params,
+      opt_state=optimizer.init(params),
+      bad_steps=zero,
+      skipped=zero,
+    )
 
   return jax.jit(init, out_shardings=shardings)(key)

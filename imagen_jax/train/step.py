@@ -25,7 +25,7 @@ from imagen_jax.train.state import TrainState
 def _micro(x, k: int):
   """[B, ...] -> [k, B / k, ...], micro-batch i holding rows i, i + k, ... (so each device keeps
   its rows local when the batch axis is sharded)."""
-  return jnp.swapaxes(x.reshape((x.shape[0] // k, k) + x.shape[1:]), 0, 1)
+  return jnp.swapaxes(x.reshape((x.shape[0] // k, k, *x.shape[1:])), 0, 1)
 
 
 def text_condition(batch, text_encoder: T5Encoder | None, text_params):
@@ -48,10 +48,25 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
   def loss_fn(params, mb, key):
     logsnr = stage.schedule.logsnr(mb["t"])
     z = diffusion.q_sample(x=mb["x"], eps=mb["eps"], logsnr=logsnr)
-    pred = stage.apply(params, z, mb["t"], mb["text"], mb["mask"], mb.get("cond"),
-                       mb.get("aug"), train=True, rngs={"dropout": key})
-    loss = diffusion.diffusion_loss(pred, x=mb["x"], eps=mb["eps"], logsnr=logsnr,
-                                    objective=stage.objective, min_snr_gamma=min_snr)
+    pred = stage.apply(
+      params,
+      z,
+      mb["t"],
+      mb["text"],
+      mb["mask"],
+      mb.get("cond"),
+      mb.get("aug"),
+      train=True,
+      rngs={"dropout": key},
+    )
+    loss = diffusion.diffusion_loss(
+      pred,
+      x=mb["x"],
+      eps=mb["eps"],
+      logsnr=logsnr,
+      objective=stage.objective,
+      min_snr_gamma=min_snr,
+    )
     return jnp.mean(loss)
 
   def step(state: TrainState, batch, key, text_params):
@@ -62,18 +77,18 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
     text, mask = text_condition(batch, text_encoder, text_params)
     drop = jax.random.uniform(k_drop, (b,)) < dc.cond_drop_prob
     inputs = {
-        "x": x,
-        "t": jax.random.uniform(k_t, (b,)),
-        "eps": jax.random.normal(k_eps, x.shape),
-        "text": jnp.where(drop[:, None, None], 0.0, text),
-        "mask": mask & ~drop[:, None],
+      "x": x,
+      "t": jax.random.uniform(k_t, (b,)),
+      "eps": jax.random.normal(k_eps, x.shape),
+      "text": jnp.where(drop[:, None, None], 0.0, text),
+      "mask": mask & ~drop[:, None],
     }
     if stage.super_res:
       aug = jax.random.uniform(k_aug, (b,), maxval=dc.aug_max_level)
       up = upsample(to_float(batch["low_res"]), x.shape[1])
       inputs["cond"], inputs["aug"] = diffusion.noise_augment(
-          up, aug_level=aug, schedule=stage.schedule,
-          noise=jax.random.normal(k_aug_eps, up.shape))
+        up, aug_level=aug, schedule=stage.schedule, noise=jax.random.normal(k_aug_eps, up.shape)
+      )
     grad_fn = jax.value_and_grad(loss_fn)
     if accum == 1:
       loss, grads = grad_fn(state.params, inputs, k_dropout)
@@ -100,20 +115,20 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
       return jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, old)
 
     new_state = TrainState(
-        step=state.step + 1,
-        params=keep(params, state.params),
-        ema_params=keep(ema, state.ema_params),
-        opt_state=keep(opt_state, state.opt_state),
-        bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
-        skipped=state.skipped + (~finite).astype(jnp.int32),
+      step=state.step + 1,
+      params=keep(params, state.params),
+      ema_params=keep(ema, state.ema_params),
+      opt_state=keep(opt_state, state.opt_state),
+      bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
+      skipped=state.skipped + (~finite).astype(jnp.int32),
     )
     metrics = {
-        "loss": loss,
-        "grad_norm": grad_norm,
-        "learning_rate": lr_schedule(state.step),
-        "finite": finite,
-        "bad_steps": new_state.bad_steps,
-        "skipped": new_state.skipped,
+      "loss": loss,
+      "grad_norm": grad_norm,
+      "learning_rate": lr_schedule(state.step),
+      "finite": finite,
+      "bad_steps": new_state.bad_steps,
+      "skipped": new_state.skipped,
     }
     return new_state, metrics
 

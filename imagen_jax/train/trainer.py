@@ -47,8 +47,8 @@ def _check_batch(config, mesh) -> None:
   micro = config.train.batch_size // config.train.grad_accum
   if micro % shards:
     raise ValueError(
-        f"The micro-batch (train.batch_size / train.grad_accum = {micro}) must divide evenly "
-        f"over the {shards} batch shards of the mesh (data x fsdp)."
+      f"The micro-batch (train.batch_size / train.grad_accum = {micro}) must divide evenly "
+      f"over the {shards} batch shards of the mesh (data x fsdp)."
     )
 
 
@@ -56,11 +56,12 @@ def _text_setup(config, mesh, dtype):
   """(text encoder module or None, its params or None, tokenizer or None, store or None)."""
   if config.text.store:
     return None, None, None, EmbeddingStore(config.text.store)
-  encoder = TextEncoder.from_pretrained(config.text.encoder, max_length=config.text.max_length,
-                                        mesh=mesh, dtype=dtype)
+  encoder = TextEncoder.from_pretrained(
+    config.text.encoder, max_length=config.text.max_length, mesh=mesh, dtype=dtype
+  )
   if encoder.dim != config.text.dim:
     raise ValueError(
-        f"config.text.dim is {config.text.dim} but {config.text.encoder} gives {encoder.dim}."
+      f"config.text.dim is {config.text.dim} but {config.text.encoder} gives {encoder.dim}."
     )
   return encoder.model, encoder.params, encoder.tokenizer, None
 
@@ -72,8 +73,12 @@ def _open_data(config, tokenizer, store):
   if jax.process_index() != 0:
     source = pipeline.open_source(config, build=False)
   if store is not None:
-    store.check_matches(encoder=config.text.encoder, max_length=config.text.max_length,
-                        dim=config.text.dim, num_examples=len(source))
+    store.check_matches(
+      encoder=config.text.encoder,
+      max_length=config.text.max_length,
+      dim=config.text.dim,
+      num_examples=len(source),
+    )
   transform = pipeline.ExampleTransform(config, tokenizer=tokenizer, store=store)
   return source, transform
 
@@ -86,15 +91,16 @@ def _memory_check(compiled, enabled: bool) -> dict:
     return {}
   if m is None:
     return {}
-  need = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-          + m.temp_size_in_bytes)
+  need = (
+    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+  )
   stats = jax.local_devices()[0].memory_stats() or {}
   limit = stats.get("bytes_limit")
   if enabled and limit and need > limit:
     raise TrainingError(
-        f"The train step needs {need / 2**30:.1f} GiB per device but the device has "
-        f"{limit / 2**30:.1f} GiB. Lower train.batch_size, raise train.grad_accum, set "
-        "unet.remat='full', or shard the parameters over more devices (mesh.fsdp)."
+      f"The train step needs {need / 2**30:.1f} GiB per device but the device has "
+      f"{limit / 2**30:.1f} GiB. Lower train.batch_size, raise train.grad_accum, set "
+      "unet.remat='full', or shard the parameters over more devices (mesh.fsdp)."
     )
   return {"step_bytes_per_device": int(need), "device_bytes": int(limit or 0)}
 
@@ -140,10 +146,19 @@ def _sample_grid(stage, ema_params, grid_batch, text_fn, config, key) -> np.ndar
   text, mask = text_fn(grid_batch)
   low = to_float(jnp.asarray(grid_batch["low_res"])) if stage.super_res else None
   images = sampling.sample_stage(
-      stage, ema_params, text, mask, key, steps=config.sample.steps,
-      sampler=config.sample.sampler, guidance=config.sample.guidance,
-      threshold=config.sample.threshold, low_res=low, aug_level=config.sample.aug_level,
-      size=stage.image_size)
+    stage,
+    ema_params,
+    text,
+    mask,
+    key,
+    steps=config.sample.steps,
+    sampler=config.sample.sampler,
+    guidance=config.sample.guidance,
+    threshold=config.sample.threshold,
+    low_res=low,
+    aug_level=config.sample.aug_level,
+    size=stage.image_size,
+  )
   rows = [to_uint8(images)]
   if stage.super_res:
     rows = [to_uint8(upsample(low, stage.image_size)), rows[0], jnp.asarray(grid_batch["image"])]
@@ -169,25 +184,37 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
   _check_batch(config, mesh)
   stage = Stage.from_config(config)
   dtype = stage.model.dtype
-  log.info("mesh %s, compute dtype %s, process %d of %d", dict(mesh.shape), jnp.dtype(dtype).name,
-           jax.process_index(), jax.process_count())
+  log.info(
+    "mesh %s, compute dtype %s, process %d of %d",
+    dict(mesh.shape),
+    jnp.dtype(dtype).name,
+    jax.process_index(),
+    jax.process_count(),
+  )
 
   text_module, text_params, tokenizer, store = _text_setup(config, mesh, dtype)
   source, transform = _open_data(config, tokenizer, store)
-  dataset_args = dict(seed=config.seed, global_batch=config.train.batch_size,
-                      process_index=jax.process_index(), process_count=jax.process_count(),
-                      shuffle=config.data.shuffle)
-  data_iter = iter(pipeline.make_dataset(source, transform, workers=config.data.workers,
-                                         **dataset_args))
+  dataset_args = dict(
+    seed=config.seed,
+    global_batch=config.train.batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    shuffle=config.data.shuffle,
+  )
+  data_iter = iter(
+    pipeline.make_dataset(source, transform, workers=config.data.workers, **dataset_args)
+  )
 
   # ---- state: restored from the newest good checkpoint, or created sharded
   optimizer = make_optimizer(config.train)
   abstract, shardings = state_shardings(stage, optimizer, mesh)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  abstract = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
   config_dict = json.loads(config.to_json())
-  checkpointer = Checkpointer(workdir, every=config.train.checkpoint_every,
-                              keep=config.train.keep_checkpoints)
+  checkpointer = Checkpointer(
+    workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
+  )
   writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   init_key, key = jax.random.split(jax.random.key(config.seed))
   restored = checkpointer.restore(abstract, data_iter, config_dict)
@@ -199,15 +226,24 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
     state, start = create_state(stage, optimizer, init_key, shardings), 0
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(json.dumps(config_dict, indent=1))
+  if start >= config.train.steps:
+    log.info("the run in %s is complete (step %d of %d)", workdir, start, config.train.steps)
+    checkpointer.close()
+    writer.close()
+    return {"step": start, "start_step": start, "complete": True}
 
   # ---- the step, compiled ahead of time
   step_fn = make_train_step(stage, config, optimizer, text_encoder=text_module)
   replicated = NamedSharding(mesh, PartitionSpec())
   first = next(data_iter)
   batch_spec = {
-      k: jax.ShapeDtypeStruct((config.train.batch_size,) + v.shape[1:], v.dtype,
-                              sharding=parallel.batch_sharding(mesh, v.ndim))
-      for k, v in first.items() if k != "index"
+    k: jax.ShapeDtypeStruct(
+      (config.train.batch_size, *v.shape[1:]),
+      v.dtype,
+      sharding=parallel.batch_sharding(mesh, v.ndim),
+    )
+    for k, v in first.items()
+    if k != "index"
   }
   jitted = jax.jit(step_fn, out_shardings=(shardings, replicated), donate_argnums=0)
   t0 = time.perf_counter()
@@ -218,14 +254,27 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
   flops_per_step = float((cost or {}).get("flops", float("nan")))  # per device
   memory = _memory_check(compiled, config.train.compile_memory_check)
   peak = metrics_lib.peak_flops(dtype_name=jnp.dtype(dtype).name)
-  log.info("compiled the train step in %.1fs; %.3g FLOPs per step per device", compile_seconds,
-           flops_per_step)
+  log.info(
+    "compiled the train step in %.1fs; %.3g FLOPs per step per device",
+    compile_seconds,
+    flops_per_step,
+  )
 
   grid_batch = None
   if config.train.sample_every:
-    grid_iter = iter(pipeline.make_dataset(source, transform, **{
-        **dataset_args, "seed": config.seed + 1, "global_batch": GRID_EXAMPLES,
-        "process_index": 0, "process_count": 1}))
+    grid_iter = iter(
+      pipeline.make_dataset(
+        source,
+        transform,
+        **{
+          **dataset_args,
+          "seed": config.seed + 1,
+          "global_batch": GRID_EXAMPLES,
+          "process_index": 0,
+          "process_count": 1,
+        },
+      )
+    )
     grid_batch = next(grid_iter)
 
   def grid_text(batch):
@@ -233,15 +282,26 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
       return jnp.asarray(batch["text_emb"], jnp.float32), jnp.asarray(batch["text_mask"])
     emb = text_module.apply({"params": text_params}, batch["input_ids"], batch["text_mask"])
     return jnp.where(batch["text_mask"][..., None], emb, 0).astype(jnp.float32), jnp.asarray(
-        batch["text_mask"])
+      batch["text_mask"]
+    )
 
   # ---- the loop
   total = config.train.steps
   stop = total if max_steps is None else min(total, start + max_steps)
-  bar = tqdm(total=total, initial=start, unit="step", disable=not progress or jax.process_index(),
-             desc=f"train {config.stage}", dynamic_ncols=True)
-  summary = {"compile_seconds": compile_seconds, "flops_per_step_per_device": flops_per_step,
-             "start_step": start, **memory}
+  bar = tqdm(
+    total=total,
+    initial=start,
+    unit="step",
+    disable=not progress or jax.process_index(),
+    desc=f"train {config.stage}",
+    dynamic_ncols=True,
+  )
+  summary = {
+    "compile_seconds": compile_seconds,
+    "flops_per_step_per_device": flops_per_step,
+    "start_step": start,
+    **memory,
+  }
   pending = None  # the previous step's metrics: read one step late to keep the device busy
   window_start, window_steps = time.perf_counter(), 0
   step = last_saved = start
@@ -261,19 +321,22 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
         elapsed = time.perf_counter() - window_start
         steps_per_s = window_steps / elapsed
         record = {
-            "loss": values["loss"], "grad_norm": values["grad_norm"],
-            "learning_rate": values["learning_rate"], "steps_per_s": steps_per_s,
-            "images_per_s": steps_per_s * config.train.batch_size,
-            "mfu": flops_per_step * steps_per_s / peak,
-            "skipped": values["skipped"],
+          "loss": values["loss"],
+          "grad_norm": values["grad_norm"],
+          "learning_rate": values["learning_rate"],
+          "steps_per_s": steps_per_s,
+          "images_per_s": steps_per_s * config.train.batch_size,
+          "mfu": flops_per_step * steps_per_s / peak,
+          "skipped": values["skipped"],
         }
         writer.write(step, record)
         bar.set_postfix(loss=f"{float(values['loss']):.4f}", refresh=False)
         summary["loss"] = float(values["loss"])
         window_start, window_steps = time.perf_counter(), 0
       if config.train.sample_every and step % config.train.sample_every == 0:
-        image = _sample_grid(stage, state.ema_params, grid_batch, grid_text, config,
-                             jax.random.fold_in(key, step))
+        image = _sample_grid(
+          stage, state.ema_params, grid_batch, grid_text, config, jax.random.fold_in(key, step)
+        )
         writer.write_image(step, "samples", image)
       if checkpointer.save(step, state, data_iter, config_dict):
         last_saved = step
@@ -296,7 +359,7 @@ def _check_finite(metrics, max_bad: int, step: int) -> None:
   bad = int(metrics["bad_steps"])
   if bad >= max_bad:
     raise TrainingError(
-        f"{bad} non-finite updates in a row up to step {step}: the run is diverging. Lower "
-        "train.learning_rate, keep train.clip_norm on, or use float32 compute; the last good "
-        "checkpoint is untouched."
+      f"{bad} non-finite updates in a row up to step {step}: the run is diverging. Lower "
+      "train.learning_rate, keep train.clip_norm on, or use float32 compute; the last good "
+      "checkpoint is untouched."
     )

@@ -1,0 +1,63 @@
+"""`imagen-jax bench`: train or sampling throughput, MFU, compile time and memory (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+ACCEPTS_CONFIG_OVERRIDES = True
+
+
+def add_arguments(parser):
+  parser.add_argument(
+    "--config",
+    required=True,
+    help="a stage config; configs/demo.py without an argument means all three "
+    "demo stages (a cascade for --what sample)",
+  )
+  parser.add_argument("--what", choices=["train", "sample"], default="train")
+  parser.add_argument(
+    "--batch",
+    type=int,
+    default=None,
+    help="global batch (train default: the config's, or 1 per device on CPU; "
+    "sample default: 1 per device)",
+  )
+  parser.add_argument("--steps", type=int, nargs="+", help="sampling steps per stage")
+  parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"])
+  parser.add_argument("--guidance", type=float, help="guidance scale for every stage")
+  parser.add_argument("--iters", type=int, default=5, help="timed calls (median reported)")
+  parser.add_argument("--out", help="also write the JSON to this file")
+
+
+def run(args) -> int:
+  import jax
+
+  from imagen_jax import bench, logs
+
+  logs.setup()
+  configs = bench.load_configs(args.config, args.overrides)
+  if args.what == "train":
+    reports = [bench.bench_train(c, batch=args.batch, iters=args.iters) for c in configs]
+    result = reports[0] if len(reports) == 1 else reports
+  else:
+    batch = args.batch or jax.device_count()
+    reports = [
+      bench.bench_sample(
+        configs,
+        batch=batch,
+        steps=args.steps,
+        sampler=args.sampler,
+        guidance=args.guidance,
+        iters=args.iters,
+      )
+    ]
+    result = reports[0]
+  text = json.dumps(result, indent=1)
+  print(text)
+  if args.out:
+    with open(args.out, "w") as f:
+      f.write(text + "\n")
+  for report in reports:
+    print(bench.summary_line(report), file=sys.stderr)
+  return 0

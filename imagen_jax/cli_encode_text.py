@@ -1,0 +1,31 @@
+"""`imagen-jax encode-text`: precompute the text embeddings of a dataset's captions."""
+
+from __future__ import annotations
+
+ACCEPTS_CONFIG_OVERRIDES = True
+
+
+def add_arguments(parser):
+  parser.add_argument(
+    "--config",
+    required=True,
+    help="the stage config whose data and text encoder to use, e.g. configs/sr256.py",
+  )
+  parser.add_argument("--out", required=True, help="store directory; an interrupted run resumes")
+  parser.add_argument("--batch-size", type=int, default=256, help="captions per encoder call")
+  parser.epilog = (
+    "Train with the store: --config.text.store=OUT. The encoder runs on all local "
+    "devices (the batch is split over them)."
+  )
+
+
+def run(args) -> int:
+  from imagen_jax import logs
+  from imagen_jax.configuration import load_config
+  from imagen_jax.data.encode_text import encode_text
+
+  logs.setup()
+  config = load_config(args.config, args.overrides)
+  store = encode_text(config, args.out, batch_size=args.batch_size)
+  print(f"wrote {len(store)} embeddings to {args.out}; train with --config.text.store={args.out}")
+  return 0

