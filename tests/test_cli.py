@@ -80,5 +80,7 @@ def test_inspect_memory_splits_the_paper_model_over_fsdp():
   config = load_config("configs/sr1024.py")
   report = inspect_config(config, devices=128)
   per_device = report["memory_per_device"]["params_bytes"]
-  # Nearly every parameter is split 128 ways (norm scales and biases stay replicated).
-  assert per_device * 128 < report["params"] * 4 * 1.05
+  # Nearly every parameter is split 128 ways: the replicated norm scales and biases (0.05% of
+  # the parameters) cost each device about 6% over a perfect split.
+  perfect = report["params"] * 4 / 128
+  assert perfect < per_device < 1.1 * perfect

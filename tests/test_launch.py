@@ -8,7 +8,11 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCRIPTS = [*sorted((ROOT / "launch").glob("*.sh")), ROOT / ".ci" / "run"]
+SCRIPTS = [
+  *sorted((ROOT / "launch").glob("*.sh")),
+  *sorted((ROOT / "benchmarks").glob("*.sh")),
+  ROOT / ".ci" / "run",
+]
 
 
 def sh(*args, env=None):

@@ -1,0 +1,170 @@
+"""Side-by-side speed of imagen_jax and imagen-pytorch 2.1.0 on this machine's CPU.
+
+Both train and sample a base U-Net of about the same size on the same input: the demo base stage
+(configs/demo.py:base, 16x16 images, 80 text tokens of width 64, batch 32 for training), and
+sample with guidance (w = 3) at the same number of DDPM steps. Reported: train images/s and
+sampling seconds per image for each, and the ratios. Not part of the package or of CI.
+
+Setup (CPU only; keep pip away from CUDA wheels):
+  pip install -e .                                   # imagen_jax
+  pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+  pip install beartype einops
+  pip install --no-deps imagen-pytorch==2.1.0        # its torchvision/kornia/accelerate are not
+                                                     # needed for the U-Net and are stubbed here
+Run:
+  python benchmarks/compare_imagen_pytorch.py [--batch 32] [--sample-batch 8] [--steps 64]
+
+imagen-pytorch reads the T5 config `google/t5-v1_1-base` from the Hugging Face hub when it is
+imported (a default argument of its Unet). Offline, this script registers that config's only
+used figure (d_model = 768) in imagen-pytorch's config table instead, so nothing is downloaded and
+no Hugging Face cache needs to be placed by hand; the U-Nets are built with text_embed_dim=64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import sys
+import time
+import types
+
+
+def _import_imagen_pytorch():
+  """imagen_pytorch.imagen_pytorch without the package __init__ (trainer, data, torchvision)."""
+  spec = importlib.util.find_spec("imagen_pytorch")
+  if spec is None:
+    sys.exit("imagen-pytorch is not installed: pip install --no-deps imagen-pytorch==2.1.0")
+  package = types.ModuleType("imagen_pytorch")
+  package.__path__ = list(spec.submodule_search_locations)
+  sys.modules["imagen_pytorch"] = package
+  for name in ("torchvision", "torchvision.transforms", "kornia", "kornia.augmentation"):
+    sys.modules.setdefault(name, types.ModuleType(name))  # only used for PIL output and crops
+  sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+  sys.modules["kornia"].augmentation = sys.modules["kornia.augmentation"]
+  import transformers
+
+  import imagen_pytorch.t5 as t5
+
+  t5.T5_CONFIGS[t5.DEFAULT_T5_NAME] = {"config": transformers.T5Config(d_model=768)}
+  import imagen_pytorch.imagen_pytorch as ip
+
+  return ip
+
+
+def bench_peer(args) -> dict:
+  import torch
+
+  torch.set_num_threads(os.cpu_count())
+  torch.manual_seed(0)
+  ip = _import_imagen_pytorch()
+  # The demo base: 32 channels, multipliers (1, 2, 2), one res block per level, attention with
+  # text at the two lower resolutions, 32-dim heads.
+  unet = ip.Unet(
+    dim=32,
+    dim_mults=(1, 2, 2),
+    num_resnet_blocks=1,
+    text_embed_dim=64,
+    cond_dim=64,
+    layer_attns=(False, True, True),
+    layer_cross_attns=(False, True, True),
+    attn_dim_head=32,
+    attn_heads=2,
+    max_text_len=80,
+    memory_efficient=False,
+  )
+  imagen = ip.Imagen(
+    unets=(unet,),
+    image_sizes=(16,),
+    timesteps=args.steps,
+    text_embed_dim=64,
+    cond_drop_prob=0.1,
+    noise_schedules="cosine",
+    pred_objectives="noise",
+  )
+  params = sum(p.numel() for p in unet.parameters())
+  opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
+  images = torch.rand(args.batch, 3, 16, 16)
+  emb = torch.randn(args.batch, 80, 64)
+  mask = torch.ones(args.batch, 80, dtype=torch.bool)
+
+  def train_step():
+    loss = imagen(images, text_embeds=emb, text_masks=mask, unet_number=1)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+  for _ in range(2):
+    train_step()
+  t0 = time.perf_counter()
+  for _ in range(args.iters):
+    train_step()
+  step = (time.perf_counter() - t0) / args.iters
+
+  n = args.sample_batch
+  with torch.no_grad():
+    t0 = time.perf_counter()
+    imagen.sample(
+      text_embeds=emb[:n], text_masks=mask[:n], cond_scale=3.0, return_pil_images=False,
+      use_tqdm=False,
+    )
+    sample = time.perf_counter() - t0
+  return {
+    "params": params,
+    "train_step_seconds": round(step, 4),
+    "train_images_per_s": round(args.batch / step, 2),
+    "sample_seconds_per_image": round(sample / n, 4),
+  }
+
+
+def bench_ours(args) -> dict:
+  from imagen_jax import bench
+  from imagen_jax.configuration import load_config
+  from imagen_jax.inspection import inspect_config
+
+  config = load_config("configs/demo.py:base")
+  train = bench.bench_train(config, batch=args.batch, iters=args.iters)
+  sample = bench.bench_sample(
+    [config], batch=args.sample_batch, steps=[args.steps], sampler="ddpm", guidance=3.0, iters=1
+  )
+  return {
+    "params": inspect_config(config)["params"],
+    "train_step_seconds": train["step_seconds"],
+    "train_images_per_s": round(args.batch / train["step_seconds"], 2),
+    "sample_seconds_per_image": sample["cascade_seconds_per_image"],
+    "compile_seconds": {
+      "train": train["compile_seconds"],
+      "sample": sample["stages"][0]["compile_seconds"],
+    },
+  }
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--batch", type=int, default=32, help="training batch")
+  parser.add_argument("--sample-batch", type=int, default=8, help="images sampled at once")
+  parser.add_argument("--steps", type=int, default=64, help="sampling steps")
+  parser.add_argument("--iters", type=int, default=10, help="timed train steps")
+  parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
+  args = parser.parse_args()
+  ours, peer = bench_ours(args), bench_peer(args)
+  result = {
+    "machine": f"{os.cpu_count()} CPU cores",
+    "batch": args.batch,
+    "sample_batch": args.sample_batch,
+    "sample_steps": args.steps,
+    "imagen_jax": ours,
+    "imagen_pytorch_2.1.0": peer,
+    "train_speedup": round(ours["train_images_per_s"] / peer["train_images_per_s"], 2),
+    "sample_speedup": round(peer["sample_seconds_per_image"] / ours["sample_seconds_per_image"], 2),
+  }
+  text = json.dumps(result, indent=1)
+  print(text)
+  if args.out:
+    args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+  main()
