@@ -44,9 +44,8 @@ def _import_imagen_pytorch():
     sys.modules.setdefault(name, types.ModuleType(name))  # only used for PIL output and crops
   sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
   sys.modules["kornia"].augmentation = sys.modules["kornia.augmentation"]
-  import transformers
-
   import imagen_pytorch.t5 as t5
+  import transformers
 
   t5.T5_CONFIGS[t5.DEFAULT_T5_NAME] = {"config": transformers.T5Config(d_model=768)}
   import imagen_pytorch.imagen_pytorch as ip
@@ -107,7 +106,10 @@ def bench_peer(args) -> dict:
   with torch.no_grad():
     t0 = time.perf_counter()
     imagen.sample(
-      text_embeds=emb[:n], text_masks=mask[:n], cond_scale=3.0, return_pil_images=False,
+      text_embeds=emb[:n],
+      text_masks=mask[:n],
+      cond_scale=3.0,
+      return_pil_images=False,
       use_tqdm=False,
     )
     sample = time.perf_counter() - t0

@@ -31,6 +31,10 @@ def _common(config):
   config.train.checkpoint_every = 500
   config.train.log_every = 50
   config.train.compute_dtype = "float32"
+  # v-prediction (the paper trains eps): an eps-model's estimate of x at high noise is its eps
+  # error amplified by sigma / alpha, so a briefly trained one gets the background and layout
+  # (base) wrong and barely uses its low-res input (SR); v keeps that estimate bounded.
+  config.diffusion.objective = "v"
   config.sample.prompts = (
     "a red circle at the top left",
     "a small blue square at the bottom right",
@@ -64,9 +68,6 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
       )
     )
     config.diffusion.schedule = "cosine"
-    # v-prediction: at 16 px an eps-model's x0 estimate at high noise (which fixes the background
-    # and layout) is its eps error amplified by sigma / alpha; v keeps it bounded.
-    config.diffusion.objective = "v"
     config.train.optimizer = "adam"
     config.train.steps = 2400
     config.sample.guidance = 5.0

@@ -1,0 +1,36 @@
+"""The demo's measurements: the shapes reader on ground truth, and SR consistency."""
+
+import numpy as np
+
+from imagen_jax.data import shapes, shapes_eval
+from imagen_jax.demo import sr_consistency
+
+
+def test_reader_reads_rendered_ground_truth():
+  report = shapes_eval.reader_accuracy(200, size=64, seed=0)
+  assert report["color_accuracy"] >= 0.97
+  assert report["shape_accuracy"] >= 0.9
+  assert report["position_accuracy"] >= 0.95
+
+
+def test_wrong_pictures_score_as_wrong_and_blank_ones_as_misses():
+  _prompts, scenes = shapes_eval.evaluation_prompts(40, seed=3)
+  pictures = np.stack([shapes.render(s, 64) for s in scenes])
+  shuffled = shapes_eval.evaluate(pictures[::-1], scenes)
+  assert shuffled["all_accuracy"] < 0.2
+  blank = shapes_eval.evaluate(np.full_like(pictures, 128), scenes)
+  assert blank["color_accuracy"] == blank["shape_accuracy"] == blank["position_accuracy"] == 0
+
+
+def test_sr_consistency_compares_each_stage_with_its_input():
+  rng = np.random.default_rng(0)
+  low = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+  faithful = np.repeat(np.repeat(low, 2, axis=1), 2, axis=2)
+  detailed = np.clip(faithful.astype(int) + rng.integers(-20, 21, faithful.shape), 0, 255)
+  unrelated = rng.integers(0, 256, faithful.shape, dtype=np.uint8)
+  same, noisy, other = (
+    sr_consistency([low, high.astype(np.uint8)])[0] for high in (faithful, detailed, unrelated)
+  )
+  assert same == {"size": 16, "input_difference": 0.0, "added_detail": 0.0}
+  assert noisy["input_difference"] < 5 < noisy["added_detail"]
+  assert other["input_difference"] > 40
