@@ -37,6 +37,8 @@ def _import_imagen_pytorch():
   spec = importlib.util.find_spec("imagen_pytorch")
   if spec is None:
     sys.exit("imagen-pytorch is not installed: pip install --no-deps imagen-pytorch==2.1.0")
+  import transformers  # before the stubs below, which it would take for real packages
+
   package = types.ModuleType("imagen_pytorch")
   package.__path__ = list(spec.submodule_search_locations)
   sys.modules["imagen_pytorch"] = package
@@ -45,7 +47,6 @@ def _import_imagen_pytorch():
   sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
   sys.modules["kornia"].augmentation = sys.modules["kornia.augmentation"]
   import imagen_pytorch.t5 as t5
-  import transformers
 
   t5.T5_CONFIGS[t5.DEFAULT_T5_NAME] = {"config": transformers.T5Config(d_model=768)}
   import imagen_pytorch.imagen_pytorch as ip
