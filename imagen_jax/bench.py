@@ -59,16 +59,9 @@ def _analysis(compiled) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   out["flops_per_call_per_device"] = float((cost or {}).get("flops", float("nan")))
-  try:
-    m = compiled.memory_analysis()
-    out["compiled_bytes_per_device"] = int(
-      m.argument_size_in_bytes
-      + m.output_size_in_bytes
-      - m.alias_size_in_bytes
-      + m.temp_size_in_bytes
-    )
-  except Exception:  # not every backend implements it
-    pass
+  need = metrics_lib.compiled_bytes_per_device(compiled)
+  if need is not None:
+    out["compiled_bytes_per_device"] = need
   return out
 
 

@@ -27,6 +27,19 @@ from imagen_jax.train.trainer import TrainingError, _check_finite, train_and_eva
 STEPS = "--config.train.steps=30"  # one schedule for every base run: one compiled program
 
 
+def _base_train_args(tmp_path, *extra):
+  """`imagen-jax train` arguments of the tiny base run that checkpoints every 4 steps."""
+  return [
+    "train",
+    "--config",
+    "configs/demo.py:base",
+    *tiny_overrides("base", tmp_path),
+    STEPS,
+    "--config.train.checkpoint_every=4",
+    *extra,
+  ]
+
+
 def read_metrics(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
@@ -73,14 +86,7 @@ def _wait_for_step(workdir, step, proc):
 
 
 def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp_path):
-  args = [
-    "train",
-    "--config",
-    "configs/demo.py:base",
-    *tiny_overrides("base", tmp_path),
-    STEPS,
-    "--config.train.checkpoint_every=4",
-  ]
+  args = _base_train_args(tmp_path)
   run_cli(*args, "--workdir", str(tmp_path / "straight"))
   workdir = tmp_path / "interrupted"
   # 1. kill -9 after step 9: the checkpoint of step 8 (or 4, if 8 was still being written) stays.
@@ -228,16 +234,7 @@ def test_state_is_created_sharded_by_the_rules(tmp_path):
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-  args = [
-    "train",
-    "--config",
-    "configs/demo.py:base",
-    *tiny_overrides("base", tmp_path),
-    STEPS,
-    "--config.train.checkpoint_every=4",
-    "--max-steps",
-    "4",
-  ]
+  args = _base_train_args(tmp_path, "--max-steps", "4")
   run_cli(
     *args,
     "--workdir",

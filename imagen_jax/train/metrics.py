@@ -53,6 +53,20 @@ def peak_flops(device=None, dtype_name: str = "bfloat16") -> float:
   return float("nan")
 
 
+def compiled_bytes_per_device(compiled) -> int | None:
+  """Per-device bytes a compiled program needs (arguments + outputs - donated aliases +
+  temporaries) by XLA's memory analysis, or None where the backend does not report it."""
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # not every backend implements it
+    return None
+  if m is None:
+    return None
+  return int(
+    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+  )
+
+
 def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
   """uint8 [N, H, W, 3] -> one uint8 image with the N images in a grid (2 px gaps)."""
   n, h, w, c = images.shape

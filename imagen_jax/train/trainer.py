@@ -85,15 +85,9 @@ def _open_data(config, tokenizer, store):
 
 def _memory_check(compiled, enabled: bool) -> dict:
   """Per-device bytes of the compiled step; raises TrainingError when it exceeds the device."""
-  try:
-    m = compiled.memory_analysis()
-  except Exception:  # not every backend implements it
+  need = metrics_lib.compiled_bytes_per_device(compiled)
+  if need is None:
     return {}
-  if m is None:
-    return {}
-  need = (
-    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
-  )
   stats = jax.local_devices()[0].memory_stats() or {}
   limit = stats.get("bytes_limit")
   if enabled and limit and need > limit:
