@@ -1,7 +1,7 @@
 """Side-by-side speed of imagen_jax and imagen-pytorch 2.1.0 on this machine's CPU.
 
 Both train and sample a base U-Net of about the same size on the same input: the demo base stage
-(configs/demo.py:base, 16x16 images, 80 text tokens of width 64, batch 32 for training), and
+(configs/demo.py:base, 16x16 images, 16 text tokens of width 64, batch 32 for training), and
 sample with guidance (w = 3) at the same number of DDPM steps. Reported: train images/s and
 sampling seconds per image for each, and the ratios. Not part of the package or of CI.
 
@@ -57,11 +57,15 @@ def _import_imagen_pytorch():
 def bench_peer(args) -> dict:
   import torch
 
+  from imagen_jax.configuration import load_config
+
+  tokens = load_config("configs/demo.py:base").text.max_length
+
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   ip = _import_imagen_pytorch()
   # The demo base: 32 channels, multipliers (1, 2, 2), one res block per level, attention with
-  # text at the two lower resolutions, 32-dim heads.
+  # text at the two lower resolutions, 16-dim heads.
   unet = ip.Unet(
     dim=32,
     dim_mults=(1, 2, 2),
@@ -70,9 +74,9 @@ def bench_peer(args) -> dict:
     cond_dim=64,
     layer_attns=(False, True, True),
     layer_cross_attns=(False, True, True),
-    attn_dim_head=32,
-    attn_heads=2,
-    max_text_len=80,
+    attn_dim_head=16,
+    attn_heads=4,
+    max_text_len=tokens,
     memory_efficient=False,
   )
   imagen = ip.Imagen(
@@ -87,8 +91,8 @@ def bench_peer(args) -> dict:
   params = sum(p.numel() for p in unet.parameters())
   opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
   images = torch.rand(args.batch, 3, 16, 16)
-  emb = torch.randn(args.batch, 80, 64)
-  mask = torch.ones(args.batch, 80, dtype=torch.bool)
+  emb = torch.randn(args.batch, tokens, 64)
+  mask = torch.ones(args.batch, tokens, dtype=torch.bool)
 
   def train_step():
     loss = imagen(images, text_embeds=emb, text_masks=mask, unet_number=1)

@@ -121,6 +121,9 @@ def run_demo(
     t0 = time.perf_counter()
     images = imagen.sample(prompts, seed=1, steps=steps)
     report = shapes_eval.evaluate(images[-1], scenes)
+    report["per_stage"] = [
+      {"size": int(im.shape[1]), **shapes_eval.evaluate(im, scenes)} for im in images
+    ]
     report["sr_stages"] = sr_consistency(images)
     report["sample_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "eval.json").write_text(json.dumps(report, indent=1))

@@ -26,7 +26,10 @@ from imagen_jax.train.state import TrainState
 from imagen_jax.train.step import make_train_step
 
 GIB = 2**30
-KNOWN_ENCODERS = {"google/t5-v1_1-xxl": t5.T5_V1_1_XXL, text.DEMO_ENCODER: text.DEMO_CONFIG}
+KNOWN_ENCODERS = {
+  "google/t5-v1_1-xxl": t5.T5_V1_1_XXL,
+  **{name: text.TINY_CONFIG for name in text.BUILTIN_TOKENIZERS},
+}
 
 
 def _mesh_sizes(config, devices: int) -> dict[str, int]:

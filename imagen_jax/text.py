@@ -7,9 +7,14 @@ Texts are padded to a fixed length (128 tokens by default) so the encoder compil
 size; longer texts are truncated with a warning. An empty string is the unconditional prompt: its
 mask is all False and its embedding all zeros, exactly the null text of classifier-free guidance.
 
-`DEMO_ENCODER` ("builtin:byt5-tiny") is an offline stand-in for real T5 weights used by the demo
-and the tests: a small encoder of the T5 v1.1 architecture with the ByT5 byte tokenizer (no
-vocabulary file), its weights initialised deterministically from a seed, not trained.
+Two offline stand-ins for real T5 weights, for the demo and the tests, need no files: a small
+encoder of the T5 v1.1 architecture, its weights initialised deterministically from a seed, not
+trained, behind one of two tokenizers:
+  BYTE_ENCODER   "builtin:byt5-tiny"    the ByT5 byte tokenizer: any text, a token per byte
+  SHAPES_ENCODER "builtin:shapes-tiny"  a token per word of the shapes captions (data/shapes.py),
+                                        <unk> for any other word (with a warning)
+An untrained encoder gives each token a fixed random vector; with whole words as tokens, the
+diffusion model reads "red" or "star" directly instead of learning to spell them from bytes.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ import numpy as np
 from imagen_jax import parallel
 from imagen_jax.models import t5, t5_weights
 
-DEMO_ENCODER = "builtin:byt5-tiny"
-# The demo encoder: the ByT5 vocabulary (256 bytes + 3 special + 125 extra ids = 384) and a tiny
-# T5 v1.1 body.
-DEMO_CONFIG = t5.T5Config(
+BYTE_ENCODER = "builtin:byt5-tiny"
+SHAPES_ENCODER = "builtin:shapes-tiny"
+# The builtin encoders' body: a tiny T5 v1.1 with the ByT5 vocabulary size (256 bytes + 3 special
+# + 125 extra ids = 384), which also holds the shapes words.
+TINY_CONFIG = t5.T5Config(
   vocab_size=384,
   d_model=64,
   d_kv=16,
@@ -108,11 +114,11 @@ class TextEncoder:
 
     The directory holds Hugging Face's config.json, tokenizer files and model.safetensors (or a
     sharded index). A hub id is downloaded only when it is not a local directory. With `mesh`,
-    parameters are created sharded over it. `DEMO_ENCODER` builds the offline demo encoder
-    from `seed`.
+    parameters are created sharded over it. A builtin name (`BYTE_ENCODER`, `SHAPES_ENCODER`)
+    builds that offline encoder from `seed`.
     """
-    if name_or_dir == DEMO_ENCODER:
-      return cls.demo(seed=seed, max_length=max_length, dtype=dtype, mesh=mesh)
+    if name_or_dir in BUILTIN_TOKENIZERS:
+      return cls.builtin(name_or_dir, seed=seed, max_length=max_length, dtype=dtype, mesh=mesh)
     directory = _resolve_directory(name_or_dir)
     config = t5_weights.read_config(directory)
     params = t5_weights.load_params(directory, config, param_dtype=param_dtype, mesh=mesh)
@@ -122,36 +128,31 @@ class TextEncoder:
     )
 
   @classmethod
-  def demo(cls, *, seed: int = 0, max_length: int = 128, dtype=None, mesh=None) -> TextEncoder:
-    """The offline stand-in encoder: T5 v1.1 architecture, ByT5 tokenizer, seeded random weights."""
-    from transformers import ByT5Tokenizer
-
-    params = _demo_params(seed, mesh)
+  def builtin(
+    cls, name: str, *, seed: int = 0, max_length: int = 128, dtype=None, mesh=None
+  ) -> TextEncoder:
+    """An offline stand-in encoder: tiny T5 v1.1, seeded random weights, the tokenizer of `name`."""
+    params = _builtin_params(seed, mesh)
+    tokenizer = load_tokenizer(name)
     return cls(
-      DEMO_CONFIG,
-      params,
-      ByT5Tokenizer(),
-      max_length=max_length,
-      dtype=dtype,
-      name=DEMO_ENCODER,
-      mesh=mesh,
+      TINY_CONFIG, params, tokenizer, max_length=max_length, dtype=dtype, name=name, mesh=mesh
     )
 
   def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """input_ids [B, max_length] int32 and mask [B, max_length] bool; empty texts get no tokens."""
     texts = check_texts(texts)
-    enc = self.tokenizer(
-      list(texts),
-      padding="max_length",
-      truncation=True,
-      max_length=self.max_length,
-      return_tensors="np",
-    )
-    ids = np.asarray(enc["input_ids"], np.int32)
-    mask = np.asarray(enc["attention_mask"], bool)
-    empty = np.array([t == "" for t in texts])
-    mask[empty] = False
-    ids[empty] = 0
+    ids, mask = tokenize(self.tokenizer, texts, self.max_length)
+    unknown = self.tokenizer.unk_token_id
+    if self.name == SHAPES_ENCODER and (ids[mask] == unknown).any():
+      rows = [t for t, r, m in zip(texts, ids, mask) if (r[m] == unknown).any()]
+      log.warning(
+        "%d text(s) have words %s does not know (it knows the shapes captions' words: %s); they "
+        "are read as <unk>, e.g. %r",
+        len(rows),
+        self.name,
+        " ".join(shapes_vocabulary()),
+        rows[0][:80],
+      )
     lengths = [len(x) for x in self.tokenizer(list(texts), truncation=False)["input_ids"]]
     too_long = [t for t, n in zip(texts, lengths) if n > self.max_length]
     if too_long:
@@ -189,12 +190,10 @@ class TextEncoder:
 
 
 def load_tokenizer(name_or_dir: str):
-  """The tokenizer of an encoder: ByT5's for DEMO_ENCODER, else AutoTokenizer's for the model
-  directory (or hub id, downloaded on request)."""
-  if name_or_dir == DEMO_ENCODER:
-    from transformers import ByT5Tokenizer
-
-    return ByT5Tokenizer()
+  """The tokenizer of an encoder: a builtin one for a builtin name, else AutoTokenizer's for the
+  model directory (or hub id, downloaded on request)."""
+  if name_or_dir in BUILTIN_TOKENIZERS:
+    return BUILTIN_TOKENIZERS[name_or_dir]()
   from transformers import AutoTokenizer
 
   return AutoTokenizer.from_pretrained(str(_resolve_directory(name_or_dir)))
@@ -226,18 +225,61 @@ def check_texts(texts) -> list[str]:
   return texts
 
 
+def shapes_vocabulary() -> list[str]:
+  """Every word of the shapes captions (data/shapes.py), sorted."""
+  from imagen_jax.data import shapes
+
+  phrases = [
+    "a an on background",
+    *shapes.SHAPES,
+    *shapes.COLORS,
+    *shapes.BACKGROUNDS,
+    *shapes.SIZES,
+    *shapes.POSITIONS,
+    *shapes.RELATIONS,
+  ]
+  return sorted({word for phrase in phrases for word in phrase.split()})
+
+
+def _shapes_tokenizer():
+  """Lower-cased, split at spaces and punctuation, a token per known word, then </s>. Ids follow
+  T5: <pad> 0, </s> 1, <unk> 2, then the words."""
+  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+  from transformers import PreTrainedTokenizerFast
+
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+  vocab.update({word: i + 3 for i, word in enumerate(shapes_vocabulary())})
+  assert len(vocab) <= TINY_CONFIG.vocab_size
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.normalizer = normalizers.Lowercase()
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+  return PreTrainedTokenizerFast(
+    tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+  )
+
+
+def _byte_tokenizer():
+  from transformers import ByT5Tokenizer
+
+  return ByT5Tokenizer()
+
+
+BUILTIN_TOKENIZERS = {BYTE_ENCODER: _byte_tokenizer, SHAPES_ENCODER: _shapes_tokenizer}
+
+
 @functools.lru_cache(maxsize=4)
-def _demo_params_unsharded(seed: int):
+def _builtin_params_unsharded(seed: int):
   ids = jnp.zeros((1, 8), jnp.int32)
   mask = jnp.ones((1, 8), bool)
-  variables = t5.T5Encoder(DEMO_CONFIG).init(jax.random.key(seed), ids, mask)
+  variables = t5.T5Encoder(TINY_CONFIG).init(jax.random.key(seed), ids, mask)
   return jax.tree.map(np.asarray, nn.unbox(variables["params"]))
 
 
-def _demo_params(seed: int, mesh):
-  params = _demo_params_unsharded(seed)
+def _builtin_params(seed: int, mesh):
+  params = _builtin_params_unsharded(seed)
   if mesh is None:
     return jax.tree.map(jnp.asarray, params)
-  boxed = t5_weights.abstract_params(DEMO_CONFIG)
+  boxed = t5_weights.abstract_params(TINY_CONFIG)
   shardings = parallel.tree_shardings(boxed, mesh)
   return jax.tree.map(jax.device_put, params, shardings)

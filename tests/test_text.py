@@ -10,7 +10,8 @@ import pytest
 from transformers import AutoTokenizer, ByT5Tokenizer, T5Tokenizer
 
 from imagen_jax import parallel
-from imagen_jax.text import DEMO_ENCODER, TextEncoder
+from imagen_jax.data import shapes
+from imagen_jax.text import BYTE_ENCODER, SHAPES_ENCODER, TextEncoder, shapes_vocabulary
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "t5"
 TEXTS = ["a small red circle at the top left", "naïve café: 東京 👩‍🚀 🎨!", "", "x"]
@@ -18,7 +19,7 @@ TEXTS = ["a small red circle at the top left", "naïve café: 東京 👩‍🚀
 
 @pytest.fixture(scope="module")
 def demo():
-  return TextEncoder.from_pretrained(DEMO_ENCODER, max_length=48)
+  return TextEncoder.from_pretrained(BYTE_ENCODER, max_length=48)
 
 
 def test_demo_token_ids_equal_transformers_byt5(demo):
@@ -56,7 +57,7 @@ def test_long_texts_are_truncated_with_a_warning(demo, caplog):
 
 
 def test_padding_does_not_change_the_valid_embeddings(demo):
-  short = TextEncoder.from_pretrained(DEMO_ENCODER, max_length=20)
+  short = TextEncoder.from_pretrained(BYTE_ENCODER, max_length=20)
   a, mask = demo(["a green triangle"])
   b, _ = short(["a green triangle"])
   n = int(mask.sum())
@@ -64,11 +65,39 @@ def test_padding_does_not_change_the_valid_embeddings(demo):
 
 
 def test_demo_encoder_is_deterministic_from_its_seed():
-  a = TextEncoder.demo(seed=0)(["a red circle"])[0]
-  b = TextEncoder.demo(seed=0)(["a red circle"])[0]
-  c = TextEncoder.demo(seed=1)(["a red circle"])[0]
+  a = TextEncoder.builtin(BYTE_ENCODER, seed=0)(["a red circle"])[0]
+  b = TextEncoder.builtin(BYTE_ENCODER, seed=0)(["a red circle"])[0]
+  c = TextEncoder.builtin(BYTE_ENCODER, seed=1)(["a red circle"])[0]
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
+
+
+def test_shapes_encoder_reads_each_caption_word_as_one_known_token(caplog):
+  enc = TextEncoder.from_pretrained(SHAPES_ENCODER, max_length=16)
+  rng = np.random.default_rng(0)
+  captions = [shapes.sample_scene(rng).caption for _ in range(300)]
+  with caplog.at_level(logging.WARNING):
+    ids, mask = enc.tokenize(captions)
+  assert not caplog.text  # no unknown word, nothing truncated
+  vocabulary = shapes_vocabulary()
+  for caption, row, valid in zip(captions, ids, mask):
+    words = caption.split()
+    assert valid.sum() == len(words) + 1 and row[len(words)] == 1  # the words, then </s>
+    assert [vocabulary[i - 3] for i in row[: len(words)]] == words
+  # Upper case reads as lower case.
+  assert (
+    enc.tokenize(["A RED Circle"])[0][0, :4].tolist()
+    == enc.tokenize(["a red circle"])[0][0, :4].tolist()
+  )
+
+
+def test_shapes_encoder_warns_about_unknown_words(caplog):
+  enc = TextEncoder.from_pretrained(SHAPES_ENCODER, max_length=16)
+  with caplog.at_level(logging.WARNING):
+    ids, mask = enc.tokenize(["a red cat", "a red circle"])
+  assert "1 text(s) have words builtin:shapes-tiny does not know" in caplog.text
+  assert "'a red cat'" in caplog.text
+  assert ids[0, 2] == enc.tokenizer.unk_token_id and mask[0, :4].all()
 
 
 def test_from_pretrained_local_directory_with_a_sentencepiece_tokenizer(tmp_path):
@@ -91,7 +120,7 @@ def test_from_pretrained_local_directory_with_a_sentencepiece_tokenizer(tmp_path
 
 def test_sharded_text_encoder_equals_single_device(demo):
   mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-  sharded = TextEncoder.demo(max_length=48, mesh=mesh)
+  sharded = TextEncoder.builtin(BYTE_ENCODER, max_length=48, mesh=mesh)
   texts = TEXTS[:3]  # 3 texts: padded to the 4 batch shards internally
   np.testing.assert_allclose(sharded(texts)[0], demo(texts)[0], atol=1e-5)
 

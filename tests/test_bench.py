@@ -1,0 +1,73 @@
+"""`imagen-jax bench`: the figures it reports are consistent with each other and with the batch."""
+
+import json
+
+import jax
+import pytest
+
+from imagen_jax import bench
+from tests.helpers import run_cli, tiny_config, tiny_overrides
+
+
+def _check_train(report, batch):
+  assert report["what"] == "train" and report["batch"] == batch
+  assert report["devices"] == jax.device_count() and report["compile_seconds"] > 0
+  assert report["step_seconds"] > 0
+  assert report["images_per_s"] == pytest.approx(batch / report["step_seconds"], rel=1e-3)
+  assert report["images_per_s_per_device"] == pytest.approx(
+    report["images_per_s"] / jax.device_count(), rel=1e-3
+  )
+  assert 0 < report["mfu"] < 1
+  assert report["compiled_bytes_per_device"] > 0
+
+
+def test_bench_train_flops_follow_the_batch(tmp_path):
+  config = tiny_config("base", tmp_path)
+  devices = jax.device_count()
+  one = bench.bench_train(config, batch=devices, iters=2, warmup=1)
+  two = bench.bench_train(config, batch=2 * devices, iters=2, warmup=1)
+  _check_train(one, devices)
+  _check_train(two, 2 * devices)
+  # XLA's cost analysis of the step: twice the images per device, about twice the FLOPs (the
+  # optimizer update, a small part, does not grow).
+  ratio = two["flops_per_call_per_device"] / one["flops_per_call_per_device"]
+  assert 1.8 < ratio <= 2.0
+  assert "images/s/device" in bench.summary_line(one)
+
+
+def test_bench_sample_reports_each_stage_and_the_cascade(tmp_path):
+  configs = [tiny_config("base", tmp_path), tiny_config("sr1", tmp_path)]
+  batch = jax.device_count()
+  report = bench.bench_sample(configs, batch=batch, steps=[3, 2], sampler="ddim", iters=1)
+  assert [s["output_size"] for s in report["stages"]] == [16, 32]
+  assert [s["steps"] for s in report["stages"]] == [3, 2]
+  for s in report["stages"]:
+    assert s["sampler"] == "ddim" and s["compile_seconds"] >= 0
+    assert s["seconds_per_image"] == pytest.approx(s["seconds"] / batch, rel=1e-2)
+    assert s["seconds_per_step"] == pytest.approx(s["seconds"] / s["steps"], rel=1e-2)
+  total = sum(s["seconds"] for s in report["stages"]) / batch
+  assert report["cascade_seconds_per_image"] == pytest.approx(total, rel=1e-2)
+  assert "cascade" in bench.summary_line(report)
+
+
+def test_bench_cli_writes_json_and_a_summary_line(tmp_path):
+  out = tmp_path / "bench.json"
+  proc = run_cli(
+    "bench",
+    "--config",
+    "configs/demo.py:sr1",
+    "--what",
+    "train",
+    "--batch",
+    "2",
+    "--iters",
+    "1",
+    "--out",
+    str(out),
+    *tiny_overrides("sr1", tmp_path),
+  )
+  report = json.loads(out.read_text())
+  assert report == json.loads(proc.stdout)
+  assert report["what"] == "train" and report["batch"] == 2 and report["devices"] == 1
+  assert report["flops_per_call_per_device"] > 0 and report["step_seconds"] > 0
+  assert "train on 1 x" in proc.stderr and "MFU" in proc.stderr
