@@ -13,7 +13,7 @@ from imagen_jax.configuration import load_config
 from imagen_jax.data import builders, pipeline, shapes
 from imagen_jax.data.encode_text import encode_text
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
-from imagen_jax.text import TextEncoder, load_tokenizer
+from imagen_jax.text import SHAPES_ENCODER, TextEncoder, load_tokenizer
 
 
 def demo_config(tmp_path, stage="base", *extra):
@@ -259,7 +259,7 @@ def test_unprepared_tfds_dataset_says_how_to_build_it(tmp_path):
 
 def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
   config = demo_config(tmp_path)
-  encoder = TextEncoder.demo(max_length=72)
+  encoder = TextEncoder.builtin(SHAPES_ENCODER, max_length=72)
   full = encode_text(config, tmp_path / "store", batch_size=16, encoder=encoder, progress=False)
   # An interrupted run: 16 rows written, then the job is started again.
   source = pipeline.open_source(config)
@@ -269,7 +269,7 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
     max_length=72,
     dim=64,
     num_examples=48,
-    dataset="imagen_shapes/32px_48_seed0/1.0.0",
+    dataset="imagen_shapes/32px_48_seed0/1.1.0",
   )
   rows = [full.get(i) for i in range(16)]
   writer.write(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
@@ -295,7 +295,7 @@ def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
     config,
     tmp_path / "store",
     batch_size=48,
-    encoder=TextEncoder.demo(max_length=72),
+    encoder=TextEncoder.builtin(SHAPES_ENCODER, max_length=72),
     progress=False,
   )
   source = pipeline.open_source(config)

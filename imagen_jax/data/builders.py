@@ -64,7 +64,8 @@ class ShapesConfig(tfds.core.BuilderConfig):
 class ImagenShapes(tfds.core.GeneratorBasedBuilder):
   """Procedural shapes with captions; one config per (size, examples, seed)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.1.0": "Larger shapes (extent 0.30 / 0.38 / 0.46 of the side)."}
   BUILDER_CONFIG_CLASS = ShapesConfig
 
   def _info(self):

@@ -23,7 +23,10 @@ COLORS = {
   "orange": (250, 130, 20),
 }
 BACKGROUNDS = {"white": (245, 245, 245), "gray": (128, 128, 128), "black": (15, 15, 15)}
-SIZES = {"small": 0.22, "": 0.32, "big": 0.46}  # shape extent as a fraction of the image side
+# Shape extent as a fraction of the image side. Even "small" stays readable at 16 pixels (the
+# demo's base): on rendered pictures the shapes reader (shapes_eval) gets 81% of the shapes right at
+# 16 px (70% when small was 0.22), 99.7% at 32 px and 100% at 64 px.
+SIZES = {"small": 0.3, "": 0.38, "big": 0.46}
 # 3x3 grid of positions (centre as a fraction of the side) and how captions name them.
 POSITIONS = {
   "at the top left": (0.25, 0.25),
@@ -42,7 +45,7 @@ RELATIONS = {  # relation -> (first shape's centre, second shape's centre)
   "above": ((0.5, 0.27), (0.5, 0.73)),
   "below": ((0.5, 0.73), (0.5, 0.27)),
 }
-TWO_SHAPE_SIZE = 0.34
+TWO_SHAPE_SIZE = 0.38
 SUPERSAMPLE = 4
 
 
