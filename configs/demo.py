@@ -71,7 +71,7 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     )
     config.diffusion.schedule = "cosine"
     config.train.optimizer = "adam"
-    config.train.steps = 1400
+    config.train.steps = 2000
     config.sample.guidance = 3.0
     config.sample.steps = 64
     config.sample.sampler = "ddpm"
@@ -107,7 +107,7 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     # 98% vs 84%, shape 33% vs 23%).
     config.diffusion.aug_max_level = 0.3
     config.train.optimizer = "adam"
-    config.train.steps = 800
+    config.train.steps = 1000
     config.sample.guidance = 1.0
     config.sample.steps = 32
     config.sample.sampler = "ddim"

@@ -4,9 +4,9 @@ import json
 
 import jax
 import pytest
+from helpers import run_cli, tiny_config, tiny_overrides
 
 from imagen_jax import bench
-from tests.helpers import run_cli, tiny_config, tiny_overrides
 
 
 def _check_train(report, batch):

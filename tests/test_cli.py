@@ -84,3 +84,20 @@ def test_inspect_memory_splits_the_paper_model_over_fsdp():
   # the parameters) cost each device about 6% over a perfect split.
   perfect = report["params"] * 4 / 128
   assert perfect < per_device < 1.1 * perfect
+
+
+@pytest.mark.parametrize("cpus, devices", [(1, 1), (2, 2), (3, 2), (6, 4), (16, 8), (96, 8)])
+def test_a_cpu_host_is_split_into_a_power_of_two_devices(cpus, devices):
+  assert cli.host_cpu_devices(cpus) == devices
+
+
+def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+  cli.split_host_cpu()
+  assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  cli.split_host_cpu()
+  count = cli.host_cpu_devices()
+  assert cli.os.environ["XLA_FLAGS"] == (
+    f"--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count={count}"
+  )

@@ -42,10 +42,12 @@ def measured_cpu_flops(dtype_name: str = "float32") -> float:
 
 
 def peak_flops(device=None, dtype_name: str = "bfloat16") -> float:
-  """Peak FLOP/s of one device: the table for TPUs and GPUs, a measurement for CPUs."""
+  """Peak FLOP/s of one device: the table for TPUs and GPUs, a measurement for CPUs (the host's
+  matmul rate, shared by its CPU devices when it is split into several)."""
   device = device or jax.devices()[0]
   if device.platform == "cpu":
-    return measured_cpu_flops("float32" if dtype_name == "float32" else dtype_name)
+    host = measured_cpu_flops("float32" if dtype_name == "float32" else dtype_name)
+    return host / len(jax.devices("cpu"))
   kind = device.device_kind
   for name, flops in PEAK_FLOPS:
     if name.lower() in kind.lower():
