@@ -13,6 +13,9 @@ Setup (CPU only; keep pip away from CUDA wheels):
                                                      # needed for the U-Net and are stubbed here
 Run:
   python benchmarks/compare_imagen_pytorch.py [--batch 32] [--sample-batch 8] [--steps 64]
+imagen_jax runs as its command line does on a CPU, one JAX device per core (set
+XLA_FLAGS=--xla_force_host_platform_device_count=1 for one device threaded over all cores);
+torch uses all cores.
 
 imagen-pytorch reads the T5 config `google/t5-v1_1-base` from the Hugging Face hub when it is
 imported (a default argument of its Unet). Offline, this script registers that config's only
@@ -156,9 +159,15 @@ def main() -> None:
   parser.add_argument("--iters", type=int, default=10, help="timed train steps")
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args()
+  from imagen_jax.cli import split_host_cpu
+
+  split_host_cpu()  # as `imagen-jax` does: one JAX device per core; torch threads over all cores
+  import jax
+
   ours, peer = bench_ours(args), bench_peer(args)
   result = {
     "machine": f"{os.cpu_count()} CPU cores",
+    "jax_devices": jax.device_count(),
     "batch": args.batch,
     "sample_batch": args.sample_batch,
     "sample_steps": args.steps,

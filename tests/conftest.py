@@ -6,7 +6,10 @@ import tempfile
 # Tests run a few steps of many small programs: compiling fast matters more than running fast.
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
-os.environ.setdefault("IMAGEN_JAX_TEST_XLA_FLAGS", FAST_COMPILE)
+# Commands run in subprocesses on one CPU device, whatever the host's core count.
+os.environ.setdefault(
+  "IMAGEN_JAX_TEST_XLA_FLAGS", f"--xla_force_host_platform_device_count=1 {FAST_COMPILE}"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
