@@ -13,8 +13,8 @@ Setup (CPU only; keep pip away from CUDA wheels):
                                                      # needed for the U-Net and are stubbed here
 Run:
   python benchmarks/compare_imagen_pytorch.py [--batch 32] [--sample-batch 8] [--steps 64]
-imagen_jax runs as its command line does on a CPU, one JAX device per core (set
-XLA_FLAGS=--xla_force_host_platform_device_count=1 for one device threaded over all cores);
+imagen_jax is measured by `imagen-jax bench`, which on a CPU trains on one JAX device per core
+and samples on one device (XLA_FLAGS=--xla_force_host_platform_device_count=N overrides both);
 torch uses all cores.
 
 imagen-pytorch reads the T5 config `google/t5-v1_1-base` from the Hugging Face hub when it is
@@ -30,6 +30,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 import types
@@ -129,20 +130,34 @@ def bench_peer(args) -> dict:
   }
 
 
+def _imagen_jax_bench(*args: str) -> dict:
+  """`imagen-jax bench ...`'s JSON: ours runs as a user runs it (on a CPU, training on one JAX
+  device per core, sampling on one device)."""
+  proc = subprocess.run(
+    ["imagen-jax", "bench", "--config", "configs/demo.py:base", *args],
+    check=True,
+    capture_output=True,
+    text=True,
+  )
+  return json.loads(proc.stdout)
+
+
 def bench_ours(args) -> dict:
-  from imagen_jax import bench
   from imagen_jax.configuration import load_config
   from imagen_jax.inspection import inspect_config
 
-  config = load_config("configs/demo.py:base")
-  train = bench.bench_train(config, batch=args.batch, iters=args.iters)
-  sample = bench.bench_sample(
-    [config], batch=args.sample_batch, steps=[args.steps], sampler="ddpm", guidance=3.0, iters=1
-  )
+  batch, iters = str(args.batch), str(args.iters)
+  train = _imagen_jax_bench("--what", "train", "--batch", batch, "--iters", iters)
+  sample = _imagen_jax_bench(
+    "--what", "sample", "--batch", str(args.sample_batch), "--steps", str(args.steps),
+    "--sampler", "ddpm", "--guidance", "3", "--iters", "1",
+  )  # fmt: skip
   return {
-    "params": inspect_config(config)["params"],
+    "params": inspect_config(load_config("configs/demo.py:base"))["params"],
+    "train_devices": train["devices"],
     "train_step_seconds": train["step_seconds"],
     "train_images_per_s": round(args.batch / train["step_seconds"], 2),
+    "sample_devices": sample["devices"],
     "sample_seconds_per_image": sample["cascade_seconds_per_image"],
     "compile_seconds": {
       "train": train["compile_seconds"],
@@ -159,15 +174,9 @@ def main() -> None:
   parser.add_argument("--iters", type=int, default=10, help="timed train steps")
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args()
-  from imagen_jax.cli import split_host_cpu
-
-  split_host_cpu()  # as `imagen-jax` does: one JAX device per core; torch threads over all cores
-  import jax
-
   ours, peer = bench_ours(args), bench_peer(args)
   result = {
     "machine": f"{os.cpu_count()} CPU cores",
-    "jax_devices": jax.device_count(),
     "batch": args.batch,
     "sample_batch": args.sample_batch,
     "sample_steps": args.steps,

@@ -101,3 +101,18 @@ def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
   assert cli.os.environ["XLA_FLAGS"] == (
     f"--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count={count}"
   )
+
+
+@pytest.mark.parametrize(
+  "argv, split",
+  [
+    (["train", "--config", "configs/demo.py:base", "--workdir", "w"], True),
+    (["demo"], True),
+    (["bench", "--config", "configs/demo.py:base", "--what", "train"], True),
+    (["bench", "--config", "configs/demo.py", "--what", "sample"], False),
+    (["sample", "--stages", "a", "--prompt", "p", "--out", "o.png"], False),
+  ],
+)
+def test_only_training_verbs_split_a_cpu_into_devices(argv, split):
+  args, _ = cli._parser().parse_known_args(argv)
+  assert cli.trains(args) == split
