@@ -42,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def host_cpu_devices(cpus: int | None = None) -> int:
   """How many devices the command line splits a CPU host into: the largest power of two up to
-  the core count and 8 (powers of two divide the configs' batch sizes)."""
-  cpus = min(cpus or os.cpu_count() or 1, 8)
+  the count of cores this process may use and 8 (powers of two divide the configs' batches)."""
+  if cpus is None:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cpus = min(cpus or 1, 8)
   return 1 << (cpus.bit_length() - 1)
 
 
