@@ -14,6 +14,7 @@ for stage in base sr1 sr2; do
 done
 imagen-jax bench --config configs/demo.py --what sample --batch 8 --out "$out/demo_cascade_sample.json"
 for config in base64 sr256 sr1024; do  # one device: one image a step
-  XLA_FLAGS=--xla_force_host_platform_device_count=1 imagen-jax bench --config "configs/$config.py" --what train --batch 1 --iters 1 \
+  XLA_FLAGS=--xla_force_host_platform_device_count=1 \
+    imagen-jax bench --config "configs/$config.py" --what train --batch 1 --iters 1 \
     --out "$out/${config}_train.json"
 done

@@ -133,12 +133,10 @@ def bench_peer(args) -> dict:
 def _imagen_jax_bench(*args: str) -> dict:
   """`imagen-jax bench ...`'s JSON: ours runs as a user runs it (on a CPU, training on one JAX
   device per core, sampling on one device)."""
-  proc = subprocess.run(
-    ["imagen-jax", "bench", "--config", "configs/demo.py:base", *args],
-    check=True,
-    capture_output=True,
-    text=True,
-  )
+  command = ["imagen-jax", "bench", "--config", "configs/demo.py:base", *args]
+  proc = subprocess.run(command, capture_output=True, text=True)
+  if proc.returncode:
+    sys.exit(f"{' '.join(command)} failed:\n{proc.stderr}")
   return json.loads(proc.stdout)
 
 

@@ -1,6 +1,7 @@
 """The command line: every verb has --help, bad configs are clear errors, inspect's report."""
 
 import json
+import os
 
 import pytest
 from helpers import run_cli
@@ -94,11 +95,11 @@ def test_a_cpu_host_is_split_into_a_power_of_two_devices(cpus, devices):
 def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
   cli.split_host_cpu()
-  assert cli.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
+  assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
   cli.split_host_cpu()
   count = cli.host_cpu_devices()
-  assert cli.os.environ["XLA_FLAGS"] == (
+  assert os.environ["XLA_FLAGS"] == (
     f"--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count={count}"
   )
 
