@@ -36,6 +36,9 @@ def stage_defaults() -> ml_collections.ConfigDict:
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.schedule = "cosine"
+  # logsnr(t) + logsnr_shift: 2 log(64 / image_size) carries the cosine schedule, made for 64 px,
+  # to another resolution (diffusion.ShiftedSchedule).
+  c.diffusion.logsnr_shift = 0.0
   c.diffusion.objective = "eps"  # eps-prediction with eps-MSE, as in the paper
   c.diffusion.min_snr_gamma = 0.0  # > 0 enables min-SNR weighting
   c.diffusion.cond_drop_prob = 0.1  # text zeroed for classifier-free guidance

@@ -60,7 +60,9 @@ class Stage:
     sr = config.stage == "sr"
     return cls(
       model=models.build_unet(config.unet, super_res=sr, dtype=dtype),
-      schedule=diffusion.get_schedule(config.diffusion.schedule),
+      schedule=diffusion.get_schedule(
+        config.diffusion.schedule, shift=config.diffusion.get("logsnr_shift", 0.0)
+      ),
       super_res=sr,
       image_size=config.image_size,
       low_res_size=config.low_res_size if sr else 0,

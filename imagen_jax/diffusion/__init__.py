@@ -19,6 +19,7 @@ from imagen_jax.diffusion.schedules import (
   CosineSchedule,
   LinearSchedule,
   Schedule,
+  ShiftedSchedule,
   alpha_sigma_from_logsnr,
   get_schedule,
 )
@@ -36,6 +37,7 @@ __all__ = [
   "CosineSchedule",
   "LinearSchedule",
   "Schedule",
+  "ShiftedSchedule",
   "alpha_sigma_from_logsnr",
   "combine_guidance",
   "diffusion_loss",

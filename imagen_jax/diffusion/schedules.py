@@ -107,11 +107,32 @@ class LinearSchedule(Schedule):
     return jnp.minimum(logsnr_from_log_alpha_bar(self.log_alpha_bar(t)), self.logsnr_max)
 
 
+@dataclasses.dataclass(frozen=True)
+class ShiftedSchedule(Schedule):
+  """`base` with its logsnr moved by `shift`: logsnr(t) = base.logsnr(t) + shift.
+
+  A schedule made for one resolution carries over to another by the shift 2 log(res / new res)
+  (Hoogeboom et al. 2023, "simple diffusion", sec. 3.1): at a lower resolution each pixel holds
+  more of the picture, so the same per-pixel noise destroys more of it, and an unshifted
+  schedule spends much of its time where nothing is left to denoise.
+  """
+
+  base: Schedule = dataclasses.field(default_factory=lambda: CosineSchedule())
+  shift: float = 0.0
+
+  def logsnr(self, t):
+    return self.base.logsnr(t) + self.shift
+
+
 SCHEDULES = {"cosine": CosineSchedule, "linear": LinearSchedule}
 
 
-def get_schedule(name: str, **kwargs) -> Schedule:
-  """Returns the schedule called `name` ("cosine" or "linear"); kwargs override its constants."""
+def get_schedule(name: str, *, shift: float = 0.0, **kwargs) -> Schedule:
+  """Returns the schedule called `name` ("cosine" or "linear"), its logsnr moved by `shift`;
+  kwargs override its constants."""
   if name not in SCHEDULES:
     raise ValueError(f"Unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
-  return SCHEDULES[name](**kwargs)
+  schedule = SCHEDULES[name](**kwargs)
+  if shift:
+    return ShiftedSchedule(name=f"{name}+{shift:g}", base=schedule, shift=float(shift))
+  return schedule
