@@ -211,6 +211,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("train.compute_dtype must be 'auto', 'float32' or 'bfloat16'.")
   if not 0.0 <= config.diffusion.cond_drop_prob < 1.0:
     raise ValueError("diffusion.cond_drop_prob must be in [0, 1).")
+  if not abs(config.diffusion.logsnr_shift) <= 10.0:
+    raise ValueError(
+      "diffusion.logsnr_shift must be a number in [-10, 10] (2 log(64 / image_size) carries the "
+      f"cosine schedule to image_size), got {config.diffusion.logsnr_shift}."
+    )
 
 
 def output_size(config) -> int:

@@ -58,6 +58,8 @@ def test_a_stage_takes_the_shift_from_its_config():
   np.testing.assert_allclose(stage.schedule.logsnr(0.5), want, rtol=1e-6)
   config.diffusion.logsnr_shift = 0.0
   assert Stage.from_config(config).schedule == diffusion.get_schedule("cosine")
+  with pytest.raises(ValueError, match="logsnr_shift must be a number"):
+    load_config("configs/demo.py:base", ["--config.diffusion.logsnr_shift=50"])
 
 
 def test_unknown_schedule_is_a_clear_error():
