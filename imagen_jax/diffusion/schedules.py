@@ -117,8 +117,8 @@ class ShiftedSchedule(Schedule):
   schedule spends much of its time where nothing is left to denoise.
   """
 
-  base: Schedule = dataclasses.field(default_factory=lambda: CosineSchedule())
-  shift: float = 0.0
+  base: Schedule
+  shift: float
 
   def logsnr(self, t):
     return self.base.logsnr(t) + self.shift
