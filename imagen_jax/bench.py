@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax import parallel, sampling
+from imagen_jax import parallel, sampling, xla_cpu
 from imagen_jax.configuration import load_config
 from imagen_jax.inspection import inspect_config
 from imagen_jax.stage import Stage
@@ -101,6 +101,7 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
     make_train_step(stage, config, optimizer),
     out_shardings=(shardings, parallel.replicated(mesh)),
     donate_argnums=0,
+    compiler_options=xla_cpu.compiler_options("train"),
   )
   key = jax.random.key(0)
   t0 = time.perf_counter()

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imagen_jax import xla_cpu
 from imagen_jax.diffusion import predictions
 from imagen_jax.diffusion.schedules import Schedule
 from imagen_jax.diffusion.thresholding import check_threshold, threshold
@@ -86,21 +87,26 @@ def dpm_solver_2m_step(z, data_pred, *, lam_t, lam_s):
   return jnp.exp(log_s_s - log_s_t) * z - jnp.exp(log_a_s) * jnp.expm1(-h) * data_pred
 
 
-@functools.partial(
-  jax.jit,
-  static_argnames=(
-    "model_fn",
-    "shape",
-    "schedule",
-    "sampler",
-    "eta",
-    "logvar_interp",
-    "threshold_method",
-    "percentile",
-    "objective",
-    "progress",
-  ),
+_STATIC_ARGNAMES = (
+  "model_fn",
+  "shape",
+  "schedule",
+  "sampler",
+  "eta",
+  "logvar_interp",
+  "threshold_method",
+  "percentile",
+  "objective",
+  "progress",
 )
+
+
+@functools.cache
+def _jitted_sampler(compiler_options: tuple[tuple[str, str], ...]):
+  """The sampler, jitted once per set of backend compile options."""
+  return jax.jit(_sample, static_argnames=_STATIC_ARGNAMES, compiler_options=dict(compiler_options))
+
+
 def _sample(
   model_fn,
   shape,
@@ -196,7 +202,8 @@ def sample(
   check_threshold(threshold)
   predictions.check_objective(objective)
   t_grid = jnp.asarray(time_grid(schedule, steps, spacing))
-  return _sample(
+  options = tuple(sorted(xla_cpu.compiler_options("sample").items()))
+  return _jitted_sampler(options)(
     model_fn,
     tuple(shape),
     key,

@@ -20,7 +20,7 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from imagen_jax import parallel, sampling
+from imagen_jax import parallel, sampling, xla_cpu
 from imagen_jax.data import pipeline
 from imagen_jax.data.store import EmbeddingStore
 from imagen_jax.stage import Stage, to_float, to_uint8, upsample
@@ -239,7 +239,12 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
     for k, v in first.items()
     if k != "index"
   }
-  jitted = jax.jit(step_fn, out_shardings=(shardings, replicated), donate_argnums=0)
+  jitted = jax.jit(
+    step_fn,
+    out_shardings=(shardings, replicated),
+    donate_argnums=0,
+    compiler_options=xla_cpu.compiler_options("train"),
+  )
   t0 = time.perf_counter()
   compiled = jitted.lower(abstract, batch_spec, key, text_params).compile()
   compile_seconds = time.perf_counter() - t0
