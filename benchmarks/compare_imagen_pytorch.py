@@ -30,6 +30,7 @@ no Hugging Face cache needs to be placed by hand; the U-Nets are built with text
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -40,6 +41,7 @@ import time
 import types
 
 
+@functools.cache
 def _import_imagen_pytorch():
   """imagen_pytorch.imagen_pytorch without the package __init__ (trainer, data, torchvision)."""
   spec = importlib.util.find_spec("imagen_pytorch")
