@@ -36,6 +36,8 @@ def run(args) -> int:
   from imagen_jax import bench, logs
 
   logs.setup()
+  # Compile time is part of the report: measure it, not a hit in the persistent cache.
+  jax.config.update("jax_enable_compilation_cache", False)
   configs = bench.load_configs(args.config, args.overrides)
   if args.what == "train":
     reports = [bench.bench_train(c, batch=args.batch, iters=args.iters) for c in configs]

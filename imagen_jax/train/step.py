@@ -106,19 +106,25 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
 
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    decay = ema_decay(state.step, tc)
-    ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
 
-    def keep(new, old):
-      return jax.tree.map(lambda a, o: jnp.where(finite, a, o), new, old)
+    def update(weights):
+      params, ema_params, opt_state = weights
+      updates, opt_state = optimizer.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      decay = ema_decay(state.step, tc)
+      ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
+      return params, ema_params, opt_state
 
+    # A cond rather than a select per leaf: the donated buffers are updated in place (a select
+    # keeps the old values alive, and XLA copied every leaf of the state: 8% of a CPU step).
+    params, ema, opt_state = jax.lax.cond(
+      finite, update, lambda weights: weights, (state.params, state.ema_params, state.opt_state)
+    )
     new_state = TrainState(
       step=state.step + 1,
-      params=keep(params, state.params),
-      ema_params=keep(ema, state.ema_params),
-      opt_state=keep(opt_state, state.opt_state),
+      params=params,
+      ema_params=ema,
+      opt_state=opt_state,
       bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
       skipped=state.skipped + (~finite).astype(jnp.int32),
     )
