@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax import models, parallel, text
+from imagen_jax import models, parallel, text, xla_cpu
 from imagen_jax.models import t5
 from imagen_jax.stage import Stage
 from imagen_jax.train.optim import make_optimizer
@@ -182,6 +182,10 @@ def _activation_bytes(stage, config, optimizer, state, batch, per_device: int) -
   """Temporary memory of the train step compiled for `per_device` images on one local device."""
   batch = {k: jax.ShapeDtypeStruct((per_device, *v.shape[1:]), v.dtype) for k, v in batch.items()}
   step = make_train_step(stage, config, optimizer)
-  compiled = jax.jit(step, donate_argnums=0).lower(state, batch, jax.random.key(0), None).compile()
+  compiled = (
+    jax.jit(step, donate_argnums=0, compiler_options=xla_cpu.compiler_options("train"))
+    .lower(state, batch, jax.random.key(0), None)
+    .compile()
+  )
   analysis = compiled.memory_analysis()
   return int(analysis.temp_size_in_bytes) if analysis is not None else -1

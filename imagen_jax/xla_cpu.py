@@ -1,9 +1,9 @@
 """Compile options for XLA's CPU backend, for the jitted train step and sampler.
 
 By default XLA:CPU (jaxlib 0.10) hands dots, convolutions and reductions to the YNNPACK library.
-Its convolutions run on one thread, and their gradients at a third of the rate of XLA's own
-(Eigen) convolutions, for every U-Net layer width we measured (32 to 512 channels). On the
-project's 2-core CPU host (AMD EPYC, AVX2), 3x3 convolutions on 2 threads, GFLOP/s forward /
+Its convolutions run on one thread, and their gradients at a third to a half of the rate of
+XLA's own (Eigen) convolutions, at every U-Net layer width we measured (32 to 512 channels). On
+the project's 2-core CPU host (AMD EPYC, AVX2), 3x3 convolutions on 2 threads, GFLOP/s forward /
 forward and gradient:
 
   layer                      YNNPACK (default)   Eigen
@@ -14,7 +14,7 @@ forward and gradient:
 So convolutions stay with XLA. Reductions (the norms' statistics) are faster in XLA in a forward
 pass and in YNNPACK in a backward pass: the sampler keeps only the dots there, the train step
 dots and reductions. Demo U-Nets: sampling the cascade 1.63 -> 1.04 s/image (batch 8), the base
-forward 47 -> 28 ms (batch 16), training 2-8% faster.
+forward 47 -> 28 ms (batch 16), training 1-7% faster (base 255 -> 238 ms a step).
 """
 
 from __future__ import annotations
