@@ -14,12 +14,13 @@ import time
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 import pytest
 from helpers import run_cli, tiny_config, tiny_overrides
 
 from imagen_jax import parallel
 from imagen_jax.stage import Stage
-from imagen_jax.train.optim import make_optimizer
+from imagen_jax.train.optim import clip_by_global_norm, make_optimizer
 from imagen_jax.train.state import TrainState, create_state, state_shardings
 from imagen_jax.train.step import make_train_step
 from imagen_jax.train.trainer import TrainingError, _check_finite, train_and_evaluate
@@ -220,6 +221,19 @@ def test_non_finite_update_is_skipped_and_counted(tmp_path):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(TrainingError, match="non-finite updates in a row"):
     _check_finite(jax.device_get(metrics), 2, 2)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_clipping_given_the_norm_equals_optax_clip_by_global_norm(max_norm):
+  grads = {"a": np.arange(4.0, dtype=np.float32), "b": np.full((2, 3), -2.0, np.float32)}
+  want, _ = optax.clip_by_global_norm(max_norm).update(grads, optax.EmptyState())
+  ours = clip_by_global_norm(max_norm)
+  for kwargs in ({}, {"grad_norm": optax.global_norm(grads)}):
+    got, state = ours.update(grads, ours.init(grads), **kwargs)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
+  # The same (empty) state as optax's: checkpoints hold the same tree.
+  assert jax.tree.structure(state) == jax.tree.structure(optax.EmptyState())
 
 
 def test_state_is_created_sharded_by_the_rules(tmp_path):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -16,6 +18,23 @@ def learning_rate_schedule(train_config) -> optax.Schedule:
     decay_steps=max(decay, train_config.warmup_steps + 1),
     end_value=0.0,
   )
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+  """optax.clip_by_global_norm (same rule, same empty state) that takes the norm from the caller
+  when it has one (`update(..., grad_norm=n)`): the train step reports the norm anyway, and
+  inside its skip-on-non-finite `cond` XLA cannot reuse the one computed outside."""
+
+  def update_fn(updates, state, params=None, *, grad_norm=None, **extra_args):
+    del params, extra_args
+    norm = optax.global_norm(updates) if grad_norm is None else grad_norm
+    clip = norm >= max_norm
+    updates = jax.tree.map(
+      lambda t: jnp.where(clip, t / norm.astype(t.dtype) * max_norm, t), updates
+    )
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:
@@ -33,7 +52,7 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
   else:
     opt = optax.adam(lr, b1=train_config.b1, b2=train_config.b2, eps=train_config.eps)
   if train_config.clip_norm:
-    opt = optax.chain(optax.clip_by_global_norm(train_config.clip_norm), opt)
+    opt = optax.chain(clip_by_global_norm(train_config.clip_norm), opt)
   return opt
 
 

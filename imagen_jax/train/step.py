@@ -42,6 +42,7 @@ def text_condition(batch, text_encoder: T5Encoder | None, text_params):
 def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder | None = None):
   tc, dc = config.train, config.diffusion
   accum = tc.grad_accum
+  optimizer = optax.with_extra_args_support(optimizer)  # it is given grad_norm=
   lr_schedule = learning_rate_schedule(tc)
   min_snr = dc.min_snr_gamma or None
 
@@ -109,7 +110,7 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
 
     def update(weights):
       params, ema_params, opt_state = weights
-      updates, opt_state = optimizer.update(grads, opt_state, params)
+      updates, opt_state = optimizer.update(grads, opt_state, params, grad_norm=grad_norm)
       params = optax.apply_updates(params, updates)
       decay = ema_decay(state.step, tc)
       ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema_params, params)
