@@ -150,7 +150,8 @@ def test_attention_matches_a_textbook_softmax_with_masks_and_query_chunks(chunk_
   np.testing.assert_allclose(out, _reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
 
   def plain(q, k, v):  # the same maths through jax.nn.softmax, for gradients
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / 2.0 + jnp.where(mask, 0.0, -1e30)[:, None, None]
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    s = s + jnp.where(mask, 0.0, -1e30)[:, None, None]
     return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s), v)
 
   probe = jax.random.normal(jax.random.key(1), out.shape)
