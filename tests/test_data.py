@@ -1,8 +1,11 @@
 """Datasets and the grain pipeline: offline builders, determinism, resumption, sharding,
 image-mode conversion, and the precomputed text-embedding store."""
 
+import concurrent.futures
 import json
 import logging
+import pathlib
+import threading
 
 import numpy as np
 import pytest
@@ -305,3 +308,36 @@ def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
   assert batch["text_emb"].shape == (4, 72, 64) and "input_ids" not in batch
   for row, index in enumerate(batch["index"]):
     np.testing.assert_array_equal(batch["text_emb"][row], store.get(int(index))[0])
+
+
+def test_store_is_safe_to_open_from_many_loader_threads(tmp_path, monkeypatch):
+  writer = StoreWriter(
+    tmp_path / "store", encoder="e", max_length=3, dim=2, num_examples=4, dataset="d"
+  )
+  emb = np.arange(24, dtype=np.float32).reshape(4, 3, 2)
+  writer.write(emb, np.ones((4, 3), bool))
+  store = EmbeddingStore(tmp_path / "store")
+  # The first thread to open the store pauses between its two memory maps while a second thread
+  # reads: the interleaving that grain's prefetch threads produce.
+  first_in, second_done = threading.Event(), threading.Event()
+  real_load = np.load
+
+  def slow_load(path, *args, **kwargs):
+    if pathlib.Path(path).name == "mask.npy" and not first_in.is_set():
+      first_in.set()
+      second_done.wait(timeout=10)
+    return real_load(path, *args, **kwargs)
+
+  monkeypatch.setattr(np, "load", slow_load)
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    first = pool.submit(store.get, 1)
+    first_in.wait(timeout=10)
+    second = pool.submit(store.get, 2)
+    try:
+      second_row = second.result(timeout=10)
+    finally:
+      second_done.set()
+    first_row = first.result(timeout=10)
+  np.testing.assert_array_equal(first_row[0].astype(np.float32), emb[1])
+  np.testing.assert_array_equal(second_row[0].astype(np.float32), emb[2])
+  assert first_row[1].all() and second_row[1].all()

@@ -46,23 +46,30 @@ class EmbeddingStore:
         f"The embedding store {self.path} is incomplete ({self.meta['completed']} of "
         f"{self.meta['num_examples']} rows); run `imagen-jax encode-text` again to finish it."
       )
-    self._emb = self._mask = None
+    self._arrays = None
 
   def __getstate__(self):
     return {"path": self.path, "meta": self.meta}
 
   def __setstate__(self, state):
     self.path, self.meta = state["path"], state["meta"]
-    self._emb = self._mask = None
+    self._arrays = None
 
   def __len__(self) -> int:
     return self.meta["num_examples"]
 
   def get(self, index: int):
-    if self._emb is None:
-      self._emb = np.load(self.path / "embeddings.npy", mmap_mode="r")
-      self._mask = np.load(self.path / "mask.npy", mmap_mode="r")
-    return np.asarray(self._emb[index]).view(ml_dtypes.bfloat16), np.asarray(self._mask[index])
+    # Data-loader threads call this concurrently: both maps are opened into locals and published
+    # as one tuple, so no thread sees one map without the other.
+    arrays = self._arrays
+    if arrays is None:
+      arrays = (
+        np.load(self.path / "embeddings.npy", mmap_mode="r"),
+        np.load(self.path / "mask.npy", mmap_mode="r"),
+      )
+      self._arrays = arrays
+    emb, mask = arrays
+    return np.asarray(emb[index]).view(ml_dtypes.bfloat16), np.asarray(mask[index])
 
   def check_matches(self, *, encoder: str, max_length: int, dim: int, num_examples: int) -> None:
     """Raises ValueError if the store was made for another encoder, length or dataset."""
