@@ -11,10 +11,12 @@ forward and gradient:
   16x16, 128 -> 128, batch 16    118 / 80       170 / 164
   32x32, 256 -> 256, batch 4     116 / 65       174 / 155
 
-So convolutions stay with XLA. Reductions (the norms' statistics) are faster in XLA in a forward
-pass and in YNNPACK in a backward pass: the sampler keeps only the dots there, the train step
-dots and reductions. Demo U-Nets: sampling the cascade 1.63 -> 1.04 s/image (batch 8), the base
-forward 47 -> 28 ms (batch 16), training 1-7% faster (base 255 -> 238 ms a step).
+So convolutions stay with XLA. Reductions (the norms' statistics, bias gradients) are faster in
+XLA in a forward pass and in YNNPACK in a backward pass: the sampler keeps only the dots there,
+the train step dots and reductions (GroupNorm's own reduces are variadic, which YNNPACK does not
+take: see models/layers.group_norm). Demo U-Nets: sampling the cascade 1.63 -> 1.04 s/image
+(batch 8), the base forward 47 -> 28 ms (batch 16), training 1-7% faster (base 255 -> 238 ms a
+step).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 from imagen_jax import models, parallel
 from imagen_jax.configuration import load_config
 from imagen_jax.models import EfficientUNet, UNet
-from imagen_jax.models.layers import attention
+from imagen_jax.models.layers import GroupNorm, attention, group_norm
 
 TEXT_LEN, TEXT_DIM = 6, 16
 TINY_BASE = dict(
@@ -161,6 +161,49 @@ def test_attention_matches_a_textbook_softmax_with_masks_and_query_chunks(chunk_
   expected = jax.grad(lambda *a: jnp.sum(plain(*a) * probe), (0, 1, 2))(q, k, v)
   for got, want in zip(grads(q, k, v), expected):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+  "shape, groups", [((3, 5, 6, 64), 32), ((2, 4, 4, 96), 32), ((2, 7, 12), 4)]
+)
+def test_group_norm_matches_a_float64_reference_and_flax_gradients(shape, groups):
+  ks = jax.random.split(jax.random.key(0), 4)
+  x = 2.0 + 1.5 * jax.random.normal(ks[0], shape)
+  c = shape[-1]
+  scale, bias = 1.0 + 0.3 * jax.random.normal(ks[1], (c,)), 0.3 * jax.random.normal(ks[2], (c,))
+  out = group_norm(x, scale, bias, groups)
+  xg = np.asarray(x, np.float64).reshape(shape[0], -1, groups, c // groups)
+  mean, var = xg.mean((1, 3), keepdims=True), xg.var((1, 3), keepdims=True)
+  want = ((xg - mean) / np.sqrt(var + 1e-6)).reshape(shape) * np.asarray(scale) + np.asarray(bias)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=2e-5)
+
+  flax_gn = nn.GroupNorm(num_groups=groups)
+  probe = jax.random.normal(ks[3], shape)
+  got = jax.grad(lambda *a: jnp.sum(group_norm(*a, groups) * probe), (0, 1, 2))(x, scale, bias)
+  want = jax.grad(
+    lambda x, s, b: jnp.sum(flax_gn.apply({"params": {"scale": s, "bias": b}}, x) * probe),
+    (0, 1, 2),
+  )(x, scale, bias)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="groups"):
+    group_norm(x, scale, bias, groups + 1)
+
+
+def test_group_norm_module_keeps_flax_parameters_and_the_input_dtype_of_gradients():
+  x = jax.random.normal(jax.random.key(0), (2, 4, 4, 64), jnp.bfloat16)
+  ours = nn.unbox(GroupNorm(dtype=jnp.bfloat16).init(jax.random.key(1), x))
+  flax_gn = nn.GroupNorm(num_groups=32).init(jax.random.key(1), x)
+  # Checkpoints name and shape the parameters as flax's GroupNorm does.
+  assert jax.tree.map(jnp.shape, ours["params"]["norm"]) == jax.tree.map(
+    jnp.shape, flax_gn["params"]
+  )
+  y = GroupNorm(dtype=jnp.bfloat16).apply(ours, x)
+  assert y.dtype == jnp.bfloat16
+  dx = jax.grad(
+    lambda x: jnp.sum(GroupNorm(dtype=jnp.bfloat16).apply(ours, x).astype(jnp.float32))
+  )(x)
+  assert dx.dtype == jnp.bfloat16
 
 
 def test_wrong_inputs_are_clear_errors():

@@ -8,6 +8,7 @@ softmax in float32.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -65,21 +66,100 @@ def num_groups(channels: int, preferred: int = 32) -> int:
 
 
 class GroupNorm(nn.Module):
-  """GroupNorm in float32, returning `dtype`."""
+  """GroupNorm in float32, returning `dtype`; parameters "norm/scale" and "norm/bias" [C], as in
+  flax's nn.GroupNorm (epsilon 1e-6), with the statistics and gradient of `group_norm`."""
 
   groups: int = 32
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    y = nn.GroupNorm(
-      num_groups=num_groups(x.shape[-1], self.groups),
-      dtype=jnp.float32,
-      scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
-      bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
-      name="norm",
-    )(x.astype(jnp.float32))
-    return y.astype(self.dtype)
+    scale, bias = _NormParams(name="norm")(x.shape[-1])
+    return group_norm(x, scale, bias, num_groups(x.shape[-1], self.groups)).astype(self.dtype)
+
+
+class _NormParams(nn.Module):
+  @nn.compact
+  def __call__(self, channels):
+    scale = self.param("scale", _boxed(nn.initializers.ones_init(), ("norm",)), (channels,))
+    bias = self.param("bias", _boxed(nn.initializers.zeros_init(), ("norm",)), (channels,))
+    return scale, bias
+
+
+def group_norm(x, scale, bias, groups: int, eps: float = 1e-6):
+  """GroupNorm of x [B, ..., C] over its non-batch axes in `groups` groups of channels, then
+  scale and bias [C]: float32 [B, ..., C].
+
+  Written out rather than left to autodiff, for XLA:CPU (the demo base's train step 7% faster on
+  one core): one pass over x for both statistics, one over (dy, x) for both gradient sums, each
+  a single variadic reduce over [B, N / 8, 8, C] (a reduce over N alone ran at a fifth of the
+  speed); the per-group values are spread back to channels by a 0/1 matrix product that XLA
+  computes once, where a reshape-broadcast was recomputed, group index and all, for every
+  element of the pass that normalises.
+  """
+  if x.shape[-1] % groups:
+    raise ValueError(f"GroupNorm: {x.shape[-1]} channels do not split into {groups} groups.")
+  return _group_norm(x, scale, bias, groups, eps)
+
+
+def _sum2(a, b):
+  """(sum(a), sum(b)) over axis 1 of [B, N, C] -> [B, C], in one variadic reduce."""
+  bsz, n, c = a.shape
+  k = math.gcd(n, 8)
+  a, b = a.reshape(bsz, n // k, k, c), b.reshape(bsz, n // k, k, c)
+  zero = jnp.float32(0)
+  s1, s2 = jax.lax.reduce((a, b), (zero, zero), lambda u, v: (u[0] + v[0], u[1] + v[1]), (1,))
+  return s1.sum(1), s2.sum(1)
+
+
+def _group_mean(v, groups, n):
+  """[B, C] per-channel sums -> [B, G] means of each group's n values."""
+  return v.reshape(v.shape[0], groups, -1).sum(-1) / n
+
+
+def _per_channel(v, channels):
+  """[..., G] -> [..., C]: each channel takes its group's value."""
+  groups = v.shape[-1]
+  member = jnp.arange(channels) // (channels // groups) == jnp.arange(groups)[:, None]
+  return jnp.dot(v, member.astype(v.dtype), precision=jax.lax.Precision.HIGHEST)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _group_norm(x, scale, bias, groups, eps):
+  return _group_norm_fwd(x, scale, bias, groups, eps)[0]
+
+
+def _group_norm_fwd(x, scale, bias, groups, eps):
+  x3 = x.astype(jnp.float32).reshape(x.shape[0], -1, x.shape[-1])  # [B, N, C]
+  n = x3.shape[1] * x3.shape[2] // groups
+  s1, s2 = _sum2(x3, x3 * x3)
+  mean = _group_mean(s1, groups, n)
+  # E[x^2] - mean^2, as flax computes it by default.
+  rstd = jax.lax.rsqrt(jnp.maximum(_group_mean(s2, groups, n) - mean * mean, 0.0) + eps)
+  r, m = _per_channel(jnp.stack([rstd, mean * rstd]), x.shape[-1])  # xhat = x * r - m
+  y = x3 * (r * scale)[:, None] + (bias - m * scale)[:, None]
+  return y.reshape(x.shape), (x, r, m, scale, bias)
+
+
+def _group_norm_bwd(groups, eps, res, dy):
+  x, r, m, scale, bias = res
+  x3 = x.astype(jnp.float32).reshape(x.shape[0], -1, x.shape[-1])
+  dy3 = dy.astype(jnp.float32).reshape(x3.shape)
+  n = x3.shape[1] * x3.shape[2] // groups
+  sum_dy, sum_dyx = _sum2(dy3, dy3 * x3)  # [B, C]
+  sum_dyxhat = r * sum_dyx - m * sum_dy
+  # Group means of g = dL/dxhat = dy * scale and of g * xhat.
+  m1, m2 = _per_channel(
+    jnp.stack([_group_mean(scale * sum_dy, groups, n), _group_mean(scale * sum_dyxhat, groups, n)]),
+    x.shape[-1],
+  )
+  # dx = r * (g - mean(g) - xhat * mean(g * xhat)), one multiply-add per element.
+  a, b, c = r * scale, -r * r * m2, r * (m * m2 - m1)
+  dx = (dy3 * a[:, None] + x3 * b[:, None] + c[:, None]).reshape(x.shape).astype(x.dtype)
+  return dx, sum_dyxhat.sum(0).astype(scale.dtype), sum_dy.sum(0).astype(bias.dtype)
+
+
+_group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
 
 
 class LayerNorm(nn.Module):
