@@ -26,7 +26,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from PIL import Image as PILImage
 
-from imagen_jax import parallel, sampling
+from imagen_jax import parallel, paths, sampling
+from imagen_jax.errors import short_error
 from imagen_jax.stage import Stage, to_float, to_uint8
 from imagen_jax.text import TextEncoder, check_texts
 
@@ -42,42 +43,40 @@ class LoadedStage:
   step: int
 
 
-def _find_checkpoint(path) -> tuple[epath.Path, dict]:
-  """(checkpoint step directory, its config dict) for a workdir or a checkpoint directory."""
-  path = epath.Path(path)
+def _checkpoints(path) -> list[epath.Path]:
+  """The checkpoint step directories of a workdir (newest first), or [path] for one checkpoint."""
+  path = epath.Path(paths.absolute(path))
   if not path.exists():
     raise FileNotFoundError(f"Stage directory {path} does not exist.")
+  if not path.is_dir():
+    raise ValueError(
+      f"{path} is a file; a stage is a training --workdir or one of its checkpoints/N folders."
+    )
   if (path / "state").exists() and (path / "config").exists():
-    step_dir = path
-  else:
-    root = path / "checkpoints" if (path / "checkpoints").exists() else path
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
-    if not steps:
-      raise FileNotFoundError(
-        f"No checkpoints in {path}: pass a training --workdir (or one of its checkpoints/N "
-        "directories) of a run that saved at least one checkpoint."
-      )
-    step_dir = root / str(steps[-1])
+    return [path]
+  root = path / "checkpoints" if (path / "checkpoints").exists() else path
+  steps = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit()), reverse=True)
+  if not steps:
+    raise FileNotFoundError(
+      f"No checkpoints in {path}: pass a training --workdir (or one of its checkpoints/N "
+      "directories) of a run that saved at least one checkpoint."
+    )
+  return [root / str(step) for step in steps]
+
+
+def _restore_ema(step_dir: epath.Path, mesh) -> tuple[Stage, dict, ml_collections.ConfigDict]:
   config_file = step_dir / "config" / "metadata"
   if not config_file.exists():
     raise FileNotFoundError(f"{step_dir} has no saved config; it is not an imagen_jax checkpoint.")
-  return step_dir, json.loads(config_file.read_text())
-
-
-def load_stage(path, *, mesh=None) -> LoadedStage:
-  """A stage's EMA parameters (replicated over `mesh`, default: all local devices) and config."""
-  step_dir, config_dict = _find_checkpoint(path)
-  config = ml_collections.ConfigDict(config_dict)
+  config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
   stage = Stage.from_config(config)
-  mesh = mesh or parallel.make_mesh({"data": -1})
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
     nn.unbox(stage.abstract_params()),
   )
-  checkpointer = ocp.PyTreeCheckpointer()
   item = {"ema_params": abstract}
-  restored = checkpointer.restore(
+  restored = ocp.PyTreeCheckpointer().restore(
     step_dir / "state",
     args=ocp.args.PyTreeRestore(
       item=item,
@@ -85,7 +84,29 @@ def load_stage(path, *, mesh=None) -> LoadedStage:
       partial_restore=True,
     ),
   )
-  return LoadedStage(stage, restored["ema_params"], config, str(path), int(step_dir.name))
+  return stage, restored["ema_params"], config
+
+
+def load_stage(path, *, mesh=None) -> LoadedStage:
+  """A stage's EMA parameters (replicated over `mesh`, default: all local devices) and config,
+  from the newest checkpoint of a workdir that can be read (older ones are tried, with a
+  warning, when newer ones are damaged) or from one given checkpoint directory."""
+  mesh = mesh or parallel.make_mesh({"data": -1})
+  candidates = _checkpoints(path)
+  errors = []
+  for step_dir in candidates:
+    try:
+      stage, params, config = _restore_ema(step_dir, mesh)
+    except Exception as e:  # orbax and tensorstore raise many types for damaged files
+      errors.append(f"{step_dir}: {short_error(e)}")
+      if len(candidates) > 1:
+        log.warning("cannot read the checkpoint %s; trying an older one", errors[-1])
+      continue
+    if errors:
+      log.warning("%s: sampling from the checkpoint of step %s", path, step_dir.name)
+    step = int(step_dir.name) if step_dir.name.isdigit() else -1
+    return LoadedStage(stage, params, config, str(path), step)
+  raise RuntimeError(f"No checkpoint of {path} can be read:\n  " + "\n  ".join(errors))
 
 
 def _per_stage(value, n: int, name: str, default: list) -> list:

@@ -81,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
   try:
     return module.run(args) or 0
   except KeyboardInterrupt:
-    print("interrupted", file=sys.stderr)
-    return 130
-  except (ValueError, TypeError, FileNotFoundError, RuntimeError) as e:
+    print("\ninterrupted", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # At once: not waiting for background threads (an orbax save in flight, data loaders).
+    # Checkpoints are published only when complete, so none is left half-written.
+    os._exit(130)
+  except (ValueError, TypeError, OSError, RuntimeError) as e:
     # Errors of configuration and input carry a message that says what to do.
     if args.debug:
       raise

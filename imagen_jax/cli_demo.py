@@ -7,7 +7,10 @@ ACCEPTS_CONFIG_OVERRIDES = True
 
 def add_arguments(parser):
   parser.add_argument(
-    "--out", default="imagen_demo", help="output directory (default: %(default)s)"
+    "--out",
+    default="imagen_demo",
+    help="output directory (default: %(default)s in the current directory; --quick writes to "
+    "its subfolder quick/)",
   )
   parser.add_argument(
     "--quick",
@@ -32,6 +35,12 @@ def run(args) -> int:
     args.out, quick=args.quick, evaluate=not args.no_eval, overrides=args.overrides
   )
   out = summary["out"]
+  if summary.get("stopped_by"):
+    print(
+      f"\ndemo stopped by {summary['stopped_by']} while training {summary['stopped_stage']} "
+      f"(step {summary['step']}); run the same command to resume it in {out}."
+    )
+    return 130 if summary["stopped_by"] == "Ctrl-C" else 0
   print(f"\ndemo finished in {summary['seconds'] / 60:.1f} min; outputs in {out}:")
   print(f"  {out}/samples.png          prompts x stages (base, sr1, sr2)")
   print(f"  {out}/samples_stage3.png   final images")

@@ -25,15 +25,23 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-  from imagen_jax import logs
+  from imagen_jax import logs, paths
   from imagen_jax.configuration import load_config
   from imagen_jax.train.trainer import train_and_evaluate
 
   logs.setup()
   config = load_config(args.config, args.overrides)
   summary = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
+  workdir = paths.absolute(args.workdir)
+  if summary.get("stopped_by"):
+    print(
+      f"stopped by {summary['stopped_by']} at step {summary['step']}; the run resumes from "
+      f"its checkpoint of step {summary['saved_step']} in {workdir} when the same command runs "
+      "again."
+    )
+    return 130 if summary["stopped_by"] == "Ctrl-C" else 0
   print(
-    f"trained {config.stage} to step {summary['step']} in {args.workdir} "
+    f"trained {config.stage} to step {summary['step']} in {workdir} "
     f"(loss {summary.get('loss', float('nan')):.4f})"
   )
   return 0

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import math
 import pathlib
 import sys
+import traceback
 
 import ml_collections
+
+from imagen_jax import paths
 
 STAGES = ("base", "sr")
 
@@ -107,19 +111,51 @@ def stage_defaults() -> ml_collections.ConfigDict:
 def load_config(
   spec: str, overrides: list[str] | tuple[str, ...] = ()
 ) -> ml_collections.ConfigDict:
-  """Loads `path.py` or `path.py:arg`, applies `--config.a.b=value` overrides, validates."""
+  """Loads `path.py` or `path.py:arg`, applies `--config.a.b=value` overrides, validates, and
+  makes the paths in it (data.path, data.data_dir, text.store) absolute."""
   path, _, arg = spec.partition(":")
   file = resolve_config_path(path)
   module_spec = importlib.util.spec_from_file_location(f"_imagen_config_{file.stem}", file)
   module = importlib.util.module_from_spec(module_spec)
   sys.modules[module_spec.name] = module
-  module_spec.loader.exec_module(module)
+  try:
+    module_spec.loader.exec_module(module)
+  except Exception as e:  # a config file is user code: say where it failed, in one line
+    raise ValueError(_where(file, e)) from e
   if not hasattr(module, "get_config"):
-    raise ValueError(f"{path} defines no get_config().")
-  config = module.get_config(arg) if arg else module.get_config()
+    raise ValueError(f"{file} defines no get_config().")
+  try:
+    config = module.get_config(arg) if arg else module.get_config()
+  except Exception as e:
+    raise ValueError(_where(file, e)) from e
+  if not isinstance(config, ml_collections.ConfigDict):
+    raise ValueError(
+      f"get_config() in {file} returned {type(config).__name__}; it must return an "
+      "ml_collections.ConfigDict (start from imagen_jax.configuration.stage_defaults())."
+    )
   apply_overrides(config, overrides)
   validate(config)
+  for section, key in PATH_FIELDS:
+    if key in config.get(section, {}):
+      config[section][key] = paths.absolute(config[section][key])
   return config
+
+
+# Config fields that hold paths: made absolute when loaded (relative to the current directory).
+PATH_FIELDS = (("data", "path"), ("data", "data_dir"), ("text", "store"))
+
+
+def _where(file: pathlib.Path, error: Exception) -> str:
+  """'FILE:LINE: Error: message' for an error raised while running a config file (the line of
+  the config file itself where the error passed through it)."""
+  if isinstance(error, SyntaxError):
+    return f"{error.filename}:{error.lineno}: SyntaxError: {error.msg}"
+  line = None
+  for frame in traceback.extract_tb(error.__traceback__):
+    if pathlib.Path(frame.filename).resolve() == file.resolve():
+      line = frame.lineno
+  where = f"{file}:{line}" if line else str(file)
+  return f"{where}: {type(error).__name__}: {error}"
 
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -205,17 +241,44 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"train.batch_size {t.batch_size} must be divisible by train.grad_accum {t.grad_accum}."
     )
+  for name in ("checkpoint_every", "log_every", "keep_checkpoints", "max_bad_steps"):
+    if not isinstance(t[name], int) or t[name] < 1:
+      raise ValueError(f"train.{name} must be a positive whole number, got {t[name]!r}.")
+  if t.sample_every < 0:
+    raise ValueError(f"train.sample_every must be 0 (no grids) or positive, got {t.sample_every}.")
+  if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
+    raise ValueError(f"train.learning_rate must be a positive number, got {t.learning_rate}.")
+  if t.warmup_steps < 0 or t.decay_steps < 0:
+    raise ValueError("train.warmup_steps and train.decay_steps must be 0 or positive.")
   if t.optimizer not in ("adam", "adafactor"):
     raise ValueError(f"train.optimizer must be 'adam' or 'adafactor', got {t.optimizer!r}.")
   if t.compute_dtype not in ("auto", "float32", "bfloat16"):
     raise ValueError("train.compute_dtype must be 'auto', 'float32' or 'bfloat16'.")
   if not 0.0 <= config.diffusion.cond_drop_prob < 1.0:
     raise ValueError("diffusion.cond_drop_prob must be in [0, 1).")
+  _check_choices(config)
   if not abs(config.diffusion.logsnr_shift) <= 10.0:
     raise ValueError(
       "diffusion.logsnr_shift must be a number in [-10, 10] (2 log(64 / image_size) carries the "
       f"cosine schedule to image_size), got {config.diffusion.logsnr_shift}."
     )
+
+
+def _check_choices(config) -> None:
+  """Names that would otherwise fail only deep in a run (a sampler at the first sample grid)."""
+  from imagen_jax.diffusion import OBJECTIVES, SAMPLERS, THRESHOLDS
+  from imagen_jax.diffusion.schedules import SCHEDULES
+
+  choices = {
+    "diffusion.schedule": (config.diffusion.schedule, sorted(SCHEDULES)),
+    "diffusion.objective": (config.diffusion.objective, OBJECTIVES),
+    "sample.sampler": (config.sample.sampler, SAMPLERS),
+    "sample.threshold": (config.sample.threshold, THRESHOLDS),
+    "data.crop": (config.data.crop, ("center", "random")),
+  }
+  for key, (value, allowed) in choices.items():
+    if value not in allowed:
+      raise ValueError(f"{key} must be one of {tuple(allowed)}, got {value!r}.")
 
 
 def output_size(config) -> int:

@@ -3,7 +3,7 @@ tiny stages of configs/demo.py, samples a grid for several prompts, and measures
 samples follow their prompts. Interrupted, it resumes: finished stages are skipped, and a stage
 in training continues from its last checkpoint.
 
-Outputs under --out (default ./imagen_demo):
+Outputs under --out (default ./imagen_demo; a --quick run in its subfolder quick/):
   base/ sr1/ sr2/        training workdirs (checkpoints, metrics.jsonl, TensorBoard events)
   samples.png            the final-stage grid, one row per prompt
   samples_stageK.png     the grid of stage K
@@ -22,6 +22,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from imagen_jax import paths
 from imagen_jax.configuration import load_config
 from imagen_jax.data import shapes_eval
 from imagen_jax.train.metrics import grid
@@ -83,10 +84,12 @@ def run_demo(
   from imagen_jax.cascade import Imagen
   from imagen_jax.train.trainer import train_and_evaluate
 
-  out = pathlib.Path(out)
+  out = pathlib.Path(paths.absolute(out))
+  if quick:  # apart from a full demo in the same --out, which a quick run must not resume
+    out = out / "quick"
   out.mkdir(parents=True, exist_ok=True)
   data_dir = out / "tfds"
-  summary = {"out": str(out.resolve()), "quick": quick, "stages": {}}
+  summary = {"out": str(out), "quick": quick, "stages": {}}
   start = time.perf_counter()
   for name in STAGES:
     args = [f"--config.data.data_dir={data_dir}", *(QUICK[name] if quick else []), *overrides]
@@ -99,6 +102,9 @@ def run_demo(
       "seconds": round(time.perf_counter() - t0, 1),
     }
     log.info("stage %s: step %d in %.0fs", name, result["step"], time.perf_counter() - t0)
+    if result.get("stopped_by"):
+      summary.update(stopped_by=result["stopped_by"], stopped_stage=name, step=result["step"])
+      return summary
 
   imagen = Imagen.load([str(out / name) for name in STAGES])
   steps = QUICK_SAMPLE_STEPS if quick else None

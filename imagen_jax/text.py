@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -214,8 +214,11 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarr
 
 
 def check_texts(texts) -> list[str]:
+  """`texts` as a list of strings; a clear TypeError or ValueError for anything else."""
   if isinstance(texts, str):
     raise TypeError("Pass a list of strings, not a single string: enc([text]).")
+  if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+    raise TypeError(f"Pass a list of strings, e.g. ['a red circle']; got {type(texts).__name__}.")
   texts = list(texts)
   if not texts:
     raise ValueError("No texts given: pass a non-empty list of strings.")

@@ -27,10 +27,11 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def quick_demo(tmp_path_factory):
-  """`imagen-jax demo --quick`, run once per test worker: (output dir, stdout). Tests that use it
-  share the xdist group "cascade", so it runs once."""
+  """The README's `imagen-jax demo --quick` as written, from a fresh working directory, run once
+  per test worker: (its output dir ./imagen_demo/quick, stdout). Tests that use it share the
+  xdist group "cascade", so it runs once."""
   from helpers import run_cli
 
-  out = tmp_path_factory.mktemp("demo")
-  proc = run_cli("demo", "--quick", "--out", str(out))
-  return out, proc.stdout
+  cwd = tmp_path_factory.mktemp("newcomer")
+  proc = run_cli("demo", "--quick", cwd=cwd, script=True)
+  return cwd / "imagen_demo" / "quick", proc.stdout

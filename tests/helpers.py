@@ -1,5 +1,6 @@
 """Shared test helpers: tiny stage configs that train in seconds on a CPU."""
 
+import json
 import os
 import subprocess
 import sys
@@ -47,12 +48,37 @@ def tiny_overrides(stage: str, tmp_path, *extra) -> list[str]:
   ]
 
 
+STEPS = "--config.train.steps=30"  # one schedule for every base run: one compiled program
+
+
+def base_train_args(tmp_path, *extra):
+  """`imagen-jax train` arguments of the tiny base run that checkpoints every 4 steps."""
+  return [
+    "train",
+    "--config",
+    "configs/demo.py:base",
+    *tiny_overrides("base", tmp_path),
+    STEPS,
+    "--config.train.checkpoint_every=4",
+    *extra,
+  ]
+
+
+def read_metrics(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
 def tiny_config(stage: str, tmp_path, *extra):
   return load_config(f"configs/demo.py:{stage}", tiny_overrides(stage, tmp_path, *extra))
 
 
-def run_cli(*args, env=None, timeout=600, check=True):
-  """Runs `imagen-jax ARGS` in a subprocess (1 CPU device) and returns the CompletedProcess."""
+def run_cli(*args, env=None, timeout=600, check=True, cwd=None, script=False):
+  """Runs `imagen-jax ARGS` in a subprocess (1 CPU device; in `cwd` if given) and returns the
+  CompletedProcess. `script=True` runs the installed `imagen-jax` command itself, as a user
+  types it, instead of `python -m imagen_jax.cli`."""
+  command = [sys.executable, "-m", "imagen_jax.cli"]
+  if script:
+    command = [os.path.join(os.path.dirname(sys.executable), "imagen-jax")]
   full_env = {
     **os.environ,
     "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"],
@@ -60,11 +86,7 @@ def run_cli(*args, env=None, timeout=600, check=True):
     **(env or {}),
   }
   proc = subprocess.run(
-    [sys.executable, "-m", "imagen_jax.cli", *args],
-    env=full_env,
-    capture_output=True,
-    text=True,
-    timeout=timeout,
+    [*command, *args], env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd
   )
   if check and proc.returncode != 0:
     raise AssertionError(f"imagen-jax {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

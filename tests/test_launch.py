@@ -130,7 +130,7 @@ def test_colab_notebook_runs_top_to_bottom_in_quick_mode(quick_demo):
   notebook = nbformat.read(ROOT / "launch" / "colab_tpu_demo.ipynb", as_version=4)
   env = {
     "IMAGEN_DEMO_QUICK": "1",
-    "IMAGEN_DEMO_OUT": str(out),
+    "IMAGEN_DEMO_OUT": str(out.parent),
     "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"],
     "JAX_PLATFORMS": "cpu",
   }

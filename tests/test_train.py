@@ -1,22 +1,18 @@
-"""Training: the loss falls for every stage, kill -9 resumes exactly, damaged checkpoints,
-config mismatches, sharded and multi-process steps equal the single-device step,
-accumulation, NaN guard."""
+"""Training: the loss falls for every stage, sharded and multi-process steps equal the
+single-device step, accumulation, the in-step NaN guard. (Resuming: test_resume.py.)"""
 
 import json
 import os
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import flax.linen as nn
 import jax
 import numpy as np
 import optax
 import pytest
-from helpers import run_cli, tiny_config, tiny_overrides
+from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config
 
 from imagen_jax import parallel
 from imagen_jax.stage import Stage
@@ -24,25 +20,6 @@ from imagen_jax.train.optim import clip_by_global_norm, make_optimizer
 from imagen_jax.train.state import TrainState, create_state, state_shardings
 from imagen_jax.train.step import make_train_step
 from imagen_jax.train.trainer import TrainingError, _check_finite, train_and_evaluate
-
-STEPS = "--config.train.steps=30"  # one schedule for every base run: one compiled program
-
-
-def _base_train_args(tmp_path, *extra):
-  """`imagen-jax train` arguments of the tiny base run that checkpoints every 4 steps."""
-  return [
-    "train",
-    "--config",
-    "configs/demo.py:base",
-    *tiny_overrides("base", tmp_path),
-    STEPS,
-    "--config.train.checkpoint_every=4",
-    *extra,
-  ]
-
-
-def read_metrics(workdir):
-  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.mark.parametrize("stage", ["base", "sr1", "sr2"])
@@ -63,95 +40,6 @@ def _free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
-
-
-def _start(args, workdir):
-  env = {**os.environ, "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"], "JAX_PLATFORMS": "cpu"}
-  return subprocess.Popen(
-    [sys.executable, "-m", "imagen_jax.cli", *args, "--workdir", str(workdir)],
-    env=env,
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.PIPE,
-    text=True,
-  )
-
-
-def _wait_for_step(workdir, step, proc):
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    records = read_metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
-    if records and records[-1]["step"] >= step:
-      return
-    time.sleep(0.02)
-  raise AssertionError(f"the run did not reach step {step}: {proc.stderr.read()}")
-
-
-def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp_path):
-  args = _base_train_args(tmp_path)
-  run_cli(*args, "--workdir", str(tmp_path / "straight"))
-  workdir = tmp_path / "interrupted"
-  # 1. kill -9 after step 9: the checkpoint of step 8 (or 4, if 8 was still being written) stays.
-  proc = _start(args, workdir)
-  _wait_for_step(workdir, 9, proc)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  # 2. the same command resumes; SIGTERM makes it checkpoint where it is and stop cleanly.
-  proc = _start(args, workdir)
-  _wait_for_step(workdir, 17, proc)
-  proc.send_signal(signal.SIGTERM)
-  assert proc.wait(timeout=120) == 0, proc.stderr.read()
-  last = read_metrics(workdir)[-1]["step"]
-  assert last < 30, "the run finished before SIGTERM arrived"
-  saved = {int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()}
-  assert last in saved, "SIGTERM should save the step it stopped at"
-  # 3. the same command runs to the end.
-  run_cli(*args, "--workdir", str(workdir))
-  straight = [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "straight")]
-  resumed = [(r["step"], r["loss"]) for r in read_metrics(workdir)]
-  assert [s for s, _ in resumed] == list(range(1, 31))
-  np.testing.assert_allclose(
-    [loss for _, loss in resumed], [loss for _, loss in straight], rtol=1e-5
-  )
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """A base run of 8 steps with checkpoints at steps 4 and 8."""
-  root = tmp_path_factory.mktemp("finished")
-  config = tiny_config("base", root, STEPS, "--config.train.checkpoint_every=4")
-  train_and_evaluate(config, root / "run", progress=False, max_steps=8)
-  return root
-
-
-def _copy_run(finished_run, tmp_path):
-  shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
-  return tiny_config("base", tmp_path, STEPS, "--config.train.checkpoint_every=4")
-
-
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, finished_run):
-  config = _copy_run(finished_run, tmp_path)
-  newest = tmp_path / "run" / "checkpoints" / "8" / "state"
-  for f in newest.rglob("*"):
-    if f.is_file() and f.stat().st_size > 0:
-      f.write_bytes(b"garbage")
-  summary = train_and_evaluate(config, tmp_path / "run", progress=False, max_steps=6)
-  assert summary["start_step"] == 4 and summary["step"] == 10
-  assert list((tmp_path / "run" / "damaged_checkpoints").iterdir())
-
-
-def test_all_checkpoints_damaged_is_an_error_not_a_fresh_start(tmp_path, finished_run):
-  config = _copy_run(finished_run, tmp_path)
-  for step in ("4", "8"):
-    shutil.rmtree(tmp_path / "run" / "checkpoints" / step / "state")
-  with pytest.raises(RuntimeError, match="refusing to start from scratch"):
-    train_and_evaluate(config, tmp_path / "run", progress=False)
-
-
-def test_resuming_with_another_model_config_is_a_clear_error(tmp_path, finished_run):
-  _copy_run(finished_run, tmp_path)
-  other = tiny_config("base", tmp_path, "--config.unet.channels=8")
-  with pytest.raises(ValueError, match=r"another config.*unet"):
-    train_and_evaluate(other, tmp_path / "run", progress=False)
 
 
 def _state_and_batch(config, mesh, key=0):
@@ -248,7 +136,7 @@ def test_state_is_created_sharded_by_the_rules(tmp_path):
 
 
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
-  args = _base_train_args(tmp_path, "--max-steps", "4")
+  args = base_train_args(tmp_path, "--max-steps", "4")
   run_cli(
     *args,
     "--workdir",

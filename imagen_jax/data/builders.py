@@ -21,6 +21,7 @@ import pathlib
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 from PIL import Image
 
 from imagen_jax.data import shapes
@@ -114,13 +115,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
   return image.convert("RGB")
 
 
-def read_captions(folder: pathlib.Path) -> dict[str, str]:
-  """file name (relative to the folder) -> caption, from captions.jsonl, captions.csv, or one
-  .txt beside each image (in that order of precedence)."""
+def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
+  """(file name relative to the folder -> caption, captions that are not UTF-8 text), from
+  captions.jsonl, captions.csv, or one .txt beside each image (in that order of precedence).
+  A caption that cannot be decoded skips its image and is named in the second list (a file,
+  or FILE:LINE); a line of captions.jsonl that is not {"file", "caption"} is an error."""
   captions: dict[str, str] = {}
+  undecodable: list[str] = []
   jsonl = folder / "captions.jsonl"
   if jsonl.exists():
-    for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+    for n, raw in enumerate(jsonl.read_bytes().splitlines(), 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError:
+        undecodable.append(f"{jsonl}:{n}")
+        continue
       if line.strip():
         try:
           row = json.loads(line)
@@ -129,22 +138,54 @@ def read_captions(folder: pathlib.Path) -> dict[str, str]:
           raise ValueError(
             f"{jsonl}:{n}: each line must be a JSON object with 'file' and 'caption' ({e})."
           ) from None
-    return captions
+    return captions, undecodable
   table = folder / "captions.csv"
   if table.exists():
-    with open(table, newline="", encoding="utf-8") as f:
+    # surrogateescape keeps undecodable bytes as lone surrogates, found per row below.
+    with open(table, newline="", encoding="utf-8", errors="surrogateescape") as f:
       reader = csv.DictReader(f)
       if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
         raise ValueError(f"{table} needs a header with the columns 'file' and 'caption'.")
       for row in reader:
+        try:
+          (row["file"] + row["caption"]).encode("utf-8")
+        except UnicodeEncodeError:
+          undecodable.append(f"{table}:{reader.line_num}")
+          continue
         captions[row["file"]] = row["caption"]
-    return captions
+    return captions, undecodable
   for image_path in sorted(folder.rglob("*")):
     if image_path.suffix.lower() in IMAGE_SUFFIXES:
       sidecar = image_path.with_suffix(".txt")
       if sidecar.exists():
-        captions[str(image_path.relative_to(folder))] = sidecar.read_text(encoding="utf-8").strip()
-  return captions
+        try:
+          caption = sidecar.read_bytes().decode("utf-8").strip()
+        except UnicodeDecodeError:
+          undecodable.append(str(sidecar))
+          continue
+        captions[str(image_path.relative_to(folder))] = caption
+  return captions, undecodable
+
+
+def _inside(folder: pathlib.Path, name: str) -> pathlib.Path | None:
+  """folder / name when it stays inside the folder (no absolute names, no '..' out of it)."""
+  path = (folder / name).resolve()
+  return path if path.is_relative_to(folder.resolve()) else None
+
+
+def folder_fingerprint(folder: pathlib.Path, *, exclude: pathlib.Path | None = None) -> str:
+  """A digest of the name, size and modification time of every file under `folder` (but those
+  under `exclude`, where the dataset itself may be written): it changes when images or captions
+  are added, removed or edited."""
+  digest = hashlib.sha1()
+  exclude = exclude.resolve() if exclude else None
+  for path in sorted(folder.rglob("*")):
+    if exclude is not None and path.resolve().is_relative_to(exclude):
+      continue
+    if path.is_file():
+      st = path.stat()
+      digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+  return digest.hexdigest()
 
 
 class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
@@ -164,16 +205,28 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self):
     c = self.builder_config
     folder = pathlib.Path(c.path)
-    captions = read_captions(folder)
+    captions, undecodable = read_captions(folder)
+    for where in undecodable:
+      log.warning("skipping a caption that is not UTF-8 text: %s", where)
     if not captions:
       raise ValueError(
         f"No captioned images in {folder}: put a .txt beside each image, or a captions.jsonl "
         "({'file': ..., 'caption': ...} per line) or captions.csv (file,caption)."
       )
-    skipped = {"unreadable": 0, "too small": 0, "missing": 0}
+    skipped = {
+      "unreadable": 0,
+      "too small": 0,
+      "missing": 0,
+      "caption not UTF-8": len(undecodable),
+      "outside the folder": 0,
+    }
     kept = 0
     for name, caption in sorted(captions.items()):
-      path = folder / name
+      path = _inside(folder, name)
+      if path is None:
+        log.warning("skipping %r: captions may only name files inside %s", name, folder)
+        skipped["outside the folder"] += 1
+        continue
       if not path.exists():
         skipped["missing"] += 1
         continue
@@ -204,6 +257,10 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
     self.skipped = skipped
 
 
+# Written beside a built image_text_folder dataset: the fingerprint of the folder it was built from.
+SOURCE_STAMP = "source_fingerprint.json"
+
+
 def folder_builder(*, path: str, min_size: int, max_size: int, data_dir: str | None):
   folder = pathlib.Path(path).expanduser().resolve()
   if not folder.is_dir():
@@ -213,3 +270,23 @@ def folder_builder(*, path: str, min_size: int, max_size: int, data_dir: str | N
     name=f"{folder.name}_{digest}", path=str(folder), min_size=min_size, max_size=max_size
   )
   return ImageTextFolder(config=config, data_dir=data_dir or None, file_format="array_record")
+
+
+def prepare_folder(**kwargs) -> ImageTextFolder:
+  """The folder_builder(**kwargs) with its dataset built: on first use, and again whenever the
+  folder changed (images or captions added, removed or edited) since it was built."""
+  builder = folder_builder(**kwargs)
+  folder = pathlib.Path(builder.builder_config.path)
+  stamp = epath.Path(builder.data_path) / SOURCE_STAMP
+  fingerprint = folder_fingerprint(folder, exclude=pathlib.Path(builder.data_dir_root))
+  if builder.is_prepared():
+    built_from = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
+    if built_from == fingerprint:
+      return builder
+    log.warning("%s changed since its dataset was built: building it again", folder)
+    epath.Path(builder.data_path).rmtree()
+    builder = folder_builder(**kwargs)
+  log.info("building the image_text_folder dataset of %s in %s", folder, builder.data_dir)
+  builder.download_and_prepare()
+  stamp.write_text(json.dumps({"folder": str(folder), "fingerprint": fingerprint}))
+  return builder

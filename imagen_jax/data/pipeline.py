@@ -17,13 +17,16 @@ A local batch is a dict of numpy arrays:
 
 from __future__ import annotations
 
+import difflib
 import logging
 
 import grain
 import numpy as np
 from PIL import Image
 
+from imagen_jax import paths
 from imagen_jax.data import builders
+from imagen_jax.errors import short_error
 from imagen_jax.text import tokenize
 
 log = logging.getLogger(__name__)
@@ -183,7 +186,7 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
   import tensorflow_datasets as tfds
 
   d = config.data
-  data_dir = d.data_dir or None
+  data_dir = paths.absolute(d.data_dir) or None
   decoders = {d.image_key.split("/")[0]: tfds.decode.SkipDecoding()} if skip_images else None
   if d.name == "imagen_shapes":
     size = d.build_size or max(config.image_size, config.data.crop_from, config.sample_size)
@@ -193,19 +196,20 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
   elif d.name == "image_text_folder":
     if not d.path:
       raise ValueError("image_text_folder needs --config.data.path=DIR (a folder of images).")
-    builder = builders.folder_builder(
-      path=d.path, min_size=d.min_size, max_size=d.build_size, data_dir=data_dir
-    )
+    args = dict(path=d.path, min_size=d.min_size, max_size=d.build_size, data_dir=data_dir)
+    builder = builders.prepare_folder(**args) if build else builders.folder_builder(**args)
   else:
     try:
       return tfds.data_source(
         d.name, split=d.split, data_dir=data_dir, download=False, decoders=decoders
       )
+    except tfds.core.registered.DatasetNotFoundError:
+      raise ValueError(_unknown_dataset(d.name, tfds.list_builders())) from None
     except Exception as e:  # tfds raises several types for "not prepared"
       raise ValueError(
-        f"Could not open the TFDS dataset {d.name!r} ({e}). Prepare it once in the ArrayRecord "
-        f"format, e.g. `tfds build {d.name} --file_format=array_record` (that step needs "
-        "TensorFlow), and point --config.data.data_dir at its data_dir."
+        f"Could not open the TFDS dataset {d.name!r} ({short_error(e)}). Prepare it once in the "
+        f"ArrayRecord format, e.g. `tfds build {d.name} --file_format=array_record` (that step "
+        "needs TensorFlow), and point --config.data.data_dir at its data_dir."
       ) from None
   if build and not builder.is_prepared():
     log.info("building the %s dataset in %s", d.name, builder.data_dir)
@@ -213,3 +217,13 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
   elif not builder.is_prepared():
     raise FileNotFoundError(f"The dataset {d.name} is not built yet in {builder.data_dir}.")
   return builder.as_data_source(split=d.split, decoders=decoders)
+
+
+def _unknown_dataset(name: str, known: list[str]) -> str:
+  ours = ["imagen_shapes", "image_text_folder"]
+  close = difflib.get_close_matches(name.split("/")[0].split(":")[0], ours + known, n=3)
+  hint = f" Did you mean {' or '.join(close)}?" if close else ""
+  return (
+    f"Unknown dataset --config.data.name={name!r}.{hint} Use imagen_shapes, image_text_folder "
+    "(with --config.data.path=DIR), or a TFDS dataset prepared in --config.data.data_dir."
+  )

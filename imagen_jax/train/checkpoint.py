@@ -10,50 +10,93 @@ import logging
 import time
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from imagen_jax import parallel, paths
+from imagen_jax.errors import short_error
+from imagen_jax.train.state import unsound_reason
+
 log = logging.getLogger(__name__)
 
-# Config fields that fix the shapes and meaning of the state: a checkpoint made with other values
-# cannot continue under this config.
-STRUCTURAL_KEYS = (
-  "stage",
-  "image_size",
-  "low_res_size",
-  "unet",
-  "text.dim",
-  "text.max_length",
-  "diffusion.schedule",
-  "diffusion.objective",
-  "train.optimizer",
-  "train.weight_decay",
-  "train.clip_norm",
+# Config fields that may change when a run resumes: how long it runs, how often it logs, saves and
+# samples, how it is spread over devices, its learning-rate schedule, and where it finds data it
+# already uses. Any other difference changes what the model or its data mean (architecture, noise
+# schedule, objective, text encoder, dataset, seed, batch size, optimizer), so a checkpoint made
+# under it cannot continue, and a resume refuses it. Dotted prefixes cover whole sections.
+RESUMABLE_CHANGES = (
+  "train.steps",
+  "train.checkpoint_every",
+  "train.keep_checkpoints",
+  "train.log_every",
+  "train.sample_every",
+  "train.max_bad_steps",
+  "train.compile_memory_check",
+  "train.learning_rate",
+  "train.warmup_steps",
+  "train.decay_steps",
+  "train.grad_accum",
+  "train.compute_dtype",
+  "data.data_dir",
+  "text.store",
+  "sample",
+  "mesh",
+  "distributed",
 )
 
 
-def _lookup(d: dict, dotted: str):
-  for part in dotted.split("."):
-    d = d.get(part) if isinstance(d, dict) else None
-  return d
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-  """The structural fields whose values differ, as 'key: saved -> current' lines."""
-  out = []
-  for key in STRUCTURAL_KEYS:
-    a, b = _lookup(saved, key), _lookup(current, key)
-    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-      out.append(f"{key}: {a!r} (checkpoint) vs {b!r} (now)")
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
   return out
 
 
-class Checkpointer:
-  """Saves every `every` steps (and on demand), keeps the newest `keep`."""
+def _resumable(key: str) -> bool:
+  return any(key == p or key.startswith(p + ".") for p in RESUMABLE_CHANGES)
 
-  def __init__(self, workdir, *, every: int, keep: int, use_async: bool = True):
-    self.directory = epath.Path(workdir) / "checkpoints"
-    self.every = every
+
+def config_differences(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+  """(differences that refuse a resume, differences allowed on resume), as
+  'key: checkpoint -> now' lines. A field that a checkpoint of an older version lacks counts as
+  its default."""
+  from imagen_jax.configuration import stage_defaults
+
+  defaults = _flatten(json.loads(stage_defaults().to_json()))
+  saved, current = _flatten(saved), _flatten(current)
+  refused, allowed = [], []
+  for key in sorted(set(saved) | set(current)):
+    a = saved.get(key, defaults.get(key, "(unset)"))
+    b = current.get(key, "(unset)")
+    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+      (allowed if _resumable(key) else refused).append(f"{key}: {a!r} -> {b!r}")
+  return refused, allowed
+
+
+class ConfigChangeError(ValueError):
+  """A resume under a config that changes what the model or its data mean."""
+
+
+def _refuse_changes(saved: dict, current: dict, directory) -> list[str]:
+  """Raises ConfigChangeError for refused differences; returns the allowed ones."""
+  refused, allowed = config_differences(saved, current)
+  if refused:
+    raise ConfigChangeError(
+      f"The checkpoints in {directory} were made with another config; resume with the original "
+      "values or start a new --workdir. Differences (checkpoint -> now): " + "; ".join(refused)
+    )
+  return allowed
+
+
+class Checkpointer:
+  """The checkpoints under WORKDIR/checkpoints; keeps the newest `keep`."""
+
+  def __init__(self, workdir, *, keep: int, use_async: bool = True):
+    self.directory = epath.Path(paths.absolute(workdir)) / "checkpoints"
     options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, enable_async_checkpointing=use_async, create=True
     )
@@ -67,9 +110,12 @@ class Checkpointer:
       },
     )
 
-  def save(self, step: int, state, data_iterator, config_dict: dict, *, force=False) -> bool:
-    """Saves at multiples of `every` (or when forced); True when a save was started."""
-    if not force and step % self.every:
+  def save(self, step: int, state, data_iterator, config_dict: dict) -> bool:
+    """Starts saving `state` (a TrainState) as checkpoint `step`; False, with a warning, when the
+    state is unsound (train.state.unsound_reason): a checkpoint is always one to resume from."""
+    reason = unsound_reason(state)
+    if reason is not None:
+      log.warning("not saving a checkpoint at step %d: %s", step, reason)
       return False
     return self.manager.save(
       step,
@@ -84,24 +130,37 @@ class Checkpointer:
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
+  def _saved_config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+      "config"
+    ]
+
+  def check_config(self, config_dict: dict) -> None:
+    """Raises ValueError when the newest readable checkpoint was made under a config that differs
+    from `config_dict` in a field that may not change on resume; logs the allowed changes.
+    Cheap: run it before building data or compiling."""
+    for step in sorted(self.steps(), reverse=True):
+      try:
+        saved = self._saved_config(step)
+      except Exception:  # a damaged checkpoint: restore() reports it
+        continue
+      allowed = _refuse_changes(saved, config_dict, self.directory)
+      if allowed:
+        log.info("resuming with changed settings (checkpoint -> now): %s", "; ".join(allowed))
+      return
+
   def restore(self, abstract_state, data_iterator, config_dict: dict):
     """(state, step) from the newest checkpoint that restores, or None when there is none.
 
-    Raises ValueError when the checkpoint's config differs structurally from `config_dict`,
-    RuntimeError when checkpoints exist but none can be restored.
+    Newer checkpoints that cannot be read are moved to WORKDIR/damaged_checkpoints. Raises
+    ValueError when the checkpoint's config refuses `config_dict` (check_config), RuntimeError
+    when checkpoints exist but none can be restored.
     """
     steps = sorted(self.steps(), reverse=True)
     errors = []
     for step in steps:
       try:
-        saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
-        diff = config_differences(saved["config"], config_dict)
-        if diff:
-          raise ValueError(
-            f"The checkpoints in {self.directory} were made with another config; "
-            "continue with the original config or start in a new --workdir. Differences: "
-            + "; ".join(diff)
-          )
+        _refuse_changes(self._saved_config(step), config_dict, self.directory)
         restored = self.manager.restore(
           step,
           args=ocp.args.Composite(
@@ -109,47 +168,43 @@ class Checkpointer:
             data=grain.checkpoint.CheckpointRestore(data_iterator),
           ),
         )
-      except ValueError as e:
-        if "another config" in str(e):
-          raise
-        errors.append(f"step {step}: {e}")
-        log.warning(
-          "checkpoint at step %d could not be restored (%s); trying an older one", step, e
-        )
-        continue
+      except ConfigChangeError:
+        raise
       except Exception as e:  # orbax, tensorstore and grain raise many types for damaged files
-        errors.append(f"step {step}: {type(e).__name__}: {e}")
-        log.warning(
-          "checkpoint at step %d could not be restored (%s); trying an older one", step, e
-        )
+        errors.append(f"step {step}: {short_error(e)}")
+        log.warning("cannot read the checkpoint of %s; trying an older one", errors[-1])
         continue
       if errors:
-        self._set_aside([s for s in steps if s > step])
+        moved = self.set_aside([s for s in steps if s > step], "damaged_checkpoints")
         log.warning(
-          "restored the checkpoint at step %d after %d damaged newer one(s), moved to %s",
+          "restored the checkpoint at step %d; %d damaged newer one(s) moved to %s",
           step,
           len(errors),
-          self.directory.parent / "damaged_checkpoints",
+          moved,
         )
       return restored["state"], step
     if steps:
       raise RuntimeError(
-        f"None of the checkpoints in {self.directory} (steps {steps}) could be restored; "
-        "refusing to start from scratch. Move the directory away to start a new run. "
-        "Errors: " + " | ".join(errors)
+        f"None of the checkpoints in {self.directory} can be restored, so the run will not "
+        "start from scratch over them; move the directory away to start anew.\n  "
+        + "\n  ".join(errors)
       )
     return None
 
-  def _set_aside(self, steps: list[int]) -> None:
-    """Moves damaged checkpoints out of the manager's way (to WORKDIR/damaged_checkpoints) so
-    the run can write those steps again; nothing is deleted."""
-    target = self.directory.parent / "damaged_checkpoints"
-    target.mkdir(parents=True, exist_ok=True)
-    for step in steps:
-      source = self.directory / str(step)
-      if source.exists():
-        source.rename(target / f"{step}_{int(time.time())}")
+  def set_aside(self, steps: list[int], folder: str) -> epath.Path:
+    """Moves the checkpoints of `steps` to WORKDIR/`folder` (process 0; nothing is deleted), so
+    the run can write those steps again and a resume does not pick them. Returns the folder."""
+    target = self.directory.parent / folder
+    self.manager.wait_until_finished()
+    if jax.process_index() == 0 and steps:
+      target.mkdir(parents=True, exist_ok=True)
+      for step in steps:
+        source = self.directory / str(step)
+        if source.exists():
+          source.rename(target / f"{step}_{int(time.time())}")
+    parallel.sync("checkpoints set aside")
     self.manager.reload()
+    return target
 
   def wait(self):
     self.manager.wait_until_finished()

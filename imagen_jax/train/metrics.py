@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
+
+from imagen_jax import paths
+
+log = logging.getLogger(__name__)
 
 # Dense bfloat16 peak FLOP/s per chip (vendor figures); CPUs are measured instead.
 PEAK_FLOPS = (
@@ -84,34 +89,46 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 class MetricsWriter:
   """Writes metrics.jsonl and TensorBoard events under the workdir (from process 0 only)."""
 
-  def __init__(self, workdir, *, enabled: bool = True):
+  def __init__(self, workdir, *, enabled: bool = True, step: int = 0):
+    """Continues the records of a run resumed at `step` (0: a fresh start); TensorBoard hides
+    events past it."""
     self.enabled = enabled
-    self.path = epath.Path(workdir) / "metrics.jsonl"
+    workdir = epath.Path(paths.absolute(workdir))
+    self.path = workdir / "metrics.jsonl"
     self._records: list[dict] = []
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter
 
-      self._tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+      self.truncate_after(step)
+      self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=step + 1)
 
   def truncate_after(self, step: int) -> None:
-    """Drops records past `step` (written by a run that was killed after its last checkpoint),
-    so that a resumed run continues the file without duplicates."""
+    """Keeps exactly the records up to `step`, the step the run resumes from (0 for a fresh
+    start): records past it were written by a run killed after its last checkpoint and are
+    written again. A line cut short by a kill mid-write is dropped."""
     if not self.enabled or not self.path.exists():
       return
-    kept = [
-      line
-      for line in self.path.read_text().splitlines()
-      if line.strip() and json.loads(line)["step"] <= step
-    ]
-    self.path.write_text("".join(line + "\n" for line in kept))
+    kept = []
+    for n, line in enumerate(self.path.read_text().splitlines(), 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+        record_step = int(record["step"])
+      except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        log.warning("%s:%d: dropping an unreadable line (cut short by a kill?)", self.path, n)
+        continue
+      if record_step <= step:
+        kept.append(record)
+    self._records = kept
+    self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.enabled:
       return
     record = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
-    local = not str(self.path).startswith(("gs://", "s3://"))
-    if local:
+    if not paths.is_url(self.path):
       with open(self.path, "a") as f:
         f.write(json.dumps(record) + "\n")
     else:  # object stores cannot append: rewrite the file

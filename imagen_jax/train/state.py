@@ -92,3 +92,23 @@ def create_state(stage, optimizer, key, shardings) -> TrainState:
     )
 
   return jax.jit(init, out_shardings=shardings)(key)
+
+
+@jax.jit
+def _soundness(state: TrainState):
+  finite = jnp.array(True)
+  for leaf in jax.tree.leaves((state.params, state.ema_params)):
+    finite &= jnp.all(jnp.isfinite(leaf))
+  return finite, state.bad_steps
+
+
+def unsound_reason(state: TrainState) -> str | None:
+  """Why `state` must not be checkpointed, or None when it may: its parameters or EMA hold
+  NaN or inf, or it ends a run of non-finite updates (its parameters are those that gave a
+  non-finite loss)."""
+  finite, bad_steps = jax.device_get(_soundness(state))
+  if not finite:
+    return "its parameters or EMA are not finite"
+  if bad_steps:
+    return f"it follows {int(bad_steps)} non-finite update(s) in a row"
+  return None

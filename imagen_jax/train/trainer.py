@@ -8,9 +8,11 @@ sample grids and checkpoints. The same code runs on one CPU and on a TPU pod.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
+import sys
 import time
 
 import jax
@@ -20,12 +22,13 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm import tqdm
 
-from imagen_jax import parallel, sampling, xla_cpu
+from imagen_jax import parallel, paths, sampling, xla_cpu
 from imagen_jax.data import pipeline
 from imagen_jax.data.store import EmbeddingStore
 from imagen_jax.stage import Stage, to_float, to_uint8, upsample
 from imagen_jax.text import TextEncoder
 from imagen_jax.train import metrics as metrics_lib
+from imagen_jax.train import workdir as workdir_lib
 from imagen_jax.train.checkpoint import Checkpointer
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
@@ -99,39 +102,51 @@ def _memory_check(compiled, enabled: bool) -> dict:
   return {"step_bytes_per_device": int(need), "device_bytes": int(limit or 0)}
 
 
-class _Preemption:
-  """Turns SIGTERM (and TPU preemption notices) into a request to checkpoint and stop."""
+class _StopRequests:
+  """SIGTERM (and TPU preemption notices) and a first Ctrl-C ask the loop to save a checkpoint
+  and stop; a second Ctrl-C raises KeyboardInterrupt at once, without saving (the checkpoints
+  already written stay: orbax publishes a checkpoint only once it is complete)."""
 
   def __init__(self):
-    self.requested = False
-    self._previous = None
+    self.reason = None  # "SIGTERM", "Ctrl-C" or "preemption" once a stop is requested
+    self._previous = {}
 
   def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
-      self._previous = None
+    for signum, handler in ((signal.SIGTERM, self._term), (signal.SIGINT, self._interrupt)):
+      with contextlib.suppress(ValueError):  # not the main thread: leave the signals alone
+        self._previous[signum] = signal.signal(signum, handler)
     return self
 
-  def _handle(self, signum, frame):
+  def _term(self, signum, frame):
     log.warning("SIGTERM received: saving a checkpoint and stopping")
-    self.requested = True
+    self.reason = self.reason or "SIGTERM"
+
+  def _interrupt(self, signum, frame):
+    if self.reason is not None:
+      raise KeyboardInterrupt  # the command line exits at once; a notebook kernel survives
+    self.reason = "Ctrl-C"
+    print(
+      "\nCtrl-C: saving a checkpoint and stopping (press Ctrl-C again to exit at once)",
+      file=sys.stderr,
+      flush=True,
+    )
 
   def check(self, step: int) -> bool:
-    if self.requested:
+    if self.reason is not None:
       return True
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
 
       try:
-        return bool(multihost_utils.reached_preemption_sync_point(step))
+        if multihost_utils.reached_preemption_sync_point(step):
+          self.reason = "preemption"
       except RuntimeError:  # no preemption service in this cluster
         return False
-    return False
+    return self.reason is not None
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
 
 
 def _sample_grid(stage, ema_params, grid_batch, text_fn, config, key) -> np.ndarray:
@@ -166,14 +181,24 @@ def _sample_grid(stage, ema_params, grid_batch, text_fn, config, key) -> np.ndar
 def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int | None = None):
   """Trains the stage of `config` in `workdir`, resuming from its checkpoints if any.
 
-  Returns a summary dict (final step, last loss, compile time, FLOPs per step, ...).
-  `max_steps` stops early after that many steps of this call (for tests and smoke runs);
-  train.steps still defines the schedule.
+  Returns a summary dict (final step, last loss, compile time, FLOPs per step, ...; `stopped_by`
+  names a signal that stopped it early). `max_steps` stops early after that many steps of this
+  call (for tests and smoke runs); train.steps still defines the schedule. The workdir is locked
+  for the run: a second trainer on it raises workdir.WorkdirBusyError.
   """
   parallel.initialize_distributed(config)
-  workdir = epath.Path(workdir)
   if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_lib.prepare(workdir)
+  else:
+    workdir = epath.Path(paths.absolute(workdir))
+  with workdir_lib.hold(workdir):
+    return _train(config, workdir, progress=progress, max_steps=max_steps)
+
+
+def _train(config, workdir: epath.Path, *, progress: bool, max_steps: int | None) -> dict:
+  config_dict = json.loads(config.to_json())
+  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  checkpointer.check_config(config_dict)  # before data and compilation: a refusal comes at once
   mesh = parallel.make_mesh(dict(config.mesh))
   _check_batch(config, mesh)
   stage = Stage.from_config(config)
@@ -205,19 +230,14 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
   abstract = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
   )
-  config_dict = json.loads(config.to_json())
-  checkpointer = Checkpointer(
-    workdir, every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
-  )
-  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0)
   init_key, key = jax.random.split(jax.random.key(config.seed))
   restored = checkpointer.restore(abstract, data_iter, config_dict)
   if restored is not None:
     state, start = restored
     log.info("resumed from the checkpoint at step %d", start)
-    writer.truncate_after(start)
   else:
     state, start = create_state(stage, optimizer, init_key, shardings), 0
+  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0, step=start)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(json.dumps(config_dict, indent=1))
   if start >= config.train.steps:
@@ -304,61 +324,96 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
   pending = None  # the previous step's metrics: read one step late to keep the device busy
   window_start, window_steps = time.perf_counter(), 0
   step = last_saved = start
+  save_due = False  # a save waits for a sound state (train.state.unsound_reason)
   local = first
-  with _Preemption() as preemption:
-    while step < stop:
-      batch = parallel.global_batch({k: v for k, v in local.items() if k != "index"}, mesh)
-      state, step_metrics = compiled(state, batch, key, text_params)
-      step += 1
-      window_steps += 1
-      if pending is not None:
-        _check_finite(pending, config.train.max_bad_steps, step - 1)
-      pending = step_metrics
-      if step % config.train.log_every == 0 or step == stop:
-        values = jax.device_get(step_metrics)
-        _check_finite(values, config.train.max_bad_steps, step)
-        elapsed = time.perf_counter() - window_start
-        steps_per_s = window_steps / elapsed
-        record = {
-          "loss": values["loss"],
-          "grad_norm": values["grad_norm"],
-          "learning_rate": values["learning_rate"],
-          "steps_per_s": steps_per_s,
-          "images_per_s": steps_per_s * config.train.batch_size,
-          "mfu": flops_per_step * steps_per_s / peak,
-          "skipped": values["skipped"],
-        }
-        writer.write(step, record)
-        bar.set_postfix(loss=f"{float(values['loss']):.4f}", refresh=False)
-        summary["loss"] = float(values["loss"])
-        window_start, window_steps = time.perf_counter(), 0
-      if config.train.sample_every and step % config.train.sample_every == 0:
-        image = _sample_grid(
-          stage, state.ema_params, grid_batch, grid_text, config, jax.random.fold_in(key, step)
-        )
-        writer.write_image(step, "samples", image)
-      if checkpointer.save(step, state, data_iter, config_dict):
+  try:
+    with _StopRequests() as stop_requests:
+      while step < stop:
+        batch = parallel.global_batch({k: v for k, v in local.items() if k != "index"}, mesh)
+        state, step_metrics = compiled(state, batch, key, text_params)
+        step += 1
+        window_steps += 1
+        if pending is not None:
+          _check_finite(pending, config.train.max_bad_steps, step - 1)
+        pending = step_metrics
+        if step % config.train.log_every == 0 or step == stop:
+          values = jax.device_get(step_metrics)
+          _check_finite(values, config.train.max_bad_steps, step)
+          elapsed = time.perf_counter() - window_start
+          steps_per_s = window_steps / elapsed
+          record = {
+            "loss": values["loss"],
+            "grad_norm": values["grad_norm"],
+            "learning_rate": values["learning_rate"],
+            "steps_per_s": steps_per_s,
+            "images_per_s": steps_per_s * config.train.batch_size,
+            "mfu": flops_per_step * steps_per_s / peak,
+            "skipped": values["skipped"],
+          }
+          writer.write(step, record)
+          bar.set_postfix(loss=f"{float(values['loss']):.4f}", refresh=False)
+          summary["loss"] = float(values["loss"])
+          window_start, window_steps = time.perf_counter(), 0
+        if config.train.sample_every and step % config.train.sample_every == 0:
+          image = _sample_grid(
+            stage, state.ema_params, grid_batch, grid_text, config, jax.random.fold_in(key, step)
+          )
+          writer.write_image(step, "samples", image)
+        save_due = save_due or step % config.train.checkpoint_every == 0
+        if save_due and checkpointer.save(step, state, data_iter, config_dict):
+          save_due, last_saved = False, step
+        bar.update(1)
+        if stop_requests.check(step):
+          summary["stopped_by"] = stop_requests.reason
+          break
+        if step < stop:
+          local = next(data_iter)
+      if last_saved != step and checkpointer.save(step, state, data_iter, config_dict):
         last_saved = step
-      bar.update(1)
-      if preemption.check(step):
-        summary["preempted"] = True
-        break
-      if step < stop:
-        local = next(data_iter)
-  if last_saved != step:
-    checkpointer.save(step, state, data_iter, config_dict, force=True)
-  checkpointer.close()
-  writer.close()
-  bar.close()
-  summary["step"] = step
+      checkpointer.wait()
+  except Diverged as e:
+    raise TrainingError(_divergence_message(e, checkpointer)) from None
+  finally:
+    bar.close()
+    writer.close()
+    checkpointer.close()
+  summary["step"], summary["saved_step"] = step, last_saved
   return summary
 
 
+class Diverged(TrainingError):
+  """`bad` non-finite updates in a row up to `step`."""
+
+  def __init__(self, step: int, bad: int):
+    super().__init__(f"{bad} non-finite updates in a row up to step {step}")
+    self.step, self.bad = step, bad
+
+
+def _divergence_message(e: Diverged, checkpointer: Checkpointer) -> str:
+  """Sets aside the checkpoints of diverged states and says where to resume from.
+
+  The first non-finite update of the run started from the state of step `e.step - e.bad`;
+  skipped updates leave the parameters as they were, so every state from that one on gave
+  non-finite losses, and a checkpoint of one of them would diverge again on resume."""
+  first_bad = e.step - e.bad
+  checkpointer.wait()
+  diverged = [s for s in checkpointer.steps() if s >= first_bad]
+  text = f"{e}: the run diverged from the state of step {first_bad}."
+  if diverged:
+    folder = checkpointer.set_aside(diverged, "diverged_checkpoints")
+    text += f" Checkpoint(s) {diverged} moved to {folder}."
+  good = checkpointer.steps()
+  advice = (
+    "Lower train.learning_rate (--config.train.learning_rate=...), keep train.clip_norm on, or "
+    "use float32 compute"
+  )
+  if good:
+    return f"{text} The last good checkpoint is step {good[-1]}. {advice}, and run again to resume."
+  return f"{text} No good checkpoint was saved. {advice}, and run again to start anew."
+
+
 def _check_finite(metrics, max_bad: int, step: int) -> None:
+  """Raises Diverged after `max_bad` non-finite updates in a row."""
   bad = int(metrics["bad_steps"])
   if bad >= max_bad:
-    raise TrainingError(
-      f"{bad} non-finite updates in a row up to step {step}: the run is diverging. Lower "
-      "train.learning_rate, keep train.clip_norm on, or use float32 compute; the last good "
-      "checkpoint is untouched."
-    )
+    raise Diverged(step, bad)
