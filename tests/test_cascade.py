@@ -89,11 +89,25 @@ def test_stop_at_stage_and_start_image(imagen):
 
 
 @pytest.mark.parametrize(
-  "prompts,error", [([], ValueError), (["ok", None], TypeError), ("a string", TypeError)]
+  "prompts, error, message",
+  [
+    ([], ValueError, "No texts given"),
+    (["ok", None], TypeError, "Every text must be a string; got NoneType"),
+    ("a string", TypeError, "not a single string"),
+    (None, TypeError, "Pass a list of strings.*got NoneType"),
+    (3, TypeError, "Pass a list of strings.*got int"),
+    (b"bytes", TypeError, "Pass a list of strings.*got bytes"),
+  ],
 )
-def test_bad_prompts_are_clear_errors(imagen, prompts, error):
-  with pytest.raises(error):
+def test_bad_prompts_are_clear_errors(imagen, prompts, error, message):
+  with pytest.raises(error, match=message):
     imagen.sample(prompts)
+
+
+def test_a_stage_path_that_is_a_file_is_a_clear_error(tmp_path):
+  (tmp_path / "base.png").write_bytes(b"")
+  with pytest.raises(ValueError, match="is a file; a stage is a training --workdir"):
+    Imagen.load([str(tmp_path / "base.png")])
 
 
 def test_missing_stage_directory_is_a_clear_error(tmp_path):

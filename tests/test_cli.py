@@ -117,3 +117,81 @@ def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
 def test_only_training_verbs_split_a_cpu_into_devices(argv, split):
   args, _ = cli._parser().parse_known_args(argv)
   assert cli.trains(args) == split
+
+
+@pytest.mark.parametrize(
+  "source, line, error",
+  [
+    ("def get_config(:\n  pass\n", 1, "SyntaxError"),
+    ("import ml_collections\n\ndef get_config():\n  return undefined_name\n", 4, "NameError"),
+    ("import no_such_module_here\n", 1, "ModuleNotFoundError"),
+  ],
+)
+def test_a_broken_config_file_is_named_with_its_line(tmp_path, source, line, error):
+  path = tmp_path / "mine.py"
+  path.write_text(source)
+  with pytest.raises(ValueError, match=rf"^{path}:{line}: {error}: "):
+    load_config(str(path))
+
+
+def test_a_broken_config_file_is_one_line_on_the_command_line(tmp_path):
+  path = tmp_path / "mine.py"
+  path.write_text("def get_config():\n  return stage_defaults()\n")
+  proc = run_cli("train", "--config", str(path), "--workdir", str(tmp_path / "w"), check=False)
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr
+  assert f"{path}:2: NameError: name 'stage_defaults' is not defined" in proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 2  # the error and the --debug hint
+
+
+def test_get_config_must_return_a_config_dict(tmp_path):
+  path = tmp_path / "mine.py"
+  path.write_text("def get_config():\n  return {'stage': 'base'}\n")
+  with pytest.raises(ValueError, match="returned dict; it must return an ml_collections"):
+    load_config(str(path))
+
+
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ("--config.train.checkpoint_every=0", "train.checkpoint_every must be a positive"),
+    ("--config.train.log_every=0", "train.log_every must be a positive"),
+    ("--config.train.learning_rate=-1e-4", "train.learning_rate must be a positive"),
+    ("--config.train.learning_rate=1e999", "train.learning_rate must be a positive"),
+    ("--config.sample.sampler=ddpn", "sample.sampler must be one of"),
+    ("--config.diffusion.schedule=cosin", "diffusion.schedule must be one of"),
+  ],
+)
+def test_settings_that_cannot_work_are_refused_when_the_config_loads(override, message):
+  with pytest.raises(ValueError, match=message):
+    load_config("configs/demo.py:base", [override])
+
+
+def test_relative_paths_in_a_config_are_taken_from_the_current_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = load_config(
+    "configs/demo.py:base",
+    ["--config.data.path=pics", "--config.data.data_dir=~/tfds", "--config.text.store=emb"],
+  )
+  assert config.data.path == str(tmp_path / "pics")
+  assert config.data.data_dir == os.path.expanduser("~/tfds")
+  assert config.text.store == str(tmp_path / "emb")
+  config = load_config("configs/demo.py:base", ["--config.data.data_dir=gs://bucket/tfds"])
+  assert config.data.data_dir == "gs://bucket/tfds"
+
+
+def test_a_workdir_that_is_a_file_or_cannot_be_written_is_one_line(tmp_path):
+  from imagen_jax.train.workdir import prepare
+
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ValueError, match="is a file; give a directory"):
+    prepare(tmp_path / "file")
+  with pytest.raises(ValueError, match="Cannot create the workdir"):
+    prepare(tmp_path / "file" / "run")
+  proc = run_cli(
+    "train", "--config", "configs/demo.py:base", "--workdir", str(tmp_path / "file"), check=False
+  )
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr and "is a file" in proc.stderr
+  if os.geteuid() != 0:  # permissions do not stop root
+    (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(ValueError, match="is not writable"):
+      prepare(tmp_path / "ro")

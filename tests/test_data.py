@@ -215,6 +215,90 @@ def test_folder_without_captions_is_a_clear_error(tmp_path):
     pipeline.open_source(config)
 
 
+def _folder_config(tmp_path, folder):
+  return demo_config(
+    tmp_path,
+    "base",
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={folder}",
+    "--config.data.build_size=0",
+  )
+
+
+def _captions(source):
+  return sorted(source[i]["caption"].decode() for i in range(len(source)))
+
+
+def test_folder_captions_that_are_not_utf8_skip_their_image_and_are_named(tmp_path, caplog):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(3):
+    Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
+    (folder / f"{i}.txt").write_text(f"red {i}")
+  (folder / "1.txt").write_bytes(b"caf\xe9 latin-1")
+  with caplog.at_level(logging.WARNING):
+    source = pipeline.open_source(_folder_config(tmp_path, folder))
+  assert _captions(source) == ["red 0", "red 2"]
+  assert f"not UTF-8 text: {folder / '1.txt'}" in caplog.text
+  assert "1 caption not UTF-8" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_caption_files_skip_lines_that_are_not_utf8_and_names_outside_the_folder(
+  tmp_path, kind, caplog
+):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(3):
+    Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
+  Image.new("RGB", (20, 20)).save(tmp_path / "secret.png")
+  rows = [(f"{i}.png", f"red {i}".encode()) for i in range(3)]
+  rows[1] = ("1.png", b"caf\xe9")
+  rows += [("../secret.png", b"outside"), (str(tmp_path / "secret.png"), b"absolute")]
+  if kind == "jsonl":
+    text = b"\n".join(
+      b'{"file": "%s", "caption": "%s"}' % (name.encode(), caption) for name, caption in rows
+    )
+    (folder / "captions.jsonl").write_bytes(text)
+  else:
+    text = b"file,caption\n" + b"".join(b"%s,%s\n" % (n.encode(), c) for n, c in rows)
+    (folder / "captions.csv").write_bytes(text)
+  with caplog.at_level(logging.WARNING):
+    source = pipeline.open_source(_folder_config(tmp_path, folder))
+  assert _captions(source) == ["red 0", "red 2"]
+  assert f"not UTF-8 text: {folder / f'captions.{kind}'}:" in caplog.text
+  assert "1 caption not UTF-8, 2 outside the folder" in caplog.text
+
+
+def test_a_folder_changed_after_its_build_is_built_again(tmp_path, caplog):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(3):
+    Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
+    (folder / f"{i}.txt").write_text(f"red {i}")
+  config = _folder_config(tmp_path, folder)
+  assert len(pipeline.open_source(config)) == 3
+  assert len(pipeline.open_source(config)) == 3  # unchanged: reused
+  Image.new("RGB", (20, 20)).save(folder / "3.png")
+  (folder / "3.txt").write_text("black")
+  with caplog.at_level(logging.WARNING):
+    assert _captions(pipeline.open_source(config)) == ["black", "red 0", "red 1", "red 2"]
+  assert "changed since its dataset was built" in caplog.text
+  (folder / "0.txt").unlink()
+  (folder / "2.txt").write_text("edited")
+  assert _captions(pipeline.open_source(config)) == ["black", "edited", "red 1"]
+
+
+def test_an_unknown_dataset_name_suggests_close_names_in_one_line(tmp_path):
+  config = demo_config(tmp_path, "base", "--config.data.name=imagen_shape")
+  with pytest.raises(ValueError, match="Did you mean imagen_shapes") as error:
+    pipeline.open_source(config)
+  config = demo_config(tmp_path, "base", "--config.data.name=cifar100x")
+  with pytest.raises(ValueError, match="Did you mean cifar100") as error:
+    pipeline.open_source(config)
+  assert "\n" not in str(error.value) and len(str(error.value)) < 300
+
+
 class TinyCaptions(tfds.core.GeneratorBasedBuilder):
   """A stand-in for coco_captions: several captions per image under captions/text."""
 

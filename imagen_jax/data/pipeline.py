@@ -204,7 +204,9 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
         d.name, split=d.split, data_dir=data_dir, download=False, decoders=decoders
       )
     except tfds.core.registered.DatasetNotFoundError:
-      raise ValueError(_unknown_dataset(d.name, tfds.list_builders())) from None
+      raise ValueError(
+        _unknown_dataset(d.name, tfds.list_builders(with_community_datasets=False))
+      ) from None
     except Exception as e:  # tfds raises several types for "not prepared"
       raise ValueError(
         f"Could not open the TFDS dataset {d.name!r} ({short_error(e)}). Prepare it once in the "
