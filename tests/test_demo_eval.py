@@ -34,3 +34,24 @@ def test_sr_consistency_compares_each_stage_with_its_input():
   assert same == {"size": 16, "input_difference": 0.0, "added_detail": 0.0}
   assert noisy["input_difference"] < 5 < noisy["added_detail"]
   assert other["input_difference"] > 40
+
+
+def test_a_demo_stopped_while_training_a_stage_stops_there(tmp_path, monkeypatch):
+  """Ctrl-C or SIGTERM during a stage ends the demo (it resumes when run again): the next
+  stages do not start from a half-trained one."""
+  import imagen_jax.train.trainer as trainer
+  from imagen_jax.demo import run_demo
+
+  trained = []
+
+  def stopped_in_sr1(config, workdir, **kwargs):
+    trained.append(workdir.name)
+    stop = {"stopped_by": "Ctrl-C"} if workdir.name == "sr1" else {}
+    return {"step": 7, **stop}
+
+  monkeypatch.setattr(trainer, "train_and_evaluate", stopped_in_sr1)
+  summary = run_demo(tmp_path / "out", quick=True)
+  assert trained == ["base", "sr1"]
+  assert summary["stopped_by"] == "Ctrl-C" and summary["stopped_stage"] == "sr1"
+  assert summary["out"] == str(tmp_path / "out" / "quick")
+  assert not (tmp_path / "out" / "quick" / "samples.png").exists()
