@@ -239,7 +239,7 @@ def test_a_diverged_run_saves_no_non_finite_state_and_resumes_from_the_last_good
     "--config.train.checkpoint_every=1",
     "--config.train.max_bad_steps=2",
   )
-  with pytest.raises(TrainingError, match="No good checkpoint was saved"):
+  with pytest.raises(TrainingError, match="No good checkpoint is left"):
     train_and_evaluate(config, tmp_path / "nan" / "run", progress=False)
   checkpoints = tmp_path / "nan" / "run" / "checkpoints"
   assert not [p for p in checkpoints.iterdir() if p.name.isdigit()]

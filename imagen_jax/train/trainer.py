@@ -192,12 +192,20 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
   else:
     workdir = epath.Path(paths.absolute(workdir))
   with workdir_lib.hold(workdir):
-    return _train(config, workdir, progress=progress, max_steps=max_steps)
+    checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    try:
+      summary = _train(config, workdir, checkpointer, progress=progress, max_steps=max_steps)
+    except KeyboardInterrupt:
+      raise  # a second Ctrl-C: at once, not after a save in flight (it finishes or is dropped)
+    except BaseException:
+      checkpointer.close()
+      raise
+    checkpointer.close()
+    return summary
 
 
-def _train(config, workdir: epath.Path, *, progress: bool, max_steps: int | None) -> dict:
+def _train(config, workdir, checkpointer, *, progress: bool, max_steps: int | None) -> dict:
   config_dict = json.loads(config.to_json())
-  checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
   checkpointer.check_config(config_dict)  # before data and compilation: a refusal comes at once
   mesh = parallel.make_mesh(dict(config.mesh))
   _check_batch(config, mesh)
@@ -237,13 +245,10 @@ def _train(config, workdir: epath.Path, *, progress: bool, max_steps: int | None
     log.info("resumed from the checkpoint at step %d", start)
   else:
     state, start = create_state(stage, optimizer, init_key, shardings), 0
-  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0, step=start)
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(json.dumps(config_dict, indent=1))
   if start >= config.train.steps:
     log.info("the run in %s is complete (step %d of %d)", workdir, start, config.train.steps)
-    checkpointer.close()
-    writer.close()
     return {"step": start, "start_step": start, "complete": True}
 
   # ---- the step, compiled ahead of time
@@ -305,6 +310,7 @@ def _train(config, workdir: epath.Path, *, progress: bool, max_steps: int | None
     )
 
   # ---- the loop
+  writer = metrics_lib.MetricsWriter(workdir, enabled=jax.process_index() == 0, step=start)
   total = config.train.steps
   stop = total if max_steps is None else min(total, start + max_steps)
   bar = tqdm(
@@ -376,7 +382,6 @@ def _train(config, workdir: epath.Path, *, progress: bool, max_steps: int | None
   finally:
     bar.close()
     writer.close()
-    checkpointer.close()
   summary["step"], summary["saved_step"] = step, last_saved
   return summary
 
@@ -409,7 +414,7 @@ def _divergence_message(e: Diverged, checkpointer: Checkpointer) -> str:
   )
   if good:
     return f"{text} The last good checkpoint is step {good[-1]}. {advice}, and run again to resume."
-  return f"{text} No good checkpoint was saved. {advice}, and run again to start anew."
+  return f"{text} No good checkpoint is left. {advice}, and run again to start anew."
 
 
 def _check_finite(metrics, max_bad: int, step: int) -> None:
