@@ -319,3 +319,14 @@ def test_object_store_lease_blocks_while_renewed_and_is_taken_over_when_stale(tm
   lock_file.write_text(json.dumps(mine))
   with workdir_lib.WorkdirLock(tmp_path, lease=True):
     pass
+
+
+def test_in_a_notebook_a_second_ctrl_c_interrupts_the_call_and_keeps_the_kernel(monkeypatch):
+  from imagen_jax.train import trainer
+
+  monkeypatch.setattr(trainer, "_interactive", lambda: True)
+  with trainer._StopRequests() as requests:
+    requests._interrupt(signal.SIGINT, None)
+    assert requests.check(0) and requests.reason == "Ctrl-C"
+    with pytest.raises(KeyboardInterrupt):
+      requests._interrupt(signal.SIGINT, None)

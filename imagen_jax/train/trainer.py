@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -104,8 +105,7 @@ def _memory_check(compiled, enabled: bool) -> dict:
 
 class _StopRequests:
   """SIGTERM (and TPU preemption notices) and a first Ctrl-C ask the loop to save a checkpoint
-  and stop; a second Ctrl-C raises KeyboardInterrupt at once, without saving (the checkpoints
-  already written stay: orbax publishes a checkpoint only once it is complete)."""
+  and stop; a second Ctrl-C exits at once, without saving (in a notebook: KeyboardInterrupt)."""
 
   def __init__(self):
     self.reason = None  # "SIGTERM", "Ctrl-C" or "preemption" once a stop is requested
@@ -123,7 +123,14 @@ class _StopRequests:
 
   def _interrupt(self, signum, frame):
     if self.reason is not None:
-      raise KeyboardInterrupt  # the command line exits at once; a notebook kernel survives
+      if _interactive():  # a notebook or a REPL: interrupt the call, keep the session
+        raise KeyboardInterrupt
+      # A program exits here and now: an exception raised from a signal handler can land in a
+      # callback that swallows it (JAX's garbage-collection hook), or wait for a save in flight.
+      # Checkpoints are published only once complete, so none is left half-written.
+      print("\nCtrl-C again: interrupted, exiting without saving", file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(130)
     self.reason = "Ctrl-C"
     print(
       "\nCtrl-C: saving a checkpoint and stopping (press Ctrl-C again to exit at once)",
@@ -147,6 +154,11 @@ class _StopRequests:
   def __exit__(self, *exc):
     for signum, previous in self._previous.items():
       signal.signal(signum, previous)
+
+
+def _interactive() -> bool:
+  """True in a Python REPL, IPython or a Jupyter kernel."""
+  return hasattr(sys, "ps1") or "IPython" in sys.modules or "ipykernel" in sys.modules
 
 
 def _sample_grid(stage, ema_params, grid_batch, text_fn, config, key) -> np.ndarray:
