@@ -225,16 +225,22 @@ def _folder_config(tmp_path, folder):
   )
 
 
-def _captions(source):
-  return sorted(source[i]["caption"].decode() for i in range(len(source)))
-
-
-def test_folder_captions_that_are_not_utf8_skip_their_image_and_are_named(tmp_path, caplog):
+def _red_folder(tmp_path):
+  """Three images with sidecar captions 'red 0', 'red 1', 'red 2'."""
   folder = tmp_path / "images"
   folder.mkdir()
   for i in range(3):
     Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
     (folder / f"{i}.txt").write_text(f"red {i}")
+  return folder
+
+
+def _captions(source):
+  return sorted(source[i]["caption"].decode() for i in range(len(source)))
+
+
+def test_folder_captions_that_are_not_utf8_skip_their_image_and_are_named(tmp_path, caplog):
+  folder = _red_folder(tmp_path)
   (folder / "1.txt").write_bytes(b"caf\xe9 latin-1")
   with caplog.at_level(logging.WARNING):
     source = pipeline.open_source(_folder_config(tmp_path, folder))
@@ -271,11 +277,7 @@ def test_caption_files_skip_lines_that_are_not_utf8_and_names_outside_the_folder
 
 
 def test_a_folder_changed_after_its_build_is_built_again(tmp_path, caplog):
-  folder = tmp_path / "images"
-  folder.mkdir()
-  for i in range(3):
-    Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(folder / f"{i}.png")
-    (folder / f"{i}.txt").write_text(f"red {i}")
+  folder = _red_folder(tmp_path)
   config = _folder_config(tmp_path, folder)
   assert len(pipeline.open_source(config)) == 3
   assert len(pipeline.open_source(config)) == 3  # unchanged: reused
