@@ -148,7 +148,7 @@ def _imagen_jax_bench(*args: str) -> dict:
 
 def bench_ours(args) -> dict:
   from imagen_jax.configuration import load_config
-  from imagen_jax.inspection import inspect_config
+  from imagen_jax.perf.inspect import inspect_config
 
   batch, iters = str(args.batch), str(args.iters)
   train = _imagen_jax_bench("--what", "train", "--batch", batch, "--iters", iters)

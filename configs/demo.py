@@ -7,21 +7,22 @@ Same structure as the paper's stages (configs/base64.py, sr256.py, sr1024.py) at
 an ADM base model, then two Efficient U-Nets (self-attention with text in sr1, text
 cross-attention in sr2, which trains on crops and samples on the full image), on the procedural
 `imagen_shapes` dataset, with an offline text encoder: a seeded, untrained T5 v1.1 architecture that
-reads the captions' words as one token each (builtin:shapes-tiny; see imagen_jax/text.py).
+reads the captions' words as one token each (builtin:shapes-tiny; see imagen_jax/text/).
+How each choice was measured: docs/demo.md.
 """
 
 import math
 
 import ml_collections
 
-from imagen_jax.configuration import stage_defaults
+from imagen_jax.configuration import stage_defaults, unet_defaults
 
 SIZES = (16, 32, 64)  # output resolution of base, sr1, sr2
 
 
 def _common(config):
-  # Whole words as tokens: with the byte tokenizer (builtin:byt5-tiny) the base stage got 62% of
-  # the colours right after 2400 steps, with words 100% after 1200 (64 prompts, guidance 3).
+  # Whole words as tokens: the model reads "red" at once instead of learning to spell it
+  # (docs/demo.md).
   config.text.encoder = "builtin:shapes-tiny"
   config.text.dim = 64
   config.text.max_length = 16  # the longest shapes caption is 14 words and its end token
@@ -33,7 +34,6 @@ def _common(config):
   config.train.warmup_steps = 100
   config.train.ema_decay = 0.999
   config.train.checkpoint_every = 500
-  config.train.log_every = 50
   config.train.compute_dtype = "float32"
   # v-prediction (the paper trains eps): an eps-model's estimate of x at high noise is its eps
   # error amplified by sigma / alpha, so a briefly trained one gets the background and layout
@@ -45,7 +45,6 @@ def _common(config):
     "a big green triangle in the center",
     "a yellow circle to the left of a purple square",
   )
-  config.mesh.data = -1
   return config
 
 
@@ -54,32 +53,20 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
   if stage == "base":
     config.stage = "base"
     config.image_size = SIZES[0]
-    config.unet = ml_collections.ConfigDict(
-      dict(
-        type="adm",
-        channels=32,
-        channel_mult=(1, 2, 2),
-        num_res_blocks=1,
-        attn_resolutions=(8, 4),
-        image_size=SIZES[0],
-        head_dim=16,  # 4 heads at 64 channels: pooling and attention can each read several words
-        text_attention=True,
-        text_cond_dim=64,
-        dropout=0.0,
-        resblock_updown=True,
-        remat="none",
-        attn_chunk_size=1024,
-      )
+    config.unet = unet_defaults("adm")
+    config.unet.update(
+      channels=32,
+      channel_mult=(1, 2, 2),
+      num_res_blocks=1,
+      attn_resolutions=(8, 4),
+      image_size=SIZES[0],
+      head_dim=16,  # 4 heads at 64 channels: pooling and attention can each read several words
+      text_cond_dim=64,
     )
-    config.diffusion.schedule = "cosine"
-    # The cosine schedule carried from 64 px to 16 px (simple diffusion's shift, 2 log(64 / 16)):
-    # after 2000 steps the base draws 47% of the shapes right, 40% unshifted (128 prompts).
+    # The cosine schedule carried from 64 px to 16 px (simple diffusion's shift, 2 log(64 / 16)).
     config.diffusion.logsnr_shift = 2 * math.log(64 / SIZES[0])
-    config.train.optimizer = "adam"
     config.train.steps = 3000
     config.sample.guidance = 3.0
-    config.sample.steps = 64
-    config.sample.sampler = "ddpm"
   elif stage in ("sr1", "sr2"):
     sr2 = stage == "sr2"
     config.stage = "sr"
@@ -90,41 +77,25 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.low_res_size = low // 2 if sr2 else low
     config.sample_size = high
     config.data.crop_from = high if sr2 else 0
-    config.unet = ml_collections.ConfigDict(
-      dict(
-        type="efficient",
-        channels=(16, 32, 64),
-        num_res_blocks=(1, 1, 1),
-        strides=(1, 2, 2),
-        attention=("none", "none", "cross" if sr2 else "self"),
-        attn_heads=4,
-        attn_per_res_block=False,
-        attn_ff_mult=2,
-        text_cond_dim=64,
-        dropout=0.0,
-        remat="none",
-        attn_chunk_size=1024,
-      )
+    config.unet = unet_defaults("efficient")
+    config.unet.update(
+      channels=(16, 32, 64),
+      num_res_blocks=(1, 1, 1),
+      strides=(1, 2, 2),
+      attention=("none", "none", "cross" if sr2 else "self"),
+      attn_heads=4,
+      text_cond_dim=64,
     )
     config.diffusion.schedule = "linear" if sr2 else "cosine"
     # Training aug levels ~ U(0, 0.1) rather than the paper's U(0, 1): in a run this short, the
-    # model learns to copy its input far better (sr1 from rendered 16 px pictures: after 1000
-    # steps shape 73% with U(0, 0.1), 58% with U(0, 0.3); after 600, 33% with U(0, 0.3), 23% with
-    # U(0, 1)).
+    # model learns to copy its input far better.
     config.diffusion.aug_max_level = 0.1
-    config.train.optimizer = "adam"
     config.train.steps = 1000
     config.sample.guidance = 1.0
-    # Ancestral sampling from the clean input: from rendered inputs, sr1 then sr2 draw 69% of the
-    # shapes right at 64 px with DDPM (32 or 64 steps), 58-61% with DDIM (32 or 64 steps), and
-    # 50% with DDIM at aug level 0.1 (64 prompts). After the base, sr2 with 128 steps rather than
-    # 64 gives 58% rather than 52%.
+    # Ancestral (DDPM, the default) sampling from the clean input (aug level 0).
     config.sample.steps = 128 if sr2 else 64
-    config.sample.sampler = "ddpm"
-    config.sample.aug_level = 0.0
     # Static, not dynamic, thresholding at guidance 1: the shapes' black and white backgrounds sit
-    # at -1 and 1, where dynamic thresholding's rescaling greys them (from rendered 16 px
-    # inputs, final colour 100% vs 89%, shape 52% vs 45%).
+    # at -1 and 1, where dynamic thresholding's rescaling greys them.
     config.sample.threshold = "static"
   else:
     raise ValueError(f"Unknown demo stage {stage!r}; use base, sr1 or sr2.")

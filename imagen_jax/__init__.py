@@ -11,7 +11,7 @@ __all__ = ["Imagen", "__version__"]
 def __getattr__(name):
   # Imported on first use, so that `import imagen_jax` (and the CLI's --help) stay light.
   if name == "Imagen":
-    from imagen_jax.cascade import Imagen
+    from imagen_jax.pipeline import Imagen
 
     return Imagen
   raise AttributeError(f"module 'imagen_jax' has no attribute {name!r}")

@@ -8,6 +8,7 @@ A config file defines `get_config()` or `get_config(arg)` returning an ml_collec
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import math
 import pathlib
@@ -108,6 +109,15 @@ def stage_defaults() -> ml_collections.ConfigDict:
   return c
 
 
+def unet_defaults(kind: str) -> ml_collections.ConfigDict:
+  """A config's `unet` section for a U-Net type ("adm" or "efficient") with every field at its
+  default, the paper's size (the modules' own defaults, models.unet_defaults); a config changes
+  only what differs."""
+  from imagen_jax.models.unets import unet_defaults as module_defaults
+
+  return ml_collections.ConfigDict(module_defaults(kind))
+
+
 def load_config(
   spec: str, overrides: list[str] | tuple[str, ...] = ()
 ) -> ml_collections.ConfigDict:
@@ -115,19 +125,20 @@ def load_config(
   makes the paths in it (data.path, data.data_dir, text.store) absolute."""
   path, _, arg = spec.partition(":")
   file = resolve_config_path(path)
-  module_spec = importlib.util.spec_from_file_location(f"_imagen_config_{file.stem}", file)
-  module = importlib.util.module_from_spec(module_spec)
-  sys.modules[module_spec.name] = module
-  try:
-    module_spec.loader.exec_module(module)
-  except Exception as e:  # a config file is user code: say where it failed, in one line
-    raise ValueError(_where(file, e)) from e
-  if not hasattr(module, "get_config"):
-    raise ValueError(f"{file} defines no get_config().")
-  try:
-    config = module.get_config(arg) if arg else module.get_config()
-  except Exception as e:
-    raise ValueError(_where(file, e)) from e
+  with _siblings_importable(file):
+    module_spec = importlib.util.spec_from_file_location(f"_imagen_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
+    try:
+      module_spec.loader.exec_module(module)
+    except Exception as e:  # a config file is user code: say where it failed, in one line
+      raise ValueError(_where(file, e)) from e
+    if not hasattr(module, "get_config"):
+      raise ValueError(f"{file} defines no get_config().")
+    try:
+      config = module.get_config(arg) if arg else module.get_config()
+    except Exception as e:
+      raise ValueError(_where(file, e)) from e
   if not isinstance(config, ml_collections.ConfigDict):
     raise ValueError(
       f"get_config() in {file} returned {type(config).__name__}; it must return an "
@@ -143,6 +154,24 @@ def load_config(
 
 # Config fields that hold paths: made absolute when loaded (relative to the current directory).
 PATH_FIELDS = (("data", "path"), ("data", "data_dir"), ("text", "store"))
+
+
+@contextlib.contextmanager
+def _siblings_importable(file: pathlib.Path):
+  """Lets a config file import the files beside it (configs/sr1024.py starts from sr256.py), and
+  forgets them afterwards, so configs from another folder with the same names load their own."""
+  folder = str(file.resolve().parent)
+  before = set(sys.modules)
+  sys.path.insert(0, folder)
+  try:
+    yield
+  finally:
+    sys.path.remove(folder)
+    for name in set(sys.modules) - before:
+      if not name.startswith("_imagen_config_") and str(
+        getattr(sys.modules[name], "__file__", "") or ""
+      ).startswith(folder + "/"):
+        del sys.modules[name]
 
 
 def _where(file: pathlib.Path, error: Exception) -> str:
@@ -279,12 +308,3 @@ def _check_choices(config) -> None:
   for key, (value, allowed) in choices.items():
     if value not in allowed:
       raise ValueError(f"{key} must be one of {tuple(allowed)}, got {value!r}.")
-
-
-def output_size(config) -> int:
-  """The resolution this stage produces when sampling the cascade."""
-  return config.sample_size or config.image_size
-
-
-def upscale_factor(config) -> int:
-  return config.image_size // config.low_res_size if config.stage == "sr" else 1

@@ -25,7 +25,7 @@ from PIL import Image
 from imagen_jax import paths
 from imagen_jax.configuration import load_config
 from imagen_jax.data import shapes_eval
-from imagen_jax.train.metrics import grid
+from imagen_jax.images import grid
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def run_demo(
   overrides: list[str] | tuple[str, ...] = (),
 ) -> dict:
   """Trains (or resumes) the demo cascade in `out`, samples and evaluates it; returns a summary."""
-  from imagen_jax.cascade import Imagen
-  from imagen_jax.train.trainer import train_and_evaluate
+  from imagen_jax.pipeline import Imagen
+  from imagen_jax.train import train_and_evaluate
 
   out = pathlib.Path(paths.absolute(out))
   if quick:  # apart from a full demo in the same --out, which a quick run must not resume

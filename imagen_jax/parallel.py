@@ -81,25 +81,31 @@ def make_mesh(
   return Mesh(grid, MESH_AXES)
 
 
-def _fit_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> PartitionSpec:
-  """Makes a spec valid for `shape`: a mesh axis that does not divide its dimension moves to the
-  largest unsharded dimension it divides (so FSDP still splits e.g. a [3, 3, 3, C] kernel), or
-  is dropped (tiny models on many devices)."""
+def partition_spec(
+  logical_names, shape: Sequence[int], mesh_shape: Mapping[str, int], rules=LOGICAL_AXIS_RULES
+) -> PartitionSpec:
+  """The PartitionSpec of an array of `shape` whose axes carry `logical_names`, on a mesh of
+  `mesh_shape` (axis -> size; a Mesh's .shape, or sizes of a mesh that is only planned).
+
+  A mesh axis that does not divide its dimension moves to the largest unsharded dimension it
+  divides (so FSDP still splits e.g. a [3, 3, 3, C] kernel), or is dropped (tiny models on many
+  devices)."""
+  spec = nn.logical_to_mesh_axes(logical_names, rules) if logical_names else PartitionSpec()
   per_dim: list[list[str]] = []
   dropped = []
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
     axes = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
     kept: list[str] = []
     for axis in axes:
-      if dim % (math.prod(mesh.shape[a] for a in kept) * mesh.shape[axis]) == 0:
+      if dim % (math.prod(mesh_shape[a] for a in kept) * mesh_shape[axis]) == 0:
         kept.append(axis)
       else:
         dropped.append(axis)
     per_dim.append(kept)
   for axis in dropped:
-    if mesh.shape[axis] == 1:
+    if mesh_shape[axis] == 1:
       continue
-    free = [i for i in range(len(shape)) if not per_dim[i] and shape[i] % mesh.shape[axis] == 0]
+    free = [i for i in range(len(shape)) if not per_dim[i] and shape[i] % mesh_shape[axis] == 0]
     if free:
       per_dim[max(free, key=lambda i: shape[i])].append(axis)
     else:
@@ -107,41 +113,69 @@ def _fit_to_shape(spec: PartitionSpec, shape: Sequence[int], mesh: Mesh) -> Part
   return PartitionSpec(*[tuple(a) if len(a) > 1 else (a[0] if a else None) for a in per_dim])
 
 
-def logical_to_sharding(logical_spec, shape, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
-  """NamedSharding for an array of `shape` whose axes carry the names in `logical_spec`."""
-  spec = nn.logical_to_mesh_axes(logical_spec, rules) if logical_spec else PartitionSpec()
-  return NamedSharding(mesh, _fit_to_shape(spec, shape, mesh))
-
-
-def tree_shardings(abstract_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
-  """Shardings for a tree of (possibly nn.Partitioned-boxed) abstract arrays.
-
-  Leaves boxed by nn.with_logical_partitioning are sharded by their names; plain leaves are
-  replicated. The result has the structure of the unboxed tree.
-  """
+def tree_specs(abstract_tree, mesh_shape: Mapping[str, int], rules=LOGICAL_AXIS_RULES):
+  """PartitionSpecs for a tree of (possibly nn.Partitioned-boxed) abstract arrays: leaves boxed
+  by nn.with_logical_partitioning are sharded by their names, plain leaves replicated. The
+  result has the structure of the unboxed tree."""
 
   def one(leaf):
     if isinstance(leaf, nn.LogicallyPartitioned):
-      return logical_to_sharding(leaf.names, leaf.value.shape, mesh, rules)
-    return NamedSharding(mesh, PartitionSpec())
+      return partition_spec(leaf.names, leaf.value.shape, mesh_shape, rules)
+    return PartitionSpec()
 
   return jax.tree.map(one, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
-def default_compute_dtype():
-  """bfloat16 on TPUs and GPUs, float32 on CPUs (where bfloat16 arithmetic is emulated)."""
-  import jax.numpy as jnp
-
-  return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
-
-
-def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
-  """Leading axis over ("data", "fsdp"), the rest replicated."""
-  return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))
+def tree_shardings(abstract_tree, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+  """NamedShardings over `mesh` for a tree of (possibly boxed) abstract arrays (tree_specs)."""
+  specs = tree_specs(abstract_tree, mesh.shape, rules)
+  return jax.tree.map(
+    lambda spec: NamedSharding(mesh, spec), specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+  )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+# The batch layout: the leading axis of every batch array is split over the mesh axes of the
+# "batch" rule, the other axes are replicated. Everything that places, pads or counts a batch
+# goes through these four functions.
+
+
+def batch_axes(rules=LOGICAL_AXIS_RULES) -> tuple[str, ...]:
+  """The mesh axes a batch is split over (the "batch" rule: data and fsdp)."""
+  axes = dict(rules)["batch"]
+  return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def batch_shards(mesh_shape: Mapping[str, int]) -> int:
+  """How many parts a batch is split into on a mesh of `mesh_shape` (a Mesh's .shape)."""
+  return math.prod(mesh_shape[axis] for axis in batch_axes())
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """The sharding of a batch array of rank `ndim`: leading axis over the batch axes."""
+  return NamedSharding(mesh, PartitionSpec(batch_axes(), *([None] * (ndim - 1))))
+
+
+def pad_batch(array, mesh: Mesh):
+  """`array` [B, ...] with zero rows appended up to a multiple of batch_shards (for the text
+  encoder and the samplers, a zero text embedding with an empty mask is the null text)."""
+  array = np.asarray(array)
+  pad = -array.shape[0] % batch_shards(mesh.shape)
+  return np.pad(array, [(0, pad)] + [(0, 0)] * (array.ndim - 1)) if pad else array
+
+
+def check_batch(config, mesh: Mesh) -> None:
+  """Raises ValueError when the config's micro-batch does not split evenly over the mesh."""
+  shards = batch_shards(mesh.shape)
+  micro = config.train.batch_size // config.train.grad_accum
+  if micro % shards:
+    raise ValueError(
+      f"The micro-batch (train.batch_size / train.grad_accum = {micro}) must divide evenly "
+      f"over the {shards} batch shards of the mesh ({' x '.join(batch_axes())})."
+    )
 
 
 def initialize_distributed(config) -> None:

@@ -6,7 +6,7 @@ import jax
 import pytest
 from helpers import run_cli, tiny_config, tiny_overrides
 
-from imagen_jax import bench
+from imagen_jax.perf import bench
 
 
 def _check_train(report, batch):

@@ -8,7 +8,7 @@ import pytest
 from helpers import run_cli
 
 from imagen_jax import Imagen
-from imagen_jax.stage import Stage
+from imagen_jax.models import Stage
 
 pytestmark = pytest.mark.xdist_group("cascade")
 
@@ -161,7 +161,7 @@ def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
 
 def test_loaded_parameters_are_the_ema_parameters(demo):
   out, _ = demo
-  from imagen_jax.cascade import load_stage
+  from imagen_jax.pipeline import load_stage
 
   loaded = load_stage(str(out / "base"))
   assert loaded.step == json.loads((out / "summary.json").read_text())["stages"]["base"]["step"]

@@ -8,7 +8,7 @@ from helpers import run_cli
 
 from imagen_jax import cli
 from imagen_jax.configuration import load_config
-from imagen_jax.inspection import inspect_config
+from imagen_jax.perf.inspect import inspect_config
 
 VERBS = sorted(cli.VERBS)
 
@@ -115,7 +115,7 @@ def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
   ],
 )
 def test_only_training_verbs_split_a_cpu_into_devices(argv, split):
-  args, _ = cli._parser().parse_known_args(argv)
+  args, _ = cli.build_parser().parse_known_args(argv)
   assert cli.trains(args) == split
 
 

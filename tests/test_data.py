@@ -2,6 +2,7 @@
 image-mode conversion, and the precomputed text-embedding store."""
 
 import concurrent.futures
+import functools
 import json
 import logging
 import pathlib
@@ -14,9 +15,9 @@ from PIL import Image
 
 from imagen_jax.configuration import load_config
 from imagen_jax.data import builders, pipeline, shapes
-from imagen_jax.data.encode_text import encode_text
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
-from imagen_jax.text import SHAPES_ENCODER, TextEncoder, load_tokenizer
+from imagen_jax.text import SHAPES_ENCODER, TextEncoder, load_tokenizer, tokenize
+from imagen_jax.text.dataset import encode_text
 
 
 def demo_config(tmp_path, stage="base", *extra):
@@ -34,7 +35,10 @@ def demo_config(tmp_path, stage="base", *extra):
 
 def batches(config, n, *, process_index=0, process_count=1, workers=0, global_batch=8, state=None):
   source = pipeline.open_source(config)
-  transform = pipeline.ExampleTransform(config, tokenizer=load_tokenizer(config.text.encoder))
+  tokenizer = load_tokenizer(config.text.encoder)
+  transform = pipeline.ExampleTransform(
+    config, tokenize=functools.partial(tokenize, tokenizer, max_length=config.text.max_length)
+  )
   ds = pipeline.make_dataset(
     source,
     transform,

@@ -39,7 +39,7 @@ def test_sr_consistency_compares_each_stage_with_its_input():
 def test_a_demo_stopped_while_training_a_stage_stops_there(tmp_path, monkeypatch):
   """Ctrl-C or SIGTERM during a stage ends the demo (it resumes when run again): the next
   stages do not start from a half-trained one."""
-  import imagen_jax.train.trainer as trainer
+  import imagen_jax.train as train_package
   from imagen_jax.demo import run_demo
 
   trained = []
@@ -49,7 +49,7 @@ def test_a_demo_stopped_while_training_a_stage_stops_there(tmp_path, monkeypatch
     stop = {"stopped_by": "Ctrl-C"} if workdir.name == "sr1" else {}
     return {"step": 7, **stop}
 
-  monkeypatch.setattr(trainer, "train_and_evaluate", stopped_in_sr1)
+  monkeypatch.setattr(train_package, "train_and_evaluate", stopped_in_sr1, raising=False)
   summary = run_demo(tmp_path / "out", quick=True)
   assert trained == ["base", "sr1"]
   assert summary["stopped_by"] == "Ctrl-C" and summary["stopped_stage"] == "sr1"

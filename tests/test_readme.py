@@ -48,7 +48,7 @@ def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second():
 @pytest.mark.parametrize("command", imagen_commands())
 def test_every_readme_command_parses_and_its_config_loads(command):
   argv = shlex.split(command)[1:]
-  args, extra = cli._parser().parse_known_args(argv)
+  args, extra = cli.build_parser().parse_known_args(argv)
   assert args.verb in cli.VERBS
   if getattr(args, "config", None):
     load_config(args.config, extra)

@@ -20,7 +20,8 @@ from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config
 from imagen_jax import Imagen
 from imagen_jax.train import workdir as workdir_lib
 from imagen_jax.train.checkpoint import ConfigChangeError, config_differences
-from imagen_jax.train.trainer import TrainingError, train_and_evaluate
+from imagen_jax.train.guards import TrainingError
+from imagen_jax.train.loop import train_and_evaluate
 
 
 def _start(args, workdir):
@@ -322,10 +323,10 @@ def test_object_store_lease_blocks_while_renewed_and_is_taken_over_when_stale(tm
 
 
 def test_in_a_notebook_a_second_ctrl_c_interrupts_the_call_and_keeps_the_kernel(monkeypatch):
-  from imagen_jax.train import trainer
+  from imagen_jax.train import guards
 
-  monkeypatch.setattr(trainer, "_interactive", lambda: True)
-  with trainer._StopRequests() as requests:
+  monkeypatch.setattr(guards, "_interactive", lambda: True)
+  with guards.StopRequests() as requests:
     requests._interrupt(signal.SIGINT, None)
     assert requests.check(0) and requests.reason == "Ctrl-C"
     with pytest.raises(KeyboardInterrupt):

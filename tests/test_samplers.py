@@ -1,6 +1,8 @@
 """Samplers against closed-form oracles: the exact eps of Gaussian data, of a two-component
 Gaussian mixture (guidance) and of a point mass."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -107,13 +109,12 @@ def test_guidance_moves_samples_toward_the_conditioned_component():
   for w in (0.0, 1.0, 2.0, 4.0):
     guided = diffusion.guided_model(model, w)
     x = diffusion.sample(
-      guided,
+      lambda z, t, guided=guided: guided(z, t, (cond, null)),
       (N, 1),
       jax.random.key(2),
       schedule=schedule,
       steps=256,
       sampler="ddim",
-      cond=(cond, null),
     )
     posteriors.append(float(jnp.mean(class_one_posterior(x))))
     if w == 0.0:  # the unconditional model samples the mixture
@@ -138,13 +139,12 @@ def test_guided_model_unpacks_cond_and_null_from_one_pytree():
 
   guided = diffusion.guided_model(model_fn, 3.0)
   diffusion.sample(
-    guided,
+    lambda z, t: guided(z, t, (jnp.ones(8), jnp.zeros(8))),
     (8, 1),
     jax.random.key(3),
     schedule=schedule,
     steps=4,
     sampler="ddim",
-    cond=(jnp.ones(8), jnp.zeros(8)),
   )
   assert calls == [(16, 1)]  # one batched call per step, traced once
 
@@ -163,17 +163,22 @@ def test_ddim_with_the_exact_denoiser_of_a_point_mass_returns_the_point():
   np.testing.assert_allclose(x, jnp.broadcast_to(point, x.shape), atol=1e-4)
 
 
-def test_sampler_is_traced_once_per_shape_and_steps():
+def test_the_callers_jit_traces_the_sampler_once_per_shape_and_steps():
+  """sample() is pure: inside a jit that takes the model's inputs as arguments, it compiles once
+  and is reused for new keys and inputs; only static options (steps) trace it again."""
   schedule = diffusion.get_schedule("cosine")
   traces = []
 
-  def eps_fn(z, t, cond):
+  def eps_fn(z, t, c):
     traces.append(z.shape)
-    return z * cond
+    return z * c
 
-  run = lambda key, c, steps=8: diffusion.sample(
-    eps_fn, (4, 3), key, schedule=schedule, steps=steps, sampler="ddpm", cond=c
-  )
+  @functools.partial(jax.jit, static_argnames="steps")
+  def run(key, c, steps=8):
+    return diffusion.sample(
+      lambda z, t: eps_fn(z, t, c), (4, 3), key, schedule=schedule, steps=steps, sampler="ddpm"
+    )
+
   a = run(jax.random.key(0), jnp.float32(0.1))
   b = run(jax.random.key(1), jnp.float32(0.2))
   assert len(traces) == 1

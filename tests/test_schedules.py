@@ -4,7 +4,7 @@ import pytest
 
 from imagen_jax import diffusion
 from imagen_jax.configuration import load_config
-from imagen_jax.stage import Stage
+from imagen_jax.models import Stage
 
 T = np.linspace(0.0, 1.0, 10001)
 SCHEDULES = [("cosine", 0.0), ("linear", 0.0), ("cosine", 2 * np.log(4.0))]

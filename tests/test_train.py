@@ -15,11 +15,12 @@ import pytest
 from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config
 
 from imagen_jax import parallel
-from imagen_jax.stage import Stage
+from imagen_jax.models import Stage
+from imagen_jax.train.guards import TrainingError, check_finite
+from imagen_jax.train.loop import train_and_evaluate
 from imagen_jax.train.optim import clip_by_global_norm, make_optimizer
 from imagen_jax.train.state import TrainState, create_state, state_shardings
 from imagen_jax.train.step import make_train_step
-from imagen_jax.train.trainer import TrainingError, _check_finite, train_and_evaluate
 
 
 @pytest.mark.parametrize("stage", ["base", "sr1", "sr2"])
@@ -108,7 +109,7 @@ def test_non_finite_update_is_skipped_and_counted(tmp_path):
   for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(before)):
     np.testing.assert_array_equal(a, b)
   with pytest.raises(TrainingError, match="non-finite updates in a row"):
-    _check_finite(jax.device_get(metrics), 2, 2)
+    check_finite(jax.device_get(metrics), 2, 2)
 
 
 @pytest.mark.parametrize("max_norm", [0.5, 100.0])

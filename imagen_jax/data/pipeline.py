@@ -22,12 +22,10 @@ import logging
 
 import grain
 import numpy as np
-from PIL import Image
 
-from imagen_jax import paths
+from imagen_jax import images, paths
 from imagen_jax.data import builders
 from imagen_jax.errors import short_error
-from imagen_jax.text import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +36,9 @@ def resize_shortest_side(image: np.ndarray, size: int) -> np.ndarray:
   if min(h, w) == size:
     return image
   scale = size / min(h, w)
-  new = (max(size, round(w * scale)), max(size, round(h * scale)))
-  return np.asarray(Image.fromarray(image).resize(new, Image.BICUBIC))
+  return images.antialiased_resize(
+    image, (max(size, round(w * scale)), max(size, round(h * scale)))
+  )
 
 
 def crop(image: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -50,11 +49,6 @@ def crop(image: np.ndarray, size: int, rng: np.random.Generator | None) -> np.nd
   else:
     top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
   return image[top : top + size, left : left + size]
-
-
-def downsample(image: np.ndarray, size: int) -> np.ndarray:
-  """Antialiased (PIL bicubic) resize of a square image to size x size."""
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
 
 
 def _get(element: dict, key: str):
@@ -74,7 +68,9 @@ class ExampleTransform:
   """One source element (decoded by the tfds data source) -> one training example (see module
   docstring). Picklable, so it runs in grain worker processes."""
 
-  def __init__(self, config, *, tokenizer=None, store=None):
+  def __init__(self, config, *, tokenize=None, store=None):
+    """`tokenize` (picklable): [caption] -> (input_ids [1, L], mask [1, L]), when the text is
+    encoded in the train step; `store`: an EmbeddingStore of precomputed embeddings."""
     self.image_size = config.image_size
     self.low_res_size = config.low_res_size if config.stage == "sr" else 0
     self.crop_from = config.data.crop_from
@@ -83,8 +79,7 @@ class ExampleTransform:
     self.image_key = config.data.image_key
     self.text_key = config.data.text_key
     self.seed = config.seed
-    self.max_length = config.text.max_length
-    self.tokenizer = tokenizer
+    self.tokenize = tokenize
     self.store = store
 
   def __call__(self, element: dict, rng: np.random.Generator) -> dict:
@@ -106,11 +101,11 @@ class ExampleTransform:
       image = image[:, ::-1]
     out = {"image": np.ascontiguousarray(image), "index": np.int64(index)}
     if self.low_res_size:
-      out["low_res"] = downsample(out["image"], self.low_res_size)
+      out["low_res"] = images.antialiased_resize(out["image"], self.low_res_size)
     if self.store is not None:
       out["text_emb"], out["text_mask"] = self.store.get(index)
-    elif self.tokenizer is not None:
-      ids, mask = tokenize(self.tokenizer, [self.caption(element)], self.max_length)
+    elif self.tokenize is not None:
+      ids, mask = self.tokenize([self.caption(element)])
       out["input_ids"], out["text_mask"] = ids[0], mask[0]
     return out
 

@@ -1,7 +1,7 @@
 """Diffusion math as pure functions over log-SNR: schedules, forward process, predictions, losses,
 guidance, thresholding, noise-conditioning augmentation and samplers."""
 
-from imagen_jax.diffusion.augmentation import noise_augment, random_aug_level
+from imagen_jax.diffusion.augmentation import noise_augment
 from imagen_jax.diffusion.guidance import combine_guidance, guided_model
 from imagen_jax.diffusion.losses import diffusion_loss
 from imagen_jax.diffusion.predictions import (
@@ -51,7 +51,6 @@ __all__ = [
   "predict_x_from_eps",
   "predict_x_from_v",
   "q_sample",
-  "random_aug_level",
   "sample",
   "static_threshold",
   "threshold",

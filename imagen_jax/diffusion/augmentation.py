@@ -27,11 +27,5 @@ def noise_augment(low_res, *, aug_level, schedule: Schedule, key=None, noise=Non
     if key is None:
       raise ValueError("noise_augment needs a key or the noise.")
     noise = jax.random.normal(key, low_res.shape, low_res.dtype)
-  eps = noise
-  noised = q_sample(x=low_res, eps=eps, logsnr=schedule.logsnr(aug_level))
+  noised = q_sample(x=low_res, eps=noise, logsnr=schedule.logsnr(aug_level))
   return jnp.where((aug_level > 0)[:, None, None, None], noised, low_res), aug_level
-
-
-def random_aug_level(key, batch: int, *, max_level: float = 1.0):
-  """Training's aug levels: U(0, max_level) per example, [B]."""
-  return jax.random.uniform(key, (batch,), jnp.float32, 0.0, max_level)

@@ -23,7 +23,7 @@ def guided_model(model_fn, scale):
   model_fn(z, t, cond) takes z [B, ...], t [B] and a pytree `cond` whose leaves have a leading
   batch axis; `null` is the same pytree for the unconditional model. The returned function stacks
   (z, z), (t, t) and (cond, null) into a batch of 2B, calls model_fn once, and combines the two
-  halves with weight `scale`. Its signature fits `sample(..., cond=(cond, null))`.
+  halves with weight `scale`. For `sample`: lambda z, t: fn(z, t, (cond, null)).
   """
 
   def fn(z, t, cond_and_null):

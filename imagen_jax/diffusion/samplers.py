@@ -1,4 +1,4 @@
-"""Samplers of the reverse process, each one jitted `lax.scan` over a time grid.
+"""Samplers of the reverse process, each one `lax.scan` over a time grid (the caller jits it).
 
 A step goes from time t to an earlier time s on a grid from t = 1 to t = 0: uniform in t
 ("time" spacing, the default of "ddpm" and "ddim") or uniform in log-SNR over [-10, 10] ("logsnr",
@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax import xla_cpu
 from imagen_jax.diffusion import predictions
 from imagen_jax.diffusion.schedules import Schedule
-from imagen_jax.diffusion.thresholding import check_threshold, threshold
+from imagen_jax.diffusion.thresholding import check_threshold
+from imagen_jax.diffusion.thresholding import threshold as threshold_fn
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 SPACINGS = ("time", "logsnr")
@@ -87,78 +87,6 @@ def dpm_solver_2m_step(z, data_pred, *, lam_t, lam_s):
   return jnp.exp(log_s_s - log_s_t) * z - jnp.exp(log_a_s) * jnp.expm1(-h) * data_pred
 
 
-_STATIC_ARGNAMES = (
-  "model_fn",
-  "shape",
-  "schedule",
-  "sampler",
-  "eta",
-  "logvar_interp",
-  "threshold_method",
-  "percentile",
-  "objective",
-  "progress",
-)
-
-
-@functools.cache
-def _jitted_sampler(compiler_options: tuple[tuple[str, str], ...]):
-  """The sampler, jitted once per set of backend compile options."""
-  return jax.jit(_sample, static_argnames=_STATIC_ARGNAMES, compiler_options=dict(compiler_options))
-
-
-def _sample(
-  model_fn,
-  shape,
-  key,
-  cond,
-  t_grid,
-  *,
-  schedule,
-  sampler,
-  eta,
-  logvar_interp,
-  threshold_method,
-  percentile,
-  objective,
-  progress,
-):
-  call = (lambda z, t: model_fn(z, t)) if cond is None else (lambda z, t: model_fn(z, t, cond))
-  steps = t_grid.shape[0] - 1
-  lam_grid = logsnr_grid(schedule, t_grid)
-  key_init, key_steps = jax.random.split(key)
-  z = jax.random.normal(key_init, shape, jnp.float32)
-
-  def body(carry, xs):
-    z, x_prev, h_prev = carry
-    i, t, lam_t, lam_s = xs
-    pred = call(z, jnp.full((shape[0],), t, jnp.float32)).astype(jnp.float32)
-    x_hat, eps_hat = predictions.x_and_eps_from_prediction(
-      pred, z=z, logsnr=lam_t, objective=objective
-    )
-    if threshold_method != "none":
-      x_hat = threshold(x_hat, method=threshold_method, percentile=percentile)
-      eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
-    noise = jax.random.normal(jax.random.fold_in(key_steps, i), shape, jnp.float32)
-    h = 0.5 * (lam_s - lam_t)
-    if sampler == "ddpm":
-      z = ddpm_step(z, x_hat, noise, lam_t=lam_t, lam_s=lam_s, logvar_interp=logvar_interp)
-    elif sampler == "ddim":
-      z = ddim_step(x_hat, eps_hat, noise, lam_t=lam_t, lam_s=lam_s, eta=eta)
-    else:
-      first_order = (i == 0) | jnp.isinf(lam_s)
-      r = h_prev / jnp.where(first_order, 1.0, h)
-      data_pred = jnp.where(first_order, x_hat, x_hat + (x_hat - x_prev) / (2 * r))
-      z = dpm_solver_2m_step(z, data_pred, lam_t=lam_t, lam_s=lam_s)
-    if progress is not None:
-      jax.debug.callback(progress, i)
-    return (z, x_hat, h), None
-
-  xs = (jnp.arange(steps), t_grid[:-1], lam_grid[:-1], lam_grid[1:])
-  (z, _, _), _ = jax.lax.scan(body, (z, jnp.zeros_like(z), jnp.ones((), jnp.float32)), xs)
-  return z
-
-
 def sample(
   model_fn,
   shape,
@@ -167,7 +95,6 @@ def sample(
   schedule: Schedule,
   steps: int,
   sampler: str = "ddpm",
-  cond=None,
   eta: float = 0.0,
   logvar_interp: float = 0.0,
   threshold: str = "none",
@@ -178,11 +105,10 @@ def sample(
 ):
   """Draws samples [*shape] (float32) from a model of the reverse process.
 
-  model_fn(z, t) or, when `cond` is given, model_fn(z, t, cond): z [B, ...] float32, t [B] in
-  [0, 1]; returns the prediction named by `objective` ("eps", "x" or "v"), already guided.
-  It must be pure and jittable; pass everything that changes between calls (parameters, text
-  embeddings) through `cond`, a pytree of arrays, so one compiled sampler is reused: the sampler
-  is traced once per (model_fn, shape, schedule, steps, sampler, options).
+  model_fn(z, t): z [B, ...] float32, t [B] in [0, 1]; returns the prediction named by
+  `objective` ("eps", "x" or "v"), already guided. It must be pure and traceable.
+  A pure function: called as it is, its scan runs eagerly (compiled on every call); inside the
+  caller's `jax.jit` (with everything but arrays static) it compiles once, with the model.
   `threshold` ("none", "static", "dynamic") is applied to x_hat at every step. `spacing` is the
   time grid ("time" or "logsnr"; None picks the sampler's default).
   `progress`, if given, is called on the host with the step index after every step.
@@ -202,19 +128,35 @@ def sample(
   check_threshold(threshold)
   predictions.check_objective(objective)
   t_grid = jnp.asarray(time_grid(schedule, steps, spacing))
-  options = tuple(sorted(xla_cpu.compiler_options("sample").items()))
-  return _jitted_sampler(options)(
-    model_fn,
-    tuple(shape),
-    key,
-    cond,
-    t_grid,
-    schedule=schedule,
-    sampler=sampler,
-    eta=float(eta),
-    logvar_interp=float(logvar_interp),
-    threshold_method=threshold,
-    percentile=float(percentile),
-    objective=objective,
-    progress=progress,
-  )
+  lam_grid = logsnr_grid(schedule, t_grid)
+  key_init, key_steps = jax.random.split(key)
+  z = jax.random.normal(key_init, shape, jnp.float32)
+
+  def body(carry, xs):
+    z, x_prev, h_prev = carry
+    i, t, lam_t, lam_s = xs
+    pred = model_fn(z, jnp.full((shape[0],), t, jnp.float32)).astype(jnp.float32)
+    x_hat, eps_hat = predictions.x_and_eps_from_prediction(
+      pred, z=z, logsnr=lam_t, objective=objective
+    )
+    if threshold != "none":
+      x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile)
+      eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
+    noise = jax.random.normal(jax.random.fold_in(key_steps, i), shape, jnp.float32)
+    h = 0.5 * (lam_s - lam_t)
+    if sampler == "ddpm":
+      z = ddpm_step(z, x_hat, noise, lam_t=lam_t, lam_s=lam_s, logvar_interp=logvar_interp)
+    elif sampler == "ddim":
+      z = ddim_step(x_hat, eps_hat, noise, lam_t=lam_t, lam_s=lam_s, eta=eta)
+    else:
+      first_order = (i == 0) | jnp.isinf(lam_s)
+      r = h_prev / jnp.where(first_order, 1.0, h)
+      data_pred = jnp.where(first_order, x_hat, x_hat + (x_hat - x_prev) / (2 * r))
+      z = dpm_solver_2m_step(z, data_pred, lam_t=lam_t, lam_s=lam_s)
+    if progress is not None:
+      jax.debug.callback(progress, i)
+    return (z, x_hat, h), None
+
+  xs = (jnp.arange(steps), t_grid[:-1], lam_grid[:-1], lam_grid[1:])
+  (z, _, _), _ = jax.lax.scan(body, (z, jnp.zeros_like(z), jnp.ones((), jnp.float32)), xs)
+  return z

@@ -110,7 +110,7 @@ class EfficientUNet(nn.Module):
       h = block_body(h, i, "up")
       out_ch = self.channels[max(i - 1, 0)]
       if self.strides[i] > 1:  # upsample last
-        h = layers.upsample(h, self.strides[i])
+        h = layers.nearest_upsample(h, self.strides[i])
       h = layers.conv(out_ch, dtype=dt, name=f"up_{i}_conv")(h)
     h = nn.silu(layers.GroupNorm(dtype=dt, name="out_norm")(h))
     out = layers.conv(self.out_channels, names=layers.ROW, zero=True, dtype=dt, name="out_conv")(h)

@@ -90,12 +90,11 @@ def group_norm(x, scale, bias, groups: int, eps: float = 1e-6):
   """GroupNorm of x [B, ..., C] over its non-batch axes in `groups` groups of channels, then
   scale and bias [C]: float32 [B, ..., C].
 
-  Written out rather than left to autodiff, for XLA:CPU (the demo base's train step 7% faster on
-  one core): one pass over x for both statistics, one over (dy, x) for both gradient sums, each
-  a single variadic reduce over [B, N / 8, 8, C] (a reduce over N alone ran at a fifth of the
-  speed); the per-group values are spread back to channels by a 0/1 matrix product that XLA
-  computes once, where a reshape-broadcast was recomputed, group index and all, for every
-  element of the pass that normalises.
+  Written out rather than left to autodiff, for XLA:CPU: one pass over x for both statistics,
+  one over (dy, x) for both gradient sums, each a single variadic reduce over [B, N / 8, 8, C]
+  (XLA:CPU reduces over N alone far slower); the per-group values are spread back to channels
+  by a 0/1 matrix product that XLA computes once, where a reshape-broadcast was recomputed for
+  every element of the pass that normalises. Measurements: docs/performance.md.
   """
   if x.shape[-1] % groups:
     raise ValueError(f"GroupNorm: {x.shape[-1]} channels do not split into {groups} groups.")
@@ -211,8 +210,7 @@ def attention(q, k, v, mask=None, *, chunk_size: int = 1024):
 
   Keys and values are put heads-major ([B, H, Lk, D]) once, so both products are plain batched
   matmuls, and the softmax is normalised after the value product (a division per output rather
-  than per score, as in flash attention): a quarter less time for a forward and backward pass of
-  the demo's 8x8 attention on one CPU core, a train step 3.5% less.
+  than per score, as in flash attention).
 
   When Lq exceeds `chunk_size`, queries are processed in chunks under jax.checkpoint, so the
   scores never take more than chunk_size x Lk per head (Rabe & Staats 2021, query chunking);
@@ -343,13 +341,13 @@ class AttentionPooling(nn.Module):
     )
 
 
-def downsample(x, factor: int = 2):
+def average_pool(x, factor: int = 2):
   """Average pooling by `factor` (the resampling of BigGAN-style residual blocks)."""
   b, h, w, c = x.shape
   return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
 
 
-def upsample(x, factor: int = 2):
+def nearest_upsample(x, factor: int = 2):
   """Nearest-neighbour upsampling by `factor`."""
   return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
@@ -371,7 +369,7 @@ class ResBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, emb):
-    resize = {"down": downsample, "up": upsample, None: lambda v: v}[self.resample]
+    resize = {"down": average_pool, "up": nearest_upsample, None: lambda v: v}[self.resample]
     h = nn.silu(GroupNorm(dtype=self.dtype, name="norm_0")(x))
     h = resize(h)
     x = resize(x)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
+from jax.sharding import NamedSharding
 
 from imagen_jax import parallel
 from imagen_jax.models.safetensors_io import open_checkpoint
@@ -127,7 +128,7 @@ def load_params(directory, config: T5Config, *, param_dtype=jnp.float32, mesh=No
     if mesh is None:
       params[path] = jax.device_put(np.asarray(host, dtype))
     else:
-      sharding = parallel.logical_to_sharding(leaf.names, host.shape, mesh)
+      sharding = NamedSharding(mesh, parallel.partition_spec(leaf.names, host.shape, mesh.shape))
       params[path] = jax.make_array_from_callback(
         host.shape, sharding, lambda idx, host=host, dtype=dtype: np.asarray(host[idx], dtype)
       )

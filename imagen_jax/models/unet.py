@@ -141,7 +141,7 @@ class UNet(nn.Module):
         if self.resblock_updown:
           h = res(ch, f"up_{level}_resample", "up")(h, emb)
         else:
-          h = layers.conv(ch, dtype=dt, name=f"up_{level}_conv")(layers.upsample(h))
+          h = layers.conv(ch, dtype=dt, name=f"up_{level}_conv")(layers.nearest_upsample(h))
     h = nn.silu(layers.GroupNorm(dtype=dt, name="out_norm")(h))
     out = layers.conv(self.out_channels, names=layers.ROW, zero=True, dtype=dt, name="out_conv")(h)
     return out.astype(jnp.float32)

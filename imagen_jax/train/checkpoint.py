@@ -1,7 +1,14 @@
-"""orbax checkpoints of a training run: the train state, the data iterator state of every
-process, and the config. Saves are asynchronous and atomic (a save interrupted by a crash or a
-kill leaves no checkpoint behind); a restore that fails falls back to the previous checkpoint,
-and a run whose checkpoints all fail to restore stops with an error instead of starting over."""
+"""orbax checkpoints of a training run, and the one owner of their format:
+
+  WORKDIR/checkpoints/STEP/state    the TrainState (params, EMA params, optimizer state, ...)
+  WORKDIR/checkpoints/STEP/data     the data iterator state of every process (grain)
+  WORKDIR/checkpoints/STEP/config   the config, as JSON
+
+Saves are asynchronous and atomic (a save interrupted by a crash or a kill leaves no checkpoint
+behind); a restore that fails falls back to the previous checkpoint, and a run whose checkpoints
+all fail to restore stops with an error instead of starting over. `checkpoint_dirs`,
+`read_config` and `restore_ema` read a checkpoint for sampling, without the trainer.
+"""
 
 from __future__ import annotations
 
@@ -92,6 +99,50 @@ def _refuse_changes(saved: dict, current: dict, directory) -> list[str]:
   return allowed
 
 
+def checkpoint_dirs(path) -> list[epath.Path]:
+  """The checkpoint step directories of a workdir (newest first), or [path] for one checkpoint."""
+  path = epath.Path(paths.absolute(path))
+  if not path.exists():
+    raise FileNotFoundError(f"Stage directory {path} does not exist.")
+  if not path.is_dir():
+    raise ValueError(
+      f"{path} is a file; a stage is a training --workdir or one of its checkpoints/N folders."
+    )
+  if (path / "state").exists() and (path / "config").exists():
+    return [path]
+  root = path / "checkpoints" if (path / "checkpoints").exists() else path
+  steps = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit()), reverse=True)
+  if not steps:
+    raise FileNotFoundError(
+      f"No checkpoints in {path}: pass a training --workdir (or one of its checkpoints/N "
+      "directories) of a run that saved at least one checkpoint."
+    )
+  return [root / str(step) for step in steps]
+
+
+def read_config(step_dir) -> dict:
+  """The config a checkpoint was saved with, as a dict."""
+  step_dir = epath.Path(step_dir)
+  if not (step_dir / "config").exists():
+    raise FileNotFoundError(f"{step_dir} has no saved config; it is not an imagen_jax checkpoint.")
+  return ocp.JsonCheckpointHandler().restore(step_dir / "config", args=ocp.args.JsonRestore())
+
+
+def restore_ema(step_dir, abstract_params):
+  """The EMA parameters of a checkpoint, shaped and sharded like `abstract_params` (a tree of
+  ShapeDtypeStructs with shardings); nothing else of the state is read."""
+  item = {"ema_params": abstract_params}
+  restored = ocp.PyTreeCheckpointer().restore(
+    epath.Path(step_dir) / "state",
+    args=ocp.args.PyTreeRestore(
+      item=item,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True,
+    ),
+  )
+  return restored["ema_params"]
+
+
 class Checkpointer:
   """The checkpoints under WORKDIR/checkpoints; keeps the newest `keep`."""
 
@@ -128,12 +179,12 @@ class Checkpointer:
     )
 
   def steps(self) -> list[int]:
+    """The steps of the finished checkpoints (saves in flight are waited for)."""
+    self.manager.wait_until_finished()
     return sorted(self.manager.all_steps())
 
   def _saved_config(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
-      "config"
-    ]
+    return read_config(self.directory / str(step))
 
   def check_config(self, config_dict: dict) -> None:
     """Raises ValueError when the newest readable checkpoint was made under a config that differs
@@ -205,9 +256,6 @@ class Checkpointer:
     parallel.sync("checkpoints set aside")
     self.manager.reload()
     return target
-
-  def wait(self):
-    self.manager.wait_until_finished()
 
   def close(self):
     self.manager.wait_until_finished()

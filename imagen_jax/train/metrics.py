@@ -1,89 +1,17 @@
 """Training metrics: metrics.jsonl (one JSON object per logged step, with `step` and `loss`),
-TensorBoard scalars and image grids, and model-FLOPs utilisation against peak FLOP/s."""
+TensorBoard scalars and image grids."""
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
 from imagen_jax import paths
 
 log = logging.getLogger(__name__)
-
-# Dense bfloat16 peak FLOP/s per chip (vendor figures); CPUs are measured instead.
-PEAK_FLOPS = (
-  ("TPU v6", 918e12),  # Trillium (v6e)
-  ("TPU v5p", 459e12),
-  ("TPU v5 lite", 197e12),  # v5e
-  ("TPU v5e", 197e12),
-  ("TPU v5", 459e12),
-  ("TPU v4", 275e12),
-  ("H200", 989e12),
-  ("H100", 989e12),  # SXM
-  ("A100", 312e12),
-)
-
-
-@functools.lru_cache(maxsize=4)
-def measured_cpu_flops(dtype_name: str = "float32") -> float:
-  """Achieved FLOP/s of a 1024^3 matmul on this host (the CPU's practical peak)."""
-  n = 1024
-  a = jnp.ones((n, n), dtype_name)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  best = float("inf")
-  for _ in range(5):
-    start = time.perf_counter()
-    f(a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
-
-
-def peak_flops(device=None, dtype_name: str = "bfloat16") -> float:
-  """Peak FLOP/s of one device: the table for TPUs and GPUs, a measurement for CPUs (the host's
-  matmul rate, shared by its CPU devices when it is split into several)."""
-  device = device or jax.devices()[0]
-  if device.platform == "cpu":
-    host = measured_cpu_flops("float32" if dtype_name == "float32" else dtype_name)
-    return host / len(jax.devices("cpu"))
-  kind = device.device_kind
-  for name, flops in PEAK_FLOPS:
-    if name.lower() in kind.lower():
-      return flops / (2 if dtype_name == "float32" and "TPU" not in kind else 1)
-  return float("nan")
-
-
-def compiled_bytes_per_device(compiled) -> int | None:
-  """Per-device bytes a compiled program needs (arguments + outputs - donated aliases +
-  temporaries) by XLA's memory analysis, or None where the backend does not report it."""
-  try:
-    m = compiled.memory_analysis()
-  except Exception:  # not every backend implements it
-    return None
-  if m is None:
-    return None
-  return int(
-    m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
-  )
-
-
-def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-  """uint8 [N, H, W, 3] -> one uint8 image with the N images in a grid (2 px gaps)."""
-  n, h, w, c = images.shape
-  columns = columns or int(np.ceil(np.sqrt(n)))
-  rows = int(np.ceil(n / columns))
-  out = np.full((rows * (h + 2) + 2, columns * (w + 2) + 2, c), 255, np.uint8)
-  for i, image in enumerate(images):
-    r, col = divmod(i, columns)
-    out[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = image
-  return out
 
 
 class MetricsWriter:

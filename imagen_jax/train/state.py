@@ -7,7 +7,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from imagen_jax import parallel
 
@@ -29,20 +28,19 @@ def _paths(tree) -> dict:
   }
 
 
-def _match_param_shardings(abstract_opt_state, abstract_params, param_shardings, mesh):
-  """Each optimizer-state leaf takes the sharding of the parameter whose path ends its own path
-  and whose shape it has (Adam's moments); anything else (Adafactor's factored statistics,
-  counters) is replicated."""
+def optimizer_layout(abstract_opt_state, abstract_params, param_layout, replicated):
+  """The layout (shardings or PartitionSpecs) of the optimizer state: each leaf takes the layout
+  of the parameter whose path ends its own path and whose shape it has (Adam's moments);
+  anything else (Adafactor's factored statistics, counters) gets `replicated`."""
   params = _paths(abstract_params)
-  shards = _paths(param_shardings)
-  replicated = NamedSharding(mesh, PartitionSpec())
+  layouts = _paths(param_layout)
 
   def one(path, leaf):
     keys = tuple(str(k) for k in path)
     for start in range(len(keys)):
       suffix = keys[start:]
       if suffix in params and params[suffix].shape == leaf.shape:
-        return shards[suffix]
+        return layouts[suffix]
     return replicated
 
   return jax.tree_util.tree_map_with_path(one, abstract_opt_state)
@@ -63,12 +61,12 @@ def state_shardings(stage, optimizer, mesh):
     bad_steps=scalar,
     skipped=scalar,
   )
-  replicated = NamedSharding(mesh, PartitionSpec())
+  replicated = parallel.replicated(mesh)
   shardings = TrainState(
     step=replicated,
     params=param_shardings,
     ema_params=param_shardings,
-    opt_state=_match_param_shardings(abstract_opt, abstract_params, param_shardings, mesh),
+    opt_state=optimizer_layout(abstract_opt, abstract_params, param_shardings, replicated),
     bad_steps=replicated,
     skipped=replicated,
   )

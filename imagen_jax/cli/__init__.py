@@ -12,17 +12,17 @@ import sys
 
 # verb -> (module with add_arguments(parser) and run(args), one-line help)
 VERBS = {
-  "demo": ("imagen_jax.cli_demo", "offline: build demo data, train 3 tiny stages, sample"),
-  "train": ("imagen_jax.cli_train", "train one stage from a config"),
-  "sample": ("imagen_jax.cli_sample", "generate images from prompts with trained stages"),
-  "encode-text": ("imagen_jax.cli_encode_text", "precompute text embeddings for a dataset"),
-  "preflight": ("imagen_jax.cli_preflight", "check devices, mesh and agreement of all hosts"),
-  "bench": ("imagen_jax.cli_bench", "benchmark training or sampling speed (JSON)"),
-  "inspect": ("imagen_jax.cli_inspect", "parameter counts, FLOPs and memory of a config (JSON)"),
+  "demo": ("imagen_jax.cli.demo", "offline: build demo data, train 3 tiny stages, sample"),
+  "train": ("imagen_jax.cli.train", "train one stage from a config"),
+  "sample": ("imagen_jax.cli.sample", "generate images from prompts with trained stages"),
+  "encode-text": ("imagen_jax.cli.encode_text", "precompute text embeddings for a dataset"),
+  "preflight": ("imagen_jax.cli.preflight", "check devices, mesh and agreement of all hosts"),
+  "bench": ("imagen_jax.cli.bench", "benchmark training or sampling speed (JSON)"),
+  "inspect": ("imagen_jax.cli.inspect", "parameter counts, FLOPs and memory of a config (JSON)"),
 }
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
   from imagen_jax import __version__
 
   parser = argparse.ArgumentParser(
@@ -56,10 +56,9 @@ def trains(args: argparse.Namespace) -> bool:
 
 def split_host_cpu() -> None:
   """Trains on a CPU as one device per core (data parallel over the cores), unless XLA_FLAGS
-  says otherwise. On 2 cores the demo base trains 1.6x faster than on one device whose operations
-  are threaded over both cores; sampling is the other way round (the demo cascade 0.87 s/image on
-  one device, 1.03 on two, at batch 32), so only training verbs split. Accelerators are
-  unaffected: only XLA's CPU platform reads it. Must run before JAX starts its backends."""
+  says otherwise: training is faster so, sampling is not (docs/performance.md), so only the
+  training verbs split. Accelerators are unaffected: only XLA's CPU platform reads it. Must run
+  before JAX starts its backends."""
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" not in flags:
     count = host_cpu_devices()
@@ -67,7 +66,7 @@ def split_host_cpu() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = _parser()
+  parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   if args.verb is None:
     parser.print_help()

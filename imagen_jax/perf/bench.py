@@ -3,7 +3,7 @@
 Parameters are randomly initialised (speed does not depend on their values). Compilation is
 timed apart from the steady state; a few untimed calls warm up, then `iters` calls are timed and
 the median is reported. FLOPs come from XLA's cost analysis of the compiled program (per device),
-MFU from them and the peak table in train.metrics, memory from XLA's memory analysis (and the
+MFU from them and the peak table in imagen_jax.hardware, memory from XLA's memory analysis (and the
 device's peak allocation where the backend reports it).
 
 When the train state would not fit in this machine's memory (e.g. the 2B base model on a small
@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax import parallel, sampling, xla_cpu
+from imagen_jax import hardware, parallel
 from imagen_jax.configuration import load_config
-from imagen_jax.inspection import inspect_config
-from imagen_jax.stage import Stage
-from imagen_jax.train import metrics as metrics_lib
+from imagen_jax.models.stage import Stage
+from imagen_jax.perf.inspect import inspect_config
+from imagen_jax.pipeline.sampler import StageSampler
+from imagen_jax.train import compile as compile_lib
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
 from imagen_jax.train.step import make_train_step
@@ -37,9 +38,9 @@ def _device_info() -> dict:
 
 
 def _available_bytes() -> int:
-  stats = jax.local_devices()[0].memory_stats() or {}
-  if "bytes_limit" in stats:
-    return int(stats["bytes_limit"])
+  limit = compile_lib.device_bytes_limit()
+  if limit:
+    return int(limit)
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
 
 
@@ -54,14 +55,10 @@ def _time(fn, *, warmup: int, iters: int) -> list[float]:
   return times
 
 
-def _analysis(compiled) -> dict:
-  out = {}
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  out["flops_per_call_per_device"] = float((cost or {}).get("flops", float("nan")))
-  need = metrics_lib.compiled_bytes_per_device(compiled)
-  if need is not None:
-    out["compiled_bytes_per_device"] = need
+def _analysis(compiled: compile_lib.Compiled) -> dict:
+  out = {"flops_per_call_per_device": compiled.flops}
+  if compiled.bytes_per_device is not None:
+    out["compiled_bytes_per_device"] = compiled.bytes_per_device
   return out
 
 
@@ -101,17 +98,16 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
     make_train_step(stage, config, optimizer),
     out_shardings=(shardings, parallel.replicated(mesh)),
     donate_argnums=0,
-    compiler_options=xla_cpu.compiler_options("train"),
+    compiler_options=hardware.compiler_options("train"),
   )
   key = jax.random.key(0)
-  t0 = time.perf_counter()
-  compiled = step.lower(abstract, batch_arrays, key, None).compile()
+  compiled = compile_lib.compile_ahead(step, abstract, batch_arrays, key, None)
   report = {
     "what": "train",
     **_device_info(),
     "batch": batch,
     "compute_dtype": dtype_name,
-    "compile_seconds": round(time.perf_counter() - t0, 2),
+    "compile_seconds": round(compiled.seconds, 2),
     **_analysis(compiled),
   }
   state_gib = inspect_config(config, devices=jax.device_count())["memory_per_device"]["total_gib"]
@@ -125,13 +121,13 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
   holder = {"state": state}
 
   def call():
-    holder["state"], m = compiled(holder["state"], batch_arrays, key, None)
+    holder["state"], m = compiled.call(holder["state"], batch_arrays, key, None)
     return m["loss"]
 
   times = _time(call, warmup=warmup, iters=iters)
   step_seconds = statistics.median(times)
   flops = report["flops_per_call_per_device"]
-  peak = metrics_lib.peak_flops(dtype_name=dtype_name)
+  peak = hardware.peak_flops(dtype_name=dtype_name)
   report.update(
     {
       "step_seconds": round(step_seconds, 5),
@@ -168,11 +164,11 @@ def bench_sample(
   total = 0.0
   for i, config in enumerate(configs):
     stage = Stage.from_config(config)
+    sample = StageSampler(stage)
     params = jax.jit(
       lambda k, stage=stage: nn.unbox(stage.init_params(k)), out_shardings=parallel.replicated(mesh)
     )(jax.random.key(i))
-    shards = mesh.shape["data"]
-    padded = batch + (-batch % shards)
+    padded = batch + (-batch % parallel.batch_shards(mesh.shape))
     text = jnp.asarray(
       rng.normal(size=(padded, config.text.max_length, config.text.dim)), jnp.float32
     )
@@ -189,8 +185,8 @@ def bench_sample(
       aug_level=config.sample.aug_level,
       size=stage.output_size,
     )
-    run = lambda stage=stage, params=params, text=text, mask=mask, kw=kw: sampling.sample_stage(
-      stage, params, text, mask, jax.random.key(0), **kw
+    run = lambda sample=sample, params=params, text=text, mask=mask, kw=kw: sample(
+      params, text, mask, jax.random.key(0), **kw
     )
     t0 = time.perf_counter()
     out = jax.block_until_ready(run())  # the first call compiles

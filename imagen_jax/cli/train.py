@@ -27,7 +27,7 @@ def add_arguments(parser):
 def run(args) -> int:
   from imagen_jax import logs, paths
   from imagen_jax.configuration import load_config
-  from imagen_jax.train.trainer import train_and_evaluate
+  from imagen_jax.train import train_and_evaluate
 
   logs.setup()
   config = load_config(args.config, args.overrides)

@@ -12,101 +12,21 @@ the local devices, and every stage compiles once per (batch, steps, options) and
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from etils import epath
-from PIL import Image as PILImage
 
-from imagen_jax import parallel, paths, sampling
-from imagen_jax.errors import short_error
-from imagen_jax.stage import Stage, to_float, to_uint8
+from imagen_jax import parallel
+from imagen_jax.images import antialiased_resize, to_float, to_uint8
+from imagen_jax.pipeline.loading import LoadedStage, load_stage
 from imagen_jax.text import TextEncoder, check_texts
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class LoadedStage:
-  stage: Stage
-  params: dict  # EMA parameters
-  config: ml_collections.ConfigDict
-  path: str
-  step: int
-
-
-def _checkpoints(path) -> list[epath.Path]:
-  """The checkpoint step directories of a workdir (newest first), or [path] for one checkpoint."""
-  path = epath.Path(paths.absolute(path))
-  if not path.exists():
-    raise FileNotFoundError(f"Stage directory {path} does not exist.")
-  if not path.is_dir():
-    raise ValueError(
-      f"{path} is a file; a stage is a training --workdir or one of its checkpoints/N folders."
-    )
-  if (path / "state").exists() and (path / "config").exists():
-    return [path]
-  root = path / "checkpoints" if (path / "checkpoints").exists() else path
-  steps = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit()), reverse=True)
-  if not steps:
-    raise FileNotFoundError(
-      f"No checkpoints in {path}: pass a training --workdir (or one of its checkpoints/N "
-      "directories) of a run that saved at least one checkpoint."
-    )
-  return [root / str(step) for step in steps]
-
-
-def _restore_ema(step_dir: epath.Path, mesh) -> tuple[Stage, dict, ml_collections.ConfigDict]:
-  config_file = step_dir / "config" / "metadata"
-  if not config_file.exists():
-    raise FileNotFoundError(f"{step_dir} has no saved config; it is not an imagen_jax checkpoint.")
-  config = ml_collections.ConfigDict(json.loads(config_file.read_text()))
-  stage = Stage.from_config(config)
-  replicated = parallel.replicated(mesh)
-  abstract = jax.tree.map(
-    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
-    nn.unbox(stage.abstract_params()),
-  )
-  item = {"ema_params": abstract}
-  restored = ocp.PyTreeCheckpointer().restore(
-    step_dir / "state",
-    args=ocp.args.PyTreeRestore(
-      item=item,
-      restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-      partial_restore=True,
-    ),
-  )
-  return stage, restored["ema_params"], config
-
-
-def load_stage(path, *, mesh=None) -> LoadedStage:
-  """A stage's EMA parameters (replicated over `mesh`, default: all local devices) and config,
-  from the newest checkpoint of a workdir that can be read (older ones are tried, with a
-  warning, when newer ones are damaged) or from one given checkpoint directory."""
-  mesh = mesh or parallel.make_mesh({"data": -1})
-  candidates = _checkpoints(path)
-  errors = []
-  for step_dir in candidates:
-    try:
-      stage, params, config = _restore_ema(step_dir, mesh)
-    except Exception as e:  # orbax and tensorstore raise many types for damaged files
-      errors.append(f"{step_dir}: {short_error(e)}")
-      if len(candidates) > 1:
-        log.warning("cannot read the checkpoint %s; trying an older one", errors[-1])
-      continue
-    if errors:
-      log.warning("%s: sampling from the checkpoint of step %s", path, step_dir.name)
-    step = int(step_dir.name) if step_dir.name.isdigit() else -1
-    return LoadedStage(stage, params, config, str(path), step)
-  raise RuntimeError(f"No checkpoint of {path} can be read:\n  " + "\n  ".join(errors))
 
 
 def _per_stage(value, n: int, name: str, default: list) -> list:
@@ -119,19 +39,14 @@ def _per_stage(value, n: int, name: str, default: list) -> list:
   return [value] * n
 
 
-class _ProgressRouter:
-  """One callable for every compiled sampler (a new one would recompile) that forwards step
-  callbacks to the current progress bar."""
+@dataclasses.dataclass
+class StageOutput:
+  """One stage's images in a cascade run: `index` (0-based), uint8 `images` [B, H, W, 3], and the
+  wall-clock `seconds` it took (its first call includes compilation)."""
 
-  def __init__(self):
-    self.bar = None
-
-  def __call__(self, step):
-    if self.bar is not None:
-      self.bar.update(1)
-
-
-_PROGRESS = _ProgressRouter()
+  index: int
+  images: np.ndarray
+  seconds: float
 
 
 class Imagen:
@@ -143,7 +58,6 @@ class Imagen:
     self.stages = list(stages)
     self.text_encoder = text_encoder
     self.mesh = mesh or parallel.make_mesh({"data": -1})
-    self.last_timings: list[float] = []  # seconds per stage of the last sample() call
     self._check_chain()
 
   @classmethod
@@ -189,11 +103,18 @@ class Imagen:
           f"to {cur.stage.output_size}x{cur.stage.output_size}."
         )
 
-  @property
-  def resolutions(self) -> list[int]:
-    return [s.stage.output_size for s in self.stages]
+  def sample(self, prompts: Sequence[str], **options) -> list[np.ndarray]:
+    """Images for `prompts`: a list with one uint8 array [B, H, W, 3] per stage run.
 
-  def sample(
+    Options (all keyword): seed, guidance, steps, sampler, aug_level (SR stages) and threshold
+    take one value for all stages or one per stage; None uses each stage's config.sample values.
+    `stop_at_stage` (1-based) stops early. `start_image` (uint8 [H, W, 3] or [B, H, W, 3])
+    replaces the base stage's output: it is resized to the base resolution and super-resolved by
+    the later stages. `progress` shows a progress bar per stage.
+    """
+    return [out.images for out in self.sample_stages(prompts, **options)]
+
+  def sample_stages(
     self,
     prompts: Sequence[str],
     *,
@@ -206,14 +127,9 @@ class Imagen:
     stop_at_stage: int | None = None,
     start_image=None,
     progress: bool = False,
-  ) -> list[np.ndarray]:
-    """Images for `prompts`: a list with one uint8 array [B, H, W, 3] per stage run.
-
-    guidance, steps, sampler, aug_level (SR stages) and threshold take one value for all stages
-    or one per stage; None uses each stage's config.sample values. `stop_at_stage` (1-based)
-    stops early. `start_image` (uint8 [H, W, 3] or [B, H, W, 3]) replaces the base stage's output:
-    it is resized to the base resolution and super-resolved by the later stages.
-    """
+  ) -> Iterator[StageOutput]:
+    """`sample`, one stage at a time: yields a StageOutput as each stage finishes (the options
+    are sample's)."""
     prompts = check_texts(prompts)
     n = len(self.stages)
     last = n if stop_at_stage is None else stop_at_stage
@@ -226,22 +142,20 @@ class Imagen:
     aug_level = _per_stage(aug_level, n, "aug_level", [c.aug_level for c in configs])
     threshold = _per_stage(threshold, n, "threshold", [c.threshold for c in configs])
 
+    # The batch is padded to split evenly over the devices; a padding row is the null text.
     batch = len(prompts)
-    shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    padded = batch + (-batch % shards)
-    texts = prompts + [""] * (padded - batch)
-    emb, mask = self.text_encoder(texts)
-    sharding = parallel.batch_sharding(self.mesh, 3)
-    emb = jax.device_put(jnp.asarray(emb, jnp.float32), sharding)
+    emb, mask = self.text_encoder(prompts)
+    emb = parallel.pad_batch(np.asarray(emb, np.float32), self.mesh)
+    mask = parallel.pad_batch(mask, self.mesh)
+    emb = jax.device_put(emb, parallel.batch_sharding(self.mesh, 3))
     mask = jax.device_put(mask, parallel.batch_sharding(self.mesh, 2))
     key = jax.random.key(seed)
 
-    outputs, images = [], None
-    self.last_timings = []
+    images = None
     first = 0
     if start_image is not None:
-      images = self._start_images(start_image, batch, padded)
-      outputs.append(np.asarray(to_uint8(images))[:batch])
+      images = self._start_images(start_image, batch, emb.shape[0])
+      yield StageOutput(0, np.asarray(to_uint8(images))[:batch], 0.0)
       first = 1
     for i in range(first, last):
       loaded = self.stages[i]
@@ -253,28 +167,26 @@ class Imagen:
         bar = tqdm(
           total=steps[i], desc=f"stage {i + 1} ({loaded.stage.output_size}px)", unit="step"
         )
-      _PROGRESS.bar = bar
-      images = sampling.sample_stage(
-        loaded.stage,
-        loaded.params,
-        emb,
-        mask,
-        jax.random.fold_in(key, i),
-        steps=int(steps[i]),
-        sampler=sampler[i],
-        guidance=float(guidance[i]),
-        threshold=threshold[i],
-        low_res=images,
-        aug_level=float(aug_level[i]),
-        size=loaded.stage.output_size,
-        progress=_PROGRESS if progress else None,
-      )
-      outputs.append(np.asarray(to_uint8(images))[:batch])
-      self.last_timings.append(time.perf_counter() - t0)
-      if bar is not None:
-        bar.close()
-      _PROGRESS.bar = None
-    return outputs
+      try:
+        images = loaded.sampler(
+          loaded.params,
+          emb,
+          mask,
+          jax.random.fold_in(key, i),
+          steps=int(steps[i]),
+          sampler=sampler[i],
+          guidance=float(guidance[i]),
+          threshold=threshold[i],
+          low_res=images,
+          aug_level=float(aug_level[i]),
+          size=loaded.stage.output_size,
+          progress_bar=bar,
+        )
+        out = np.asarray(to_uint8(images))[:batch]
+      finally:
+        if bar is not None:
+          bar.close()
+      yield StageOutput(i, out, time.perf_counter() - t0)
 
   def _start_images(self, start_image, batch: int, padded: int):
     if len(self.stages) < 2:
@@ -291,8 +203,6 @@ class Imagen:
     size = self.stages[0].stage.output_size
     if image.shape[1:3] != (size, size):
       log.info("resizing start_image from %s to %dx%d", image.shape[1:3], size, size)
-      image = np.stack(
-        [np.asarray(PILImage.fromarray(im).resize((size, size), PILImage.BICUBIC)) for im in image]
-      )
+      image = np.stack([antialiased_resize(im, size) for im in image])
     image = np.concatenate([image, np.repeat(image[:1], padded - batch, axis=0)])
     return jax.device_put(to_float(jnp.asarray(image)), parallel.batch_sharding(self.mesh, 4))

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from imagen_jax import parallel
 from imagen_jax.data import pipeline
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
-from imagen_jax.text import TextEncoder
+from imagen_jax.text.encoder import TextEncoder
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imagen_jax import xla_cpu
+from imagen_jax import hardware
 
 
 def _conv_net(x, kernels):
@@ -36,7 +36,7 @@ def _ynn_convolutions(compiled_text: str) -> int:
 
 @pytest.mark.parametrize("purpose", ["train", "sample"])
 def test_options_compile_and_keep_convolutions_in_xla(purpose):
-  options = xla_cpu.compiler_options(purpose)
+  options = hardware.compiler_options(purpose)
   assert set(options) <= {"xla_cpu_experimental_ynn_fusion_type"}
   x, kernels = _inputs()
   tuned = jax.jit(_conv_net, compiler_options=options)
@@ -53,4 +53,4 @@ def test_options_compile_and_keep_convolutions_in_xla(purpose):
 
 def test_unknown_purpose_is_an_error():
   with pytest.raises(ValueError, match="purpose"):
-    xla_cpu.compiler_options("eval")
+    hardware.compiler_options("eval")

@@ -11,18 +11,19 @@ activation (temporary) memory.
 from __future__ import annotations
 
 import math
-import types
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
-from imagen_jax import models, parallel, text, xla_cpu
+from imagen_jax import hardware, models, parallel, text
 from imagen_jax.models import t5
-from imagen_jax.stage import Stage
+from imagen_jax.models.stage import Stage
+from imagen_jax.train import compile as compile_lib
 from imagen_jax.train.optim import make_optimizer
-from imagen_jax.train.state import TrainState
+from imagen_jax.train.state import TrainState, optimizer_layout
 from imagen_jax.train.step import make_train_step
 
 GIB = 2**30
@@ -43,46 +44,31 @@ def _mesh_sizes(config, devices: int) -> dict[str, int]:
   return sizes
 
 
+def _sharded_bytes(abstract, spec: PartitionSpec, sizes: dict[str, int], itemsize=None) -> int:
+  """Bytes on one device of an array laid out by `spec` on a mesh of `sizes`."""
+  shards = 1
+  for axes in spec:
+    for axis in (axes,) if isinstance(axes, str) else (axes or ()):
+      shards *= sizes[axis]
+  itemsize = itemsize or np.dtype(abstract.dtype).itemsize
+  return math.prod(abstract.shape) * itemsize // shards
+
+
 def _bytes_per_device(boxed_tree, sizes: dict[str, int], dtype_bytes: int | None = None) -> int:
   """Bytes on one device of a tree of boxed ShapeDtypeStructs sharded by the rules."""
-  mesh = types.SimpleNamespace(shape=sizes)
-  total = 0
-  for leaf in jax.tree.leaves(boxed_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned)):
-    names = leaf.names if isinstance(leaf, nn.Partitioned) else ()
-    value = nn.unbox(leaf)
-    spec = nn.logical_to_mesh_axes(names, parallel.LOGICAL_AXIS_RULES) if names else ()
-    spec = parallel._fit_to_shape(spec, value.shape, mesh)
-    shards = 1
-    for axes in spec:
-      for axis in (axes,) if isinstance(axes, str) else (axes or ()):
-        shards *= sizes[axis]
-    itemsize = dtype_bytes or np.dtype(value.dtype).itemsize
-    total += math.prod(value.shape) * itemsize // shards
-  return total
+  specs = parallel.tree_specs(boxed_tree, sizes)
+  leaves = jax.tree.leaves(nn.unbox(boxed_tree))
+  spec_leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return sum(_sharded_bytes(a, spec, sizes, dtype_bytes) for a, spec in zip(leaves, spec_leaves))
 
 
 def _optimizer_bytes(optimizer, boxed_params, sizes) -> int:
-  """Optimizer state per device: leaves shaped like a parameter are sharded like it (Adam's
-  moments), the rest (Adafactor's factored statistics) replicated, as in train.state."""
+  """Optimizer state per device, laid out as the train state lays it out (train.state)."""
   params = nn.unbox(boxed_params)
   opt = jax.eval_shape(optimizer.init, params)
-  by_shape: dict[tuple, list] = {}
-  for leaf in jax.tree.leaves(boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned)):
-    by_shape.setdefault(nn.unbox(leaf).shape, []).append(leaf)
-  total = 0
-  for leaf in jax.tree.leaves(opt):
-    same = by_shape.get(leaf.shape)
-    if same and leaf.ndim > 0:
-      total += _bytes_per_device([same[0]], sizes, np.dtype(leaf.dtype).itemsize)
-    else:
-      total += math.prod(leaf.shape) * np.dtype(leaf.dtype).itemsize
-  return total
-
-
-def _flops(lowered) -> float:
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost.get("flops", float("nan")))
+  layout = optimizer_layout(opt, params, parallel.tree_specs(boxed_params, sizes), PartitionSpec())
+  spec_leaves = jax.tree.leaves(layout, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  return sum(_sharded_bytes(a, spec, sizes) for a, spec in zip(jax.tree.leaves(opt), spec_leaves))
 
 
 def inspect_config(config, *, devices: int | None = None, compile_memory: bool = False) -> dict:
@@ -101,7 +87,7 @@ def inspect_config(config, *, devices: int | None = None, compile_memory: bool =
 
   # FLOPs per image: the U-Net forward, and the train step with stored text embeddings.
   args = models.unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
-  forward = _flops(jax.jit(stage.apply).lower(params, *args))
+  forward = compile_lib.flops(jax.jit(stage.apply).lower(params, *args))
   one = config.copy_and_resolve_references()
   one.train.grad_accum = 1
   optimizer = make_optimizer(one.train)
@@ -118,7 +104,7 @@ def inspect_config(config, *, devices: int | None = None, compile_memory: bool =
       (1, stage.low_res_size, stage.low_res_size, 3), jnp.uint8
     )
   step = make_train_step(stage, one, optimizer)
-  train_flops = _flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
+  train_flops = compile_lib.flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
 
   sizes = _mesh_sizes(config, devices)
   param_bytes = _bytes_per_device(boxed, sizes)
@@ -146,7 +132,7 @@ def inspect_config(config, *, devices: int | None = None, compile_memory: bool =
       mask = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.bool_)
       abstract_t5 = jax.eval_shape(t5.T5Encoder(encoder).init, jax.random.key(0), ids, mask)
       t5_params = nn.unbox(abstract_t5["params"])
-      report["flops_per_image"]["text_encoder_forward"] = _flops(
+      report["flops_per_image"]["text_encoder_forward"] = compile_lib.flops(
         jax.jit(t5.T5Encoder(encoder, dtype=dtype).apply).lower({"params": t5_params}, ids, mask)
       )
       # Frozen and stored in bfloat16 for training.
@@ -154,7 +140,7 @@ def inspect_config(config, *, devices: int | None = None, compile_memory: bool =
         abstract_t5["params"], sizes, dtype_bytes=2
       )
   mem = report["memory_per_device"]
-  batch_shards = sizes["data"] * sizes["fsdp"]
+  batch_shards = parallel.batch_shards(sizes)
   micro = config.train.batch_size // config.train.grad_accum
   mem["batch_per_device"] = micro / batch_shards
   if compile_memory:
@@ -183,9 +169,9 @@ def _activation_bytes(stage, config, optimizer, state, batch, per_device: int) -
   batch = {k: jax.ShapeDtypeStruct((per_device, *v.shape[1:]), v.dtype) for k, v in batch.items()}
   step = make_train_step(stage, config, optimizer)
   compiled = (
-    jax.jit(step, donate_argnums=0, compiler_options=xla_cpu.compiler_options("train"))
+    jax.jit(step, donate_argnums=0, compiler_options=hardware.compiler_options("train"))
     .lower(state, batch, jax.random.key(0), None)
     .compile()
   )
-  analysis = compiled.memory_analysis()
+  analysis = compile_lib.memory(compiled)
   return int(analysis.temp_size_in_bytes) if analysis is not None else -1

@@ -39,8 +39,8 @@ def run(args) -> int:
   from PIL import Image
 
   from imagen_jax import logs
-  from imagen_jax.cascade import Imagen
-  from imagen_jax.train.metrics import grid
+  from imagen_jax.images import grid
+  from imagen_jax.pipeline import Imagen
 
   logs.setup()
   out = pathlib.Path(args.out)
@@ -53,27 +53,29 @@ def run(args) -> int:
   start = None
   if args.start_image:
     start = np.asarray(Image.open(args.start_image).convert("RGB"))
-  per_stage = imagen.sample(
-    args.prompt,
-    seed=args.seed,
-    guidance=_one_or_many(args.guidance),
-    steps=_one_or_many(args.steps),
-    sampler=_one_or_many(args.sampler),
-    aug_level=_one_or_many(args.aug_level),
-    threshold=_one_or_many(args.threshold),
-    stop_at_stage=args.stop_at_stage,
-    start_image=start,
-    progress=True,
+  outputs = list(
+    imagen.sample_stages(
+      args.prompt,
+      seed=args.seed,
+      guidance=_one_or_many(args.guidance),
+      steps=_one_or_many(args.steps),
+      sampler=_one_or_many(args.sampler),
+      aug_level=_one_or_many(args.aug_level),
+      threshold=_one_or_many(args.threshold),
+      stop_at_stage=args.stop_at_stage,
+      start_image=start,
+      progress=True,
+    )
   )
-  final = per_stage[-1]
+  final = outputs[-1].images
   for i, image in enumerate(final):
     Image.fromarray(image).save(out.with_name(f"{out.stem}_{i}.png"))
   Image.fromarray(grid(final)).save(out)
   print(f"loaded {len(imagen.stages)} stage(s) in {load_seconds:.1f}s")
-  for k, seconds in enumerate(imagen.last_timings, 1):
+  for stage in outputs[1 if start is not None else 0 :]:
     print(
-      f"stage {k}: {seconds:.1f}s for {len(args.prompt)} image(s) "
-      f"({per_stage[k - 1].shape[1]}px, first call includes compilation)"
+      f"stage {stage.index + 1}: {stage.seconds:.1f}s for {len(args.prompt)} image(s) "
+      f"({stage.images.shape[1]}px, first call includes compilation)"
     )
   print(f"wrote {out} and {len(final)} image(s) {out.stem}_N.png beside it")
   return 0

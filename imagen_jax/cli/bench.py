@@ -33,7 +33,8 @@ def add_arguments(parser):
 def run(args) -> int:
   import jax
 
-  from imagen_jax import bench, logs
+  from imagen_jax import logs
+  from imagen_jax.perf import bench
 
   logs.setup()
   # Compile time is part of the report: measure it, not a hit in the persistent cache.

@@ -26,7 +26,7 @@ def add_arguments(parser):
 def run(args) -> int:
   from imagen_jax import logs
   from imagen_jax.configuration import load_config
-  from imagen_jax.inspection import inspect_config
+  from imagen_jax.perf.inspect import inspect_config
 
   logs.setup()
   config = load_config(args.config, args.overrides)

@@ -32,13 +32,12 @@ def run(args) -> int:
 
   from imagen_jax import logs, parallel
   from imagen_jax.configuration import load_config
-  from imagen_jax.train.trainer import _check_batch
 
   logs.setup()
   config = load_config(args.config, args.overrides)
   parallel.initialize_distributed(config)
   mesh = parallel.make_mesh(dict(config.mesh))
-  _check_batch(config, mesh)
+  parallel.check_batch(config, mesh)
   shape = {k: int(v) for k, v in mesh.shape.items()}
   local = jax.local_devices()
   print(

@@ -1,0 +1,2 @@
+"""Measuring a config: `inspect` (parameters, FLOPs, memory; nothing allocated) and `bench`
+(steady-state speed of the train step or the sampler)."""

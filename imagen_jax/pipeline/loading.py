@@ -1,0 +1,68 @@
+"""Loading a trained stage for sampling: its config and EMA parameters from a workdir or one of
+its checkpoints (read through train.checkpoint, the format's owner), and its compiled sampler."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import flax.linen as nn
+import jax
+import ml_collections
+
+from imagen_jax import parallel
+from imagen_jax.errors import short_error
+from imagen_jax.models.stage import Stage
+from imagen_jax.pipeline.sampler import StageSampler
+from imagen_jax.train import checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class LoadedStage:
+  """A trained stage: its model, EMA parameters, config, where it came from, and its sampler
+  (compiled on first use per batch shape and options)."""
+
+  stage: Stage
+  params: dict  # EMA parameters
+  config: ml_collections.ConfigDict
+  path: str
+  step: int
+  sampler: StageSampler = dataclasses.field(init=False, repr=False)
+
+  def __post_init__(self):
+    self.sampler = StageSampler(self.stage)
+
+
+def _restore(step_dir, mesh) -> tuple[Stage, dict, ml_collections.ConfigDict]:
+  config = ml_collections.ConfigDict(checkpoint.read_config(step_dir))
+  stage = Stage.from_config(config)
+  replicated = parallel.replicated(mesh)
+  abstract = jax.tree.map(
+    lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
+    nn.unbox(stage.abstract_params()),
+  )
+  return stage, checkpoint.restore_ema(step_dir, abstract), config
+
+
+def load_stage(path, *, mesh=None) -> LoadedStage:
+  """A stage's EMA parameters (replicated over `mesh`, default: all local devices) and config,
+  from the newest checkpoint of a workdir that can be read (older ones are tried, with a
+  warning, when newer ones are damaged) or from one given checkpoint directory."""
+  mesh = mesh or parallel.make_mesh({"data": -1})
+  candidates = checkpoint.checkpoint_dirs(path)
+  errors = []
+  for step_dir in candidates:
+    try:
+      stage, params, config = _restore(step_dir, mesh)
+    except Exception as e:  # orbax and tensorstore raise many types for damaged files
+      errors.append(f"{step_dir}: {short_error(e)}")
+      if len(candidates) > 1:
+        log.warning("cannot read the checkpoint %s; trying an older one", errors[-1])
+      continue
+    if errors:
+      log.warning("%s: sampling from the checkpoint of step %s", path, step_dir.name)
+    step = int(step_dir.name) if step_dir.name.isdigit() else -1
+    return LoadedStage(stage, params, config, str(path), step)
+  raise RuntimeError(f"No checkpoint of {path} can be read:\n  " + "\n  ".join(errors))

@@ -1,0 +1,121 @@
+"""Tokenizers: Hugging Face's for real encoders, and two builtin ones for the offline stand-in
+encoders (see text/encoder.py):
+  BYTE_ENCODER   "builtin:byt5-tiny"    the ByT5 byte tokenizer: any text, a token per byte
+  SHAPES_ENCODER "builtin:shapes-tiny"  a token per word of the shapes captions (data/shapes.py),
+                                        <unk> for any other word (with a warning)
+An empty text has no tokens at all: the null text of classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from imagen_jax.data import shapes
+
+BYTE_ENCODER = "builtin:byt5-tiny"
+SHAPES_ENCODER = "builtin:shapes-tiny"
+# The builtin tokenizers' vocabulary size: ByT5's (256 bytes + 3 special + 125 extra ids), which
+# also holds the shapes words.
+BUILTIN_VOCAB_SIZE = 384
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt"]
+
+log = logging.getLogger(__name__)
+
+
+def resolve_directory(name_or_dir: str) -> pathlib.Path:
+  """A local model directory, or a hub snapshot downloaded on request (config, tokenizer,
+  safetensors; nothing else)."""
+  path = pathlib.Path(os.path.expanduser(name_or_dir))
+  if path.is_dir():
+    return path
+  if path.exists() or name_or_dir.startswith((".", "/", "~")) or name_or_dir.count("/") > 1:
+    raise FileNotFoundError(f"{name_or_dir} is not a model directory.")
+  from huggingface_hub import snapshot_download
+
+  log.info("downloading %s from the Hugging Face hub", name_or_dir)
+  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=HUB_FILES))
+
+
+def load_tokenizer(name_or_dir: str):
+  """The tokenizer of an encoder: a builtin one for a builtin name, else AutoTokenizer's for the
+  model directory (or hub id, downloaded on request)."""
+  if name_or_dir in BUILTIN_TOKENIZERS:
+    return BUILTIN_TOKENIZERS[name_or_dir]()
+  from transformers import AutoTokenizer
+
+  return AutoTokenizer.from_pretrained(str(resolve_directory(name_or_dir)))
+
+
+def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+  """(input_ids [B, max_length] int32, mask [B, max_length] bool), padded and truncated to
+  max_length; an empty text has no tokens at all (the null text)."""
+  enc = tokenizer(
+    list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
+  )
+  ids = np.asarray(enc["input_ids"], np.int32)
+  mask = np.asarray(enc["attention_mask"], bool)
+  empty = np.array([t == "" for t in texts])
+  mask[empty] = False
+  ids[empty] = 0
+  return ids, mask
+
+
+def check_texts(texts) -> list[str]:
+  """`texts` as a list of strings; a clear TypeError or ValueError for anything else."""
+  if isinstance(texts, str):
+    raise TypeError("Pass a list of strings, not a single string: enc([text]).")
+  if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+    raise TypeError(f"Pass a list of strings, e.g. ['a red circle']; got {type(texts).__name__}.")
+  texts = list(texts)
+  if not texts:
+    raise ValueError("No texts given: pass a non-empty list of strings.")
+  bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+  if bad:
+    raise TypeError(f"Every text must be a string; got {bad[0]}.")
+  return texts
+
+
+def shapes_vocabulary() -> list[str]:
+  """Every word of the shapes captions (data/shapes.py), sorted."""
+  phrases = [
+    "a an on background",
+    *shapes.SHAPES,
+    *shapes.COLORS,
+    *shapes.BACKGROUNDS,
+    *shapes.SIZES,
+    *shapes.POSITIONS,
+    *shapes.RELATIONS,
+  ]
+  return sorted({word for phrase in phrases for word in phrase.split()})
+
+
+def _shapes_tokenizer():
+  """Lower-cased, split at spaces and punctuation, a token per known word, then </s>. Ids follow
+  T5: <pad> 0, </s> 1, <unk> 2, then the words."""
+  from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+  from transformers import PreTrainedTokenizerFast
+
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+  vocab.update({word: i + 3 for i, word in enumerate(shapes_vocabulary())})
+  assert len(vocab) <= BUILTIN_VOCAB_SIZE
+  tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+  tok.normalizer = normalizers.Lowercase()
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+  return PreTrainedTokenizerFast(
+    tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+  )
+
+
+def _byte_tokenizer():
+  from transformers import ByT5Tokenizer
+
+  return ByT5Tokenizer()
+
+
+BUILTIN_TOKENIZERS = {BYTE_ENCODER: _byte_tokenizer, SHAPES_ENCODER: _shapes_tokenizer}

@@ -1,0 +1,60 @@
+"""Sample grids during training: the EMA model sampled on a fixed batch of the data, as one
+image for TensorBoard. For SR stages each row shows the upsampled low-res input, the sample and
+the target."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax import hardware
+from imagen_jax.images import bicubic_resize, grid, to_float, to_uint8
+from imagen_jax.train.step import text_condition
+
+EXAMPLES = 8
+
+
+class GridSampler:
+  """Samples `batch` (a local batch of EXAMPLES examples) with the EMA parameters; its sampler is
+  compiled on the first grid and reused for the run."""
+
+  def __init__(self, stage, config, batch: dict, text_encoder=None, text_params=None):
+    self.stage = stage
+    self.batch = batch
+    self.text_encoder, self.text_params = text_encoder, text_params
+    s = config.sample
+    self.guidance, self.aug_level = s.guidance, s.aug_level
+    self._sample = jax.jit(
+      functools.partial(
+        stage.sample,
+        steps=s.steps,
+        sampler=s.sampler,
+        guided=float(s.guidance) != 1.0,
+        threshold=s.threshold,
+        size=stage.image_size,
+      ),
+      compiler_options=hardware.compiler_options("sample"),
+    )
+
+  def __call__(self, ema_params, key) -> np.ndarray:
+    """uint8 [H, W, 3]: the grid of samples for the fixed batch."""
+    batch = {k: jnp.asarray(v) for k, v in self.batch.items() if k != "index"}
+    text, mask = text_condition(batch, self.text_encoder, self.text_params)
+    low = to_float(batch["low_res"]) if self.stage.super_res else None
+    images = self._sample(
+      ema_params,
+      text,
+      mask,
+      key,
+      guidance=jnp.float32(self.guidance),
+      low_res=low,
+      aug_level=jnp.float32(self.aug_level),
+    )
+    rows = [to_uint8(images)]
+    if self.stage.super_res:
+      rows = [to_uint8(bicubic_resize(low, self.stage.image_size)), rows[0], batch["image"]]
+    stacked = np.stack([np.asarray(r) for r in rows], axis=1).reshape(-1, *rows[0].shape[1:])
+    return grid(stacked, columns=len(rows) if self.stage.super_res else None)

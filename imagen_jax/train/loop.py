@@ -1,0 +1,330 @@
+"""Training one stage: config -> data -> sharded state -> compiled step -> loop with metrics,
+sample grids and checkpoints. The same code runs on one CPU and on a TPU pod.
+
+    from imagen_jax.configuration import load_config
+    from imagen_jax.train import train_and_evaluate
+    train_and_evaluate(load_config("configs/demo.py:base"), "runs/base")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+
+import jax
+import jax.numpy as jnp
+from etils import epath
+from tqdm import tqdm
+
+from imagen_jax import hardware, parallel, paths
+from imagen_jax.data import pipeline
+from imagen_jax.data.store import EmbeddingStore
+from imagen_jax.models.stage import Stage
+from imagen_jax.text import TextEncoder, tokenize
+from imagen_jax.train import compile as compile_lib
+from imagen_jax.train import grids
+from imagen_jax.train import workdir as workdir_lib
+from imagen_jax.train.checkpoint import Checkpointer
+from imagen_jax.train.guards import (
+  Diverged,
+  StopRequests,
+  TrainingError,
+  check_finite,
+  divergence_message,
+)
+from imagen_jax.train.metrics import MetricsWriter
+from imagen_jax.train.optim import make_optimizer
+from imagen_jax.train.state import create_state, state_shardings
+from imagen_jax.train.step import make_train_step
+
+log = logging.getLogger(__name__)
+
+
+def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int | None = None):
+  """Trains the stage of `config` in `workdir`, resuming from its checkpoints if any.
+
+  Returns a summary dict (final step, last loss, compile time, FLOPs per step, ...; `stopped_by`
+  names a signal that stopped it early). `max_steps` stops early after that many steps of this
+  call (for tests and smoke runs); train.steps still defines the schedule. The workdir is locked
+  for the run: a second trainer on it raises workdir.WorkdirBusyError.
+  """
+  parallel.initialize_distributed(config)
+  if jax.process_index() == 0:
+    workdir = workdir_lib.prepare(workdir)
+  else:
+    workdir = epath.Path(paths.absolute(workdir))
+  with workdir_lib.hold(workdir):
+    checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
+    try:
+      summary = _train(config, workdir, checkpointer, progress=progress, max_steps=max_steps)
+    except KeyboardInterrupt:
+      raise  # a second Ctrl-C: at once, not after a save in flight (it finishes or is dropped)
+    except BaseException:
+      checkpointer.close()
+      raise
+    checkpointer.close()
+    return summary
+
+
+def _train(config, workdir, checkpointer, *, progress: bool, max_steps: int | None) -> dict:
+  config_dict = json.loads(config.to_json())
+  checkpointer.check_config(config_dict)  # before data and compilation: a refusal comes at once
+  mesh = parallel.make_mesh(dict(config.mesh))
+  parallel.check_batch(config, mesh)
+  stage = Stage.from_config(config)
+  log.info(
+    "mesh %s, compute dtype %s, process %d of %d",
+    dict(mesh.shape),
+    jnp.dtype(stage.model.dtype).name,
+    jax.process_index(),
+    jax.process_count(),
+  )
+  text = _text_setup(config, mesh, stage.model.dtype)
+  source, transform = _open_data(config, text)
+  data_iter = iter(_dataset(config, source, transform))
+  run = _Run(config, stage, mesh, text, checkpointer, config_dict)
+  state, start = run.restore_or_create(data_iter)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(json.dumps(config_dict, indent=1))
+  if start >= config.train.steps:
+    log.info("the run in %s is complete (step %d of %d)", workdir, start, config.train.steps)
+    return {"step": start, "start_step": start, "complete": True}
+  first = next(data_iter)
+  step = run.compile_step(first)
+  memory = _memory_check(step, config.train.compile_memory_check)
+  grid_sampler = _grid_sampler(config, stage, source, transform, text)
+  writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, step=start)
+  try:
+    summary = run.loop(
+      step, state, start, first, data_iter, writer, grid_sampler, progress, max_steps
+    )
+  finally:
+    writer.close()
+  return {
+    "compile_seconds": step.seconds,
+    "flops_per_step_per_device": step.flops,
+    "start_step": start,
+    **memory,
+    **summary,
+  }
+
+
+# --------------------------------------------------------------------------- setup
+
+
+@dataclasses.dataclass
+class _Text:
+  """How the step gets text: the frozen encoder module and its params (and the tokenizer for the
+  input pipeline), or a store of precomputed embeddings."""
+
+  module: object = None
+  params: object = None
+  tokenizer: object = None
+  store: EmbeddingStore | None = None
+
+
+def _text_setup(config, mesh, dtype) -> _Text:
+  if config.text.store:
+    return _Text(store=EmbeddingStore(config.text.store))
+  encoder = TextEncoder.from_pretrained(
+    config.text.encoder, max_length=config.text.max_length, mesh=mesh, dtype=dtype
+  )
+  if encoder.dim != config.text.dim:
+    raise ValueError(
+      f"config.text.dim is {config.text.dim} but {config.text.encoder} gives {encoder.dim}."
+    )
+  return _Text(encoder.model, encoder.params, encoder.tokenizer)
+
+
+def _open_data(config, text: _Text):
+  if jax.process_index() == 0:
+    source = pipeline.open_source(config)  # builds offline datasets on first use
+  parallel.sync("dataset built")
+  if jax.process_index() != 0:
+    source = pipeline.open_source(config, build=False)
+  if text.store is not None:
+    text.store.check_matches(
+      encoder=config.text.encoder,
+      max_length=config.text.max_length,
+      dim=config.text.dim,
+      num_examples=len(source),
+    )
+  tokenize_fn = None
+  if text.tokenizer is not None:
+    tokenize_fn = functools.partial(tokenize, text.tokenizer, max_length=config.text.max_length)
+  return source, pipeline.ExampleTransform(config, tokenize=tokenize_fn, store=text.store)
+
+
+def _dataset(config, source, transform, *, grid: bool = False):
+  """The training stream of this process, or (grid) the fixed batch of sample grids: another
+  seed, read whole by every process."""
+  if grid:
+    return pipeline.make_dataset(
+      source,
+      transform,
+      seed=config.seed + 1,
+      global_batch=grids.EXAMPLES,
+      process_index=0,
+      process_count=1,
+      shuffle=config.data.shuffle,
+    )
+  return pipeline.make_dataset(
+    source,
+    transform,
+    workers=config.data.workers,
+    seed=config.seed,
+    global_batch=config.train.batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    shuffle=config.data.shuffle,
+  )
+
+
+def _grid_sampler(config, stage, source, transform, text: _Text):
+  """The sampler of the run's sample grids (None when train.sample_every is 0)."""
+  if not config.train.sample_every:
+    return None
+  batch = next(iter(_dataset(config, source, transform, grid=True)))
+  return grids.GridSampler(stage, config, batch, text.module, text.params)
+
+
+def _memory_check(step: compile_lib.Compiled, enabled: bool) -> dict:
+  """Per-device bytes of the compiled step; raises TrainingError when it exceeds the device."""
+  need = step.bytes_per_device
+  if need is None:
+    return {}
+  limit = compile_lib.device_bytes_limit()
+  if enabled and limit and need > limit:
+    raise TrainingError(
+      f"The train step needs {need / 2**30:.1f} GiB per device but the device has "
+      f"{limit / 2**30:.1f} GiB. Lower train.batch_size, raise train.grad_accum, set "
+      "unet.remat='full', or shard the parameters over more devices (mesh.fsdp)."
+    )
+  return {"step_bytes_per_device": int(need), "device_bytes": int(limit or 0)}
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Run:
+  """The sharded state, the compiled step and the loop of one run."""
+
+  def __init__(self, config, stage, mesh, text: _Text, checkpointer, config_dict):
+    self.config, self.stage, self.mesh, self.text = config, stage, mesh, text
+    self.checkpointer, self.config_dict = checkpointer, config_dict
+    self.optimizer = make_optimizer(config.train)
+    abstract, self.shardings = state_shardings(stage, self.optimizer, mesh)
+    self.abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, self.shardings
+    )
+    self.init_key, self.key = jax.random.split(jax.random.key(config.seed))
+
+  def restore_or_create(self, data_iter):
+    """(state, step): restored from the newest good checkpoint, or created sharded at step 0."""
+    restored = self.checkpointer.restore(self.abstract, data_iter, self.config_dict)
+    if restored is not None:
+      log.info("resumed from the checkpoint at step %d", restored[1])
+      return restored
+    return create_state(self.stage, self.optimizer, self.init_key, self.shardings), 0
+
+  def compile_step(self, example_batch) -> compile_lib.Compiled:
+    """The train step compiled ahead of time for global batches shaped like `example_batch`."""
+    config, mesh = self.config, self.mesh
+    step_fn = make_train_step(self.stage, config, self.optimizer, text_encoder=self.text.module)
+    batch_spec = {
+      k: jax.ShapeDtypeStruct(
+        (config.train.batch_size, *v.shape[1:]),
+        v.dtype,
+        sharding=parallel.batch_sharding(mesh, v.ndim),
+      )
+      for k, v in example_batch.items()
+      if k != "index"
+    }
+    jitted = jax.jit(
+      step_fn,
+      out_shardings=(self.shardings, parallel.replicated(mesh)),
+      donate_argnums=0,
+      compiler_options=hardware.compiler_options("train"),
+    )
+    step = compile_lib.compile_ahead(jitted, self.abstract, batch_spec, self.key, self.text.params)
+    log.info(
+      "compiled the train step in %.1fs; %.3g FLOPs per step per device", step.seconds, step.flops
+    )
+    return step
+
+  def loop(
+    self, step_fn, state, start, local, data_iter, writer, grid_sampler, progress, max_steps
+  ) -> dict:
+    """Steps from `start` (with `local`, the first local batch) to train.steps or `max_steps`
+    more, logging, sampling grids and saving on the config's intervals; saves on the way out."""
+    config, checkpointer = self.config, self.checkpointer
+    summary = {}
+    total = config.train.steps
+    stop = total if max_steps is None else min(total, start + max_steps)
+    peak = hardware.peak_flops(dtype_name=jnp.dtype(self.stage.model.dtype).name)
+    bar = tqdm(
+      total=total,
+      initial=start,
+      unit="step",
+      disable=not progress or jax.process_index(),
+      desc=f"train {config.stage}",
+      dynamic_ncols=True,
+    )
+    pending = None  # the previous step's metrics: read one step late to keep the device busy
+    window_start, window_steps = time.perf_counter(), 0
+    step = last_saved = start
+    save_due = False  # a save waits for a sound state (train.state.unsound_reason)
+    try:
+      with StopRequests() as stop_requests:
+        while step < stop:
+          batch = parallel.global_batch({k: v for k, v in local.items() if k != "index"}, self.mesh)
+          state, step_metrics = step_fn.call(state, batch, self.key, self.text.params)
+          step += 1
+          window_steps += 1
+          if pending is not None:
+            check_finite(pending, config.train.max_bad_steps, step - 1)
+          pending = step_metrics
+          if step % config.train.log_every == 0 or step == stop:
+            values = jax.device_get(step_metrics)
+            check_finite(values, config.train.max_bad_steps, step)
+            steps_per_s = window_steps / (time.perf_counter() - window_start)
+            writer.write(step, _record(values, steps_per_s, config, step_fn.flops, peak))
+            bar.set_postfix(loss=f"{float(values['loss']):.4f}", refresh=False)
+            summary["loss"] = float(values["loss"])
+            window_start, window_steps = time.perf_counter(), 0
+          if grid_sampler is not None and step % config.train.sample_every == 0:
+            image = grid_sampler(state.ema_params, jax.random.fold_in(self.key, step))
+            writer.write_image(step, "samples", image)
+          save_due = save_due or step % config.train.checkpoint_every == 0
+          if save_due and checkpointer.save(step, state, data_iter, self.config_dict):
+            save_due, last_saved = False, step
+          bar.update(1)
+          if stop_requests.check(step):
+            summary["stopped_by"] = stop_requests.reason
+            break
+          if step < stop:
+            local = next(data_iter)
+        if last_saved != step and checkpointer.save(step, state, data_iter, self.config_dict):
+          last_saved = step
+    except Diverged as e:
+      raise TrainingError(divergence_message(e, checkpointer)) from None
+    finally:
+      bar.close()
+    summary["step"], summary["saved_step"] = step, last_saved
+    return summary
+
+
+def _record(values, steps_per_s: float, config, flops_per_step: float, peak: float) -> dict:
+  """The metrics.jsonl record of a logged step (FLOPs and peak per device)."""
+  return {
+    "loss": values["loss"],
+    "grad_norm": values["grad_norm"],
+    "learning_rate": values["learning_rate"],
+    "steps_per_s": steps_per_s,
+    "images_per_s": steps_per_s * config.train.batch_size,
+    "mfu": flops_per_step * steps_per_s / peak,
+    "skipped": values["skipped"],
+  }
