@@ -103,16 +103,41 @@ class Imagen:
           f"to {cur.stage.output_size}x{cur.stage.output_size}."
         )
 
-  def sample(self, prompts: Sequence[str], **options) -> list[np.ndarray]:
+  def sample(
+    self,
+    prompts: Sequence[str],
+    *,
+    seed: int = 0,
+    guidance=None,
+    steps=None,
+    sampler=None,
+    aug_level=None,
+    threshold=None,
+    stop_at_stage: int | None = None,
+    start_image=None,
+    progress: bool = False,
+  ) -> list[np.ndarray]:
     """Images for `prompts`: a list with one uint8 array [B, H, W, 3] per stage run.
 
-    Options (all keyword): seed, guidance, steps, sampler, aug_level (SR stages) and threshold
-    take one value for all stages or one per stage; None uses each stage's config.sample values.
-    `stop_at_stage` (1-based) stops early. `start_image` (uint8 [H, W, 3] or [B, H, W, 3])
-    replaces the base stage's output: it is resized to the base resolution and super-resolved by
-    the later stages. `progress` shows a progress bar per stage.
+    guidance, steps, sampler, aug_level (SR stages) and threshold take one value for all stages
+    or one per stage; None uses each stage's config.sample values. `stop_at_stage` (1-based)
+    stops early. `start_image` (uint8 [H, W, 3] or [B, H, W, 3]) replaces the base stage's output:
+    it is resized to the base resolution and super-resolved by the later stages. `progress`
+    shows a progress bar per stage.
     """
-    return [out.images for out in self.sample_stages(prompts, **options)]
+    outputs = self.sample_stages(
+      prompts,
+      seed=seed,
+      guidance=guidance,
+      steps=steps,
+      sampler=sampler,
+      aug_level=aug_level,
+      threshold=threshold,
+      stop_at_stage=stop_at_stage,
+      start_image=start_image,
+      progress=progress,
+    )
+    return [out.images for out in outputs]
 
   def sample_stages(
     self,

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from imagen_jax import parallel, paths
+from imagen_jax.configuration import stage_defaults
 from imagen_jax.errors import short_error
 from imagen_jax.train.state import unsound_reason
 
@@ -71,8 +72,6 @@ def config_differences(saved: dict, current: dict) -> tuple[list[str], list[str]
   """(differences that refuse a resume, differences allowed on resume), as
   'key: checkpoint -> now' lines. A field that a checkpoint of an older version lacks counts as
   its default."""
-  from imagen_jax.configuration import stage_defaults
-
   defaults = _flatten(json.loads(stage_defaults().to_json()))
   saved, current = _flatten(saved), _flatten(current)
   refused, allowed = [], []

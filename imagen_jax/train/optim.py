@@ -58,8 +58,6 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
 
 def ema_decay(step, train_config):
   """min(decay, (1 + step) / (10 + step)) with warmup, else decay."""
-  import jax.numpy as jnp
-
   if not train_config.ema_warmup:
     return jnp.float32(train_config.ema_decay)
   step = step.astype(jnp.float32)
