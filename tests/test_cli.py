@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 
 import pytest
 from helpers import run_cli
@@ -148,6 +149,26 @@ def test_get_config_must_return_a_config_dict(tmp_path):
   path.write_text("def get_config():\n  return {'stage': 'base'}\n")
   with pytest.raises(ValueError, match="returned dict; it must return an ml_collections"):
     load_config(str(path))
+
+
+def test_a_config_file_imports_the_files_beside_it_and_only_those(tmp_path):
+  """configs/sr1024.py starts from sr256.py; a user's folder of configs may do the same, and two
+  folders with a helper of the same name each get their own."""
+  for name, steps in (("a", 11), ("b", 22)):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "common.py").write_text(f"STEPS = {steps}\n")
+    (folder / "stage.py").write_text(
+      "import common\n"
+      "from imagen_jax.configuration import stage_defaults\n\n"
+      "def get_config():\n"
+      "  config = stage_defaults()\n"
+      "  config.train.steps = common.STEPS\n"
+      "  return config\n"
+    )
+  assert load_config(str(tmp_path / "a" / "stage.py")).train.steps == 11
+  assert load_config(str(tmp_path / "b" / "stage.py")).train.steps == 22
+  assert "common" not in sys.modules
 
 
 @pytest.mark.parametrize(
