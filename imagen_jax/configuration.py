@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.resources
 import importlib.util
 import math
 import pathlib
@@ -187,18 +188,30 @@ def _where(file: pathlib.Path, error: Exception) -> str:
   return f"{where}: {type(error).__name__}: {error}"
 
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+def _packaged_configs() -> pathlib.Path:
+  """The folder of the configs installed with the package (configs/ of the source tree)."""
+  return pathlib.Path(str(importlib.resources.files("imagen_jax.configs")))
 
 
 def resolve_config_path(path: str) -> pathlib.Path:
-  """`path` as given, or else relative to the source tree (so `configs/demo.py` works from any
-  directory in a development install)."""
-  for candidate in (pathlib.Path(path), REPO_ROOT / path):
+  """`path` as given, or else a config installed with the package, named as `demo`, `demo.py`
+  or `configs/demo.py` (so the configs work from any directory and from a wheel install)."""
+  candidates = [pathlib.Path(path)]
+  name = pathlib.PurePath(path)
+  if name.parts[:1] == ("configs",):
+    name = name.relative_to("configs")
+  if len(name.parts) == 1:
+    file = name.name if name.suffix == ".py" else f"{name.name}.py"
+    candidates.append(_packaged_configs() / file)
+  for candidate in candidates:
     if candidate.is_file():
       return candidate
+  known = sorted(
+    p.stem for p in _packaged_configs().glob("*.py") if "def get_config" in p.read_text()
+  )
   raise FileNotFoundError(
-    f"Config file {path} not found (e.g. --config configs/demo.py:base; the configs/ folder "
-    "comes with the source tree)."
+    f"Config file {path} not found: give the path of a config file, or the name of one that "
+    f"comes with the package ({', '.join(known)}; e.g. --config demo:base)."
   )
 
 

@@ -93,7 +93,7 @@ def run_demo(
   start = time.perf_counter()
   for name in STAGES:
     args = [f"--config.data.data_dir={data_dir}", *(QUICK[name] if quick else []), *overrides]
-    config = load_config(f"configs/demo.py:{name}", args)
+    config = load_config(f"demo:{name}", args)
     t0 = time.perf_counter()
     result = train_and_evaluate(config, out / name)
     summary["stages"][name] = {
