@@ -55,6 +55,9 @@ setup(
       "ipykernel>=6.29",
     ],
     "tpu": ["jax[tpu]>=0.7,<0.11"],
+    # gs:// workdirs and data: etils.epath and orbax reach GCS through gcsfs, TensorBoard's
+    # writer through google-cloud-storage.
+    "gcs": ["gcsfs>=2024.2", "google-cloud-storage>=2.14"],
     "cuda": ["jax[cuda12]>=0.7,<0.11"],
   },
   entry_points={"console_scripts": ["imagen-jax=imagen_jax.cli:main"]},

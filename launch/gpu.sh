@@ -15,7 +15,10 @@ set -euo pipefail
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 action="${1:-}"
-[[ -n "$action" ]] || { usage; exit 2; }
+case "$action" in
+  "") usage; exit 2 ;;
+  -h|--help|help) usage; exit 0 ;;
+esac
 shift
 config=""
 workdir=""

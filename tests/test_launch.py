@@ -94,6 +94,94 @@ def test_tpu_missing_settings_are_named():
   assert proc.returncode == 2 and "missing settings: project zone name type" in proc.stderr
 
 
+@pytest.mark.parametrize(
+  "accelerator, runtime",
+  [
+    ("v4-256", "tpu-ubuntu2204-base"),
+    ("v5litepod-64", "v2-alpha-tpuv5-lite"),
+    ("v5p-128", "v2-alpha-tpuv5"),
+    ("v6e-64", "v2-alpha-tpuv6e"),
+  ],
+)
+def test_tpu_runtime_follows_the_accelerator_type(accelerator, runtime):
+  proc = sh(ROOT / "launch/tpu.sh", "create", *TPU, "--type", accelerator)
+  assert f"--version={runtime}" in proc.stdout.split(), proc.stderr
+  queued = sh(ROOT / "launch/tpu.sh", "create", *TPU, "--type", accelerator, "--queued", "--spot")
+  assert queued.stdout.split()[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]
+  assert f"--runtime-version={runtime}" in queued.stdout.split() and "--spot" in queued.stdout
+  custom = sh(ROOT / "launch/tpu.sh", "create", *TPU, "--type", accelerator, "--version", "mine")
+  assert "--version=mine" in custom.stdout.split()
+
+
+def test_tpu_unknown_type_asks_for_a_version():
+  proc = sh(ROOT / "launch/tpu.sh", "create", *TPU, "--type", "v9z-8")
+  assert proc.returncode == 2 and "set --version" in proc.stderr
+
+
+@pytest.mark.parametrize("script", ["tpu.sh", "gpu.sh"])
+def test_launch_scripts_have_help(script):
+  proc = sh(ROOT / "launch" / script, "--help")
+  assert proc.returncode == 0 and "--dry-run" in proc.stdout, proc.stderr
+
+
+# A stand-in for gcloud: a Spot TPU that does not exist yet, is preempted during the first
+# training attempt (the trainer exits 143 after saving), and then trains to the end.
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE/log"
+case "$*" in
+  *"tpu-vm describe"*) [[ -s "$FAKE/state" ]] || exit 1; cat "$FAKE/state" ;;
+  *"tpu-vm create"*) echo READY > "$FAKE/state" ;;
+  *"tpu-vm delete"*) : > "$FAKE/state" ;;
+  *"imagen-jax train"*)
+    echo x >> "$FAKE/trains"
+    if [[ $(wc -l < "$FAKE/trains") == 1 ]]; then echo PREEMPTED > "$FAKE/state"; exit 143; fi
+    exit "${FAKE_LAST_EXIT:-0}" ;;
+esac
+"""
+
+
+def _supervise(tmp_path, **env):
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  (fake / "gcloud").write_text(FAKE_GCLOUD)
+  (fake / "gcloud").chmod(0o755)
+  env = {"PATH": f"{fake}:{os.environ['PATH']}", "FAKE": str(fake), **env}
+  proc = sh(
+    ROOT / "launch/tpu.sh",
+    "supervise",
+    *TPU[:-1],  # not a dry run: the stand-in gcloud runs
+    "--type",
+    "v4-8",
+    "--spot",
+    "--repo",
+    "https://example.com/imagen_jax.git",
+    "--config",
+    "configs/base64.py",
+    "--workdir",
+    "gs://bucket/runs/base",
+    "--retry-seconds",
+    "0",
+    env=env,
+  )
+  calls = [line.split()[3] for line in (fake / "log").read_text().splitlines()]
+  return proc, calls
+
+
+def test_tpu_supervise_recreates_a_preempted_tpu_and_resumes_until_done(tmp_path):
+  proc, calls = _supervise(tmp_path)
+  assert proc.returncode == 0, proc.stderr
+  # describe (absent) -> create, setup, train (preempted) -> describe -> delete, create,
+  # setup, train (done)
+  assert calls == ["describe", "create", "ssh", "ssh", "describe", "delete", "create", "ssh", "ssh"]
+  assert "done" in proc.stderr
+
+
+def test_tpu_supervise_stops_at_a_configuration_error(tmp_path):
+  proc, calls = _supervise(tmp_path, FAKE_LAST_EXIT="2")
+  assert proc.returncode == 2
+  assert calls.count("ssh") == 4  # setup + train, twice; no third attempt
+
+
 def test_gpu_multi_node_dry_run_sets_the_distributed_flags():
   env = {"COORDINATOR_ADDRESS": "10.0.0.1:1234", "NUM_NODES": "2", "NODE_RANK": "1"}
   proc = sh(

@@ -39,7 +39,8 @@ def run(args) -> int:
       f"its checkpoint of step {summary['saved_step']} in {workdir} when the same command runs "
       "again."
     )
-    return 130 if summary["stopped_by"] == "Ctrl-C" else 0
+    # Not 0: the run is not done. 143 (128 + SIGTERM) tells a supervisor to run it again.
+    return 130 if summary["stopped_by"] == "Ctrl-C" else 143
   print(
     f"trained {config.stage} to step {summary['step']} in {workdir} "
     f"(loss {summary.get('loss', float('nan')):.4f})"
