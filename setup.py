@@ -30,6 +30,8 @@ setup(
     "numpy>=1.26,<3",
     "transformers>=4.45,<6",
     "tokenizers>=0.20,<1",
+    # T5's SentencePiece vocabulary (spiece.model) as T5X and TensorFlow checkpoints ship it.
+    "sentencepiece>=0.2,<0.3",
     "tensorflow-datasets>=4.9.7,<5",
     "array-record>=0.7,<0.9",
     "grain>=0.2.10,<0.3",

@@ -11,7 +11,14 @@ from transformers import AutoTokenizer, ByT5Tokenizer, T5Tokenizer
 
 from imagen_jax import parallel
 from imagen_jax.data import shapes
-from imagen_jax.text import BYTE_ENCODER, SHAPES_ENCODER, TextEncoder, shapes_vocabulary
+from imagen_jax.text import (
+  BYTE_ENCODER,
+  SHAPES_ENCODER,
+  TextEncoder,
+  load_tokenizer,
+  shapes_vocabulary,
+  tokenize,
+)
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "t5"
 TEXTS = ["a small red circle at the top left", "naïve café: 東京 👩‍🚀 🎨!", "", "x"]
@@ -116,6 +123,41 @@ def test_from_pretrained_local_directory_with_a_sentencepiece_tokenizer(tmp_path
     assert row[: len(expected)].tolist() == expected and valid.sum() == len(expected)
   emb, _ = enc(texts)
   assert emb.shape == (2, 12, 32)
+
+
+def test_a_folder_with_only_spiece_model_tokenizes_as_sentencepiece_does(tmp_path):
+  """T5X and TensorFlow checkpoints of T5 come with the SentencePiece vocabulary alone."""
+  import io
+
+  import sentencepiece
+
+  corpus = ["a red circle at the top left", "a blue square in the center", "a photo of a cat"]
+  model = io.BytesIO()
+  sentencepiece.SentencePieceTrainer.train(
+    sentence_iterator=iter(corpus * 20),
+    model_writer=model,
+    vocab_size=30,
+    pad_id=0,
+    eos_id=1,
+    unk_id=2,
+    bos_id=-1,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
+  (tmp_path / "spiece.model").write_bytes(model.getvalue())
+  tokenizer = load_tokenizer(str(tmp_path))
+  reference = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+  texts = ["a red cat", "the blue circle", ""]
+  ids, mask = tokenize(tokenizer, texts, max_length=16)
+  for row, valid, text in zip(ids, mask, texts):
+    expected = [*reference.encode(text), 1] if text else []  # then </s>; "" is the null text
+    assert row[valid].tolist() == expected
+
+
+def test_a_folder_without_a_tokenizer_names_what_it_holds(tmp_path):
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(FileNotFoundError, match=r"needs tokenizer\.json.*holds config\.json"):
+    load_tokenizer(str(tmp_path))
 
 
 def test_sharded_text_encoder_equals_single_device(demo):

@@ -42,13 +42,25 @@ def resolve_directory(name_or_dir: str) -> pathlib.Path:
 
 
 def load_tokenizer(name_or_dir: str):
-  """The tokenizer of an encoder: a builtin one for a builtin name, else AutoTokenizer's for the
-  model directory (or hub id, downloaded on request)."""
+  """The tokenizer of an encoder: a builtin one for a builtin name, else the one in the model
+  directory (or hub id, downloaded on request): Hugging Face's tokenizer files, or T5's
+  SentencePiece vocabulary `spiece.model` alone (as T5X and TensorFlow checkpoints ship it)."""
   if name_or_dir in BUILTIN_TOKENIZERS:
     return BUILTIN_TOKENIZERS[name_or_dir]()
-  from transformers import AutoTokenizer
+  directory = resolve_directory(name_or_dir)
+  files = sorted(p.name for p in directory.iterdir())
+  if "tokenizer.json" in files or "tokenizer_config.json" in files:
+    from transformers import AutoTokenizer
 
-  return AutoTokenizer.from_pretrained(str(resolve_directory(name_or_dir)))
+    return AutoTokenizer.from_pretrained(str(directory))
+  if "spiece.model" in files:
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(str(directory))
+  raise FileNotFoundError(
+    f"{directory} has no tokenizer: it needs tokenizer.json, tokenizer_config.json or "
+    f"spiece.model; it holds {', '.join(files) or 'nothing'}."
+  )
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
