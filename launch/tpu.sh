@@ -3,7 +3,7 @@
 #
 #   launch/tpu.sh create   # create the TPU (or reuse it if it exists)
 #   launch/tpu.sh setup    # install the package on every worker
-#   launch/tpu.sh preflight  # every host prints its process, devices and mesh; all must agree
+#   launch/tpu.sh preflight  # every host checks devices, workdir, data, text encoder; all agree
 #   launch/tpu.sh train    # start training on all workers (in the background, logging to a file)
 #   launch/tpu.sh supervise  # run training in the foreground until the run is done: a preempted
 #                          # (Spot) TPU is recreated and set up again and the same command resumes
@@ -211,7 +211,9 @@ case "$action" in
     ;;
   preflight)
     need project zone name config
-    on_all_workers "cd ~/imagen_jax && imagen-jax preflight --config $config \
+    workdir_flag=""
+    if [[ -n "$workdir" ]]; then workdir_flag="--workdir $workdir"; fi
+    on_all_workers "cd ~/imagen_jax && imagen-jax preflight --config $config $workdir_flag \
 --config.distributed.initialize=true $overrides"
     ;;
   train)

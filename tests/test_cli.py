@@ -110,6 +110,7 @@ def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
   [
     (["train", "--config", "configs/demo.py:base", "--workdir", "w"], True),
     (["demo"], True),
+    (["preflight", "--config", "configs/demo.py:base"], True),
     (["bench", "--config", "configs/demo.py:base", "--what", "train"], True),
     (["bench", "--config", "configs/demo.py", "--what", "sample"], False),
     (["sample", "--stages", "a", "--prompt", "p", "--out", "o.png"], False),
@@ -216,3 +217,41 @@ def test_a_workdir_that_is_a_file_or_cannot_be_written_is_one_line(tmp_path):
     (tmp_path / "ro").mkdir(mode=0o555)
     with pytest.raises(ValueError, match="is not writable"):
       prepare(tmp_path / "ro")
+
+
+def test_preflight_checks_devices_workdir_data_and_text_encoder(tmp_path):
+  workdir = tmp_path / "runs" / "base"
+  proc = run_cli(
+    "preflight",
+    "--config",
+    "demo:base",
+    "--workdir",
+    str(workdir),
+    f"--config.data.data_dir={tmp_path / 'tfds'}",
+  )
+  lines = proc.stdout.splitlines()
+  assert [line.split(":")[0] for line in lines[:4]] == ["devices", "workdir", "data", "text"]
+  assert all(": ok: " in line for line in lines[:4]) and "preflight ok" in lines[-1]
+  assert "builds it on the first run" in lines[2]
+  assert workdir.is_dir() and not list(workdir.iterdir())  # the probe file is gone
+
+
+def test_preflight_names_each_failure_in_one_line(tmp_path):
+  blocked = tmp_path / "file"
+  blocked.write_text("")
+  proc = run_cli(
+    "preflight",
+    "--config",
+    "demo:base",
+    "--workdir",
+    str(blocked / "run"),
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={tmp_path / 'no_images'}",
+    f"--config.text.encoder={tmp_path}",
+    "--config.mesh.data=3",  # more devices than the host has
+    check=False,
+  )
+  assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
+  failed = [line.split(":")[0] for line in proc.stdout.splitlines() if ": FAILED: " in line]
+  assert failed == ["devices", "workdir", "data", "text"]
+  assert "preflight failed: devices, workdir, data, text" in proc.stdout

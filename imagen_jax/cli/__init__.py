@@ -50,8 +50,10 @@ def host_cpu_devices(cpus: int | None = None) -> int:
 
 
 def trains(args: argparse.Namespace) -> bool:
-  """Whether the verb trains (train, demo, bench --what train)."""
-  return args.verb in ("train", "demo") or (args.verb == "bench" and args.what == "train")
+  """Whether the verb trains (train, demo, bench --what train), or checks for training
+  (preflight, which must see the devices as train does)."""
+  training = ("train", "demo", "preflight")
+  return args.verb in training or (args.verb == "bench" and args.what == "train")
 
 
 def split_host_cpu() -> None:

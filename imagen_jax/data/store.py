@@ -71,9 +71,14 @@ class EmbeddingStore:
     emb, mask = arrays
     return np.asarray(emb[index]).view(ml_dtypes.bfloat16), np.asarray(mask[index])
 
-  def check_matches(self, *, encoder: str, max_length: int, dim: int, num_examples: int) -> None:
-    """Raises ValueError if the store was made for another encoder, length or dataset."""
-    want = {"encoder": encoder, "max_length": max_length, "dim": dim, "num_examples": num_examples}
+  def check_matches(
+    self, *, encoder: str, max_length: int, dim: int, num_examples: int | None = None
+  ) -> None:
+    """Raises ValueError if the store was made for another encoder, length or dataset (its
+    size, when `num_examples` is given)."""
+    want = {"encoder": encoder, "max_length": max_length, "dim": dim}
+    if num_examples is not None:
+      want["num_examples"] = num_examples
     diff = {k: (self.meta[k], v) for k, v in want.items() if self.meta[k] != v}
     if diff:
       detail = ", ".join(f"{k}: store {a!r} vs config {b!r}" for k, (a, b) in diff.items())

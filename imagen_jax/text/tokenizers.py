@@ -23,13 +23,14 @@ SHAPES_ENCODER = "builtin:shapes-tiny"
 # also holds the shapes words.
 BUILTIN_VOCAB_SIZE = 384
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt"]
+HUB_CONFIG_FILES = ["*.json", "*.model", "*.txt"]  # config and tokenizer, no weights
 
 log = logging.getLogger(__name__)
 
 
-def resolve_directory(name_or_dir: str) -> pathlib.Path:
-  """A local model directory, or a hub snapshot downloaded on request (config, tokenizer,
-  safetensors; nothing else)."""
+def resolve_directory(name_or_dir: str, files=HUB_FILES) -> pathlib.Path:
+  """A local model directory, or a hub snapshot downloaded on request (of `files`: by default
+  config, tokenizer, safetensors; nothing else)."""
   path = pathlib.Path(os.path.expanduser(name_or_dir))
   if path.is_dir():
     return path
@@ -38,7 +39,7 @@ def resolve_directory(name_or_dir: str) -> pathlib.Path:
   from huggingface_hub import snapshot_download
 
   log.info("downloading %s from the Hugging Face hub", name_or_dir)
-  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=HUB_FILES))
+  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=list(files)))
 
 
 def load_tokenizer(name_or_dir: str):
