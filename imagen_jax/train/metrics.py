@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import pathlib
+import shutil
+import tempfile
+import uuid
 
 import numpy as np
 from etils import epath
@@ -15,7 +19,12 @@ log = logging.getLogger(__name__)
 
 
 class MetricsWriter:
-  """Writes metrics.jsonl and TensorBoard events under the workdir (from process 0 only)."""
+  """Writes metrics.jsonl and TensorBoard events under the workdir (from process 0 only).
+
+  On an object store (gs://, or any URL epath reaches through fsspec), metrics.jsonl is rewritten
+  whole at each record (objects cannot be appended to), and TensorBoard's events are written to
+  a local folder and copied to WORKDIR/tensorboard at each flush, so they need nothing beyond
+  the filesystem the checkpoints use (gcsfs for gs://)."""
 
   def __init__(self, workdir, *, enabled: bool = True, step: int = 0):
     """Continues the records of a run resumed at `step` (0: a fresh start); TensorBoard hides
@@ -23,13 +32,21 @@ class MetricsWriter:
     self.enabled = enabled
     workdir = epath.Path(paths.absolute(workdir))
     self.path = workdir / "metrics.jsonl"
+    self.tensorboard = workdir / "tensorboard"
     self._records: list[dict] = []
     self._tb = None
+    self._local_events = None  # the local folder of the events on an object store
     if enabled:
       from tensorboardX import SummaryWriter
 
       self.truncate_after(step)
-      self._tb = SummaryWriter(str(workdir / "tensorboard"), purge_step=step + 1)
+      events = str(self.tensorboard)
+      suffix = ""
+      if paths.is_url(workdir):
+        self._local_events = pathlib.Path(tempfile.mkdtemp(prefix="imagen-jax-events-"))
+        events = str(self._local_events)
+        suffix = f".{uuid.uuid4().hex[:8]}"  # two runs in one second must not share a file name
+      self._tb = SummaryWriter(events, purge_step=step + 1, filename_suffix=suffix)
 
   def truncate_after(self, step: int) -> None:
     """Keeps exactly the records up to `step`, the step the run resumes from (0 for a fresh
@@ -65,16 +82,27 @@ class MetricsWriter:
     for k, v in record.items():
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(f"train/{k}", v, step)
-    self._tb.flush()
+    self._flush_events()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     if self.enabled:
       self._tb.add_image(name, image, step, dataformats="HWC")
-      self._tb.flush()
+      self._flush_events()
+
+  def _flush_events(self) -> None:
+    self._tb.flush()
+    if self._local_events is not None:
+      self.tensorboard.mkdir(parents=True, exist_ok=True)
+      for file in self._local_events.iterdir():
+        (self.tensorboard / file.name).write_bytes(file.read_bytes())
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      if self._local_events is not None:
+        self._flush_events()
+        shutil.rmtree(self._local_events, ignore_errors=True)
+      self._tb = None
 
 
 def _scalar(v):
