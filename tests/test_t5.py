@@ -142,7 +142,7 @@ def test_sharded_index_checkpoint_loads(tmp_path):
 def test_directory_without_safetensors_says_how_to_convert(tmp_path):
   d = _copy_model(tmp_path)
   (d / "model.safetensors").rename(d / "pytorch_model.bin")
-  with pytest.raises(FileNotFoundError, match="save_pretrained"):
+  with pytest.raises(FileNotFoundError, match=r"holds \[.pytorch_model\.bin.\].*save_pretrained"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 
@@ -156,3 +156,66 @@ def test_bfloat16_checkpoint_loads(tmp_path):
   params = t5_weights.load_params(d, config)
   ref = t5_weights.load_params(GOLDEN / "v1_1_gated_gelu", config)
   np.testing.assert_allclose(params["token_embedder"], ref["token_embedder"], rtol=1e-2)
+
+
+def _as_flax_checkpoint(tensors: dict) -> dict:
+  """Hugging Face's Flax T5 layout of PyTorch-named tensors: nested by the name's parts, linear
+  weights as kernels [in, out], embeddings as `embedding`."""
+  tree = {}
+  for name, value in tensors.items():
+    *parents, leaf = name.split(".")
+    if leaf == "weight" and parents[-1] in ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo"):
+      leaf, value = "kernel", value.T
+    elif leaf == "weight" and parents[-1] in ("shared", "relative_attention_bias"):
+      leaf = "embedding"
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = np.ascontiguousarray(value)
+  return tree
+
+
+@pytest.mark.parametrize("family", ["v1_0_relu", "v1_1_gated_gelu"])
+def test_flax_msgpack_checkpoint_loads_the_same_parameters(tmp_path, family):
+  """google/t5-v1_1-xxl on the hub serves Flax msgpack, not safetensors: read it lazily, with
+  the decoder (here a full copy of the encoder's tensors under decoder.) skipped unread."""
+  from flax import serialization
+
+  d = tmp_path / family
+  d.mkdir()
+  shutil.copy(GOLDEN / family / "config.json", d)
+  tensors = load_file(GOLDEN / family / "model.safetensors")
+  tensors |= {"decoder." + k[len("encoder.") :]: v for k, v in tensors.items() if "encoder." in k}
+  (d / "flax_model.msgpack").write_bytes(serialization.to_bytes(_as_flax_checkpoint(tensors)))
+  config = t5_weights.read_config(d)
+  params = t5_weights.load_params(d, config)
+  reference = t5_weights.load_params(GOLDEN / family, config)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(reference), strict=True):
+    np.testing.assert_array_equal(got, want)
+  expected = np.load(GOLDEN / family / "expected.npz")
+  out = encode(d, expected["input_ids"], expected["mask"])
+  np.testing.assert_allclose(out, expected["last_hidden_state"], atol=1e-4, rtol=0)
+
+
+def test_hub_downloads_the_first_weights_format_read_without_pickles(monkeypatch):
+  import huggingface_hub
+
+  from imagen_jax.text.encoder import hub_files
+
+  repos = {
+    "google/t5-v1_1-xxl": [
+      "config.json",
+      "spiece.model",
+      "pytorch_model.bin",
+      "flax_model.msgpack",
+    ],
+    "org/both": ["config.json", "model.safetensors", "flax_model.msgpack"],
+    "org/pickles": ["config.json", "pytorch_model.bin", "tf_model.h5"],
+  }
+  monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda repo_id: repos[repo_id])
+  assert "flax_model.msgpack*" in hub_files("google/t5-v1_1-xxl")
+  assert "*.safetensors" in hub_files("org/both") and "flax_model.msgpack*" not in hub_files(
+    "org/both"
+  )
+  with pytest.raises(FileNotFoundError, match=r"pytorch_model\.bin.*not read"):
+    hub_files("org/pickles")

@@ -62,25 +62,40 @@ class SafetensorsFile:
     return raw.view(DTYPES[info["dtype"]]).reshape(info["shape"])
 
 
-def open_checkpoint(directory) -> dict[str, SafetensorsFile]:
-  """name -> file for `model.safetensors` or a sharded `model.safetensors.index.json` in a dir."""
+def open_checkpoint(directory) -> dict:
+  """name -> lazily read file of the encoder's tensors in a model directory, named as in Hugging
+  Face's PyTorch checkpoints: `model.safetensors` (or a sharded index), or else Flax's
+  `flax_model.msgpack` (or a sharded index; the decoder is skipped unread). Pickled PyTorch
+  (`.bin`) and TensorFlow (`.h5`) files are not read: the error names what the folder holds."""
+  from imagen_jax.models.flax_msgpack_io import FlaxMsgpackFile
+
   directory = pathlib.Path(directory)
-  index = directory / "model.safetensors.index.json"
-  if index.exists():
-    weight_map = json.loads(index.read_text())["weight_map"]
-    files = {f: SafetensorsFile(directory / f) for f in sorted(set(weight_map.values()))}
-    return {name: files[f] for name, f in weight_map.items()}
-  single = directory / "model.safetensors"
-  if single.exists():
-    f = SafetensorsFile(single)
-    return {name: f for name in f.names()}
-  others = sorted(p.name for p in directory.glob("*") if p.suffix in (".bin", ".msgpack", ".h5"))
+  readers = (
+    ("model.safetensors", SafetensorsFile),
+    ("flax_model.msgpack", lambda path: FlaxMsgpackFile(path, keep=("shared", "encoder"))),
+  )
+  for name, reader in readers:
+    index = directory / f"{name}.index.json"
+    if index.exists():
+      shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / name).exists():
+      shards = [name]
+    else:
+      continue
+    tensors = {}
+    for shard in shards:
+      file = reader(directory / shard)
+      tensors.update({tensor: file for tensor in file.names()})
+    return tensors
+  found = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".h5", ".ckpt", ".pt"))
   hint = (
-    f" It has {others}: convert them with transformers, e.g. "
-    "T5EncoderModel.from_pretrained(src).save_pretrained(dst), which writes safetensors."
-    if others
+    f" It holds {found}, which are not read (pickles and TensorFlow files): use a copy in "
+    "safetensors, e.g. T5EncoderModel.from_pretrained(src).save_pretrained(dst) with "
+    "transformers."
+    if found
     else ""
   )
   raise FileNotFoundError(
-    f"No model.safetensors or model.safetensors.index.json in {directory}.{hint}"
+    f"No T5 weights in {directory}: it needs model.safetensors or flax_model.msgpack (or their "
+    f"sharded .index.json).{hint}"
   )

@@ -1,4 +1,5 @@
-"""Import Hugging Face T5 checkpoints (safetensors) into the parameters of models.t5.T5Encoder.
+"""Import Hugging Face T5 checkpoints (safetensors, or Flax msgpack) into the parameters of
+models.t5.T5Encoder.
 
 Tensors are read one at a time from memory-mapped files and placed straight onto their devices
 (each device receives only its own slice when a mesh is given), so loading T5-XXL never holds a

@@ -43,6 +43,26 @@ TINY_CONFIG = t5.T5Config(
 log = logging.getLogger(__name__)
 
 
+def hub_files(repo_id: str) -> list[str]:
+  """What to download of a hub model: config and tokenizer, and its weights in the first format
+  that is read without PyTorch or unpickling: safetensors, else Flax msgpack (the encoder is read
+  from it, the decoder skipped)."""
+  from huggingface_hub import list_repo_files
+
+  names = list_repo_files(repo_id)
+  config = list(tokenizers.HUB_CONFIG_FILES)
+  if any(n.endswith(".safetensors") for n in names):
+    return [*config, "*.safetensors", "*.safetensors.index.json"]
+  if any(n.startswith("flax_model.msgpack") for n in names):
+    return [*config, "flax_model.msgpack*"]
+  weights = sorted(n for n in names if n.endswith((".bin", ".h5", ".ckpt", ".pt", ".pth")))
+  raise FileNotFoundError(
+    f"{repo_id} on the hub has no safetensors or Flax msgpack weights (it has {weights}); "
+    "pickled PyTorch and TensorFlow files are not read. Convert them once with transformers "
+    "(T5EncoderModel.from_pretrained(src).save_pretrained(dst)) and pass the folder."
+  )
+
+
 class TextEncoder:
   """A tokenizer plus a frozen T5 encoder. Call it on a list of strings.
 
@@ -97,7 +117,7 @@ class TextEncoder:
     """
     if name_or_dir in BUILTIN_TOKENIZERS:
       return cls.builtin(name_or_dir, seed=seed, max_length=max_length, dtype=dtype, mesh=mesh)
-    directory = tokenizers.resolve_directory(name_or_dir)
+    directory = tokenizers.resolve_directory(name_or_dir, files=hub_files)
     config = t5_weights.read_config(directory)
     params = t5_weights.load_params(directory, config, param_dtype=param_dtype, mesh=mesh)
     tokenizer = tokenizers.load_tokenizer(str(directory))

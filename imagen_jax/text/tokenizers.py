@@ -22,15 +22,14 @@ SHAPES_ENCODER = "builtin:shapes-tiny"
 # The builtin tokenizers' vocabulary size: ByT5's (256 bytes + 3 special + 125 extra ids), which
 # also holds the shapes words.
 BUILTIN_VOCAB_SIZE = 384
-HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt"]
 HUB_CONFIG_FILES = ["*.json", "*.model", "*.txt"]  # config and tokenizer, no weights
 
 log = logging.getLogger(__name__)
 
 
-def resolve_directory(name_or_dir: str, files=HUB_FILES) -> pathlib.Path:
-  """A local model directory, or a hub snapshot downloaded on request (of `files`: by default
-  config, tokenizer, safetensors; nothing else)."""
+def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
+  """A local model directory, or a hub snapshot downloaded on request of `files` (patterns, or
+  a function of the hub id that returns them; by default config and tokenizer only)."""
   path = pathlib.Path(os.path.expanduser(name_or_dir))
   if path.is_dir():
     return path
@@ -38,8 +37,9 @@ def resolve_directory(name_or_dir: str, files=HUB_FILES) -> pathlib.Path:
     raise FileNotFoundError(f"{name_or_dir} is not a model directory.")
   from huggingface_hub import snapshot_download
 
-  log.info("downloading %s from the Hugging Face hub", name_or_dir)
-  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=list(files)))
+  patterns = files(name_or_dir) if callable(files) else list(files)
+  log.info("downloading %s (%s) from the Hugging Face hub", name_or_dir, ", ".join(patterns))
+  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=patterns))
 
 
 def load_tokenizer(name_or_dir: str):
