@@ -1,15 +1,19 @@
-"""Workdirs on object stores, offline: gs:// served by an in-memory fsspec filesystem registered
-under the gs protocol, which etils.epath reaches exactly as it reaches gcsfs. (Checkpoints go
-through TensorStore's own GCS driver, which this cannot stand in for.)"""
+"""Workdirs and data on object stores, offline: gs:// served by an in-memory fsspec filesystem
+registered under the gs protocol, which etils.epath reaches exactly as it reaches gcsfs.
+(Checkpoints go through TensorStore's own GCS driver, which this cannot stand in for.)"""
 
+import io
 import json
+import logging
 import sys
 
 import numpy as np
 import pytest
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
+from PIL import Image
 
+from imagen_jax.data import builders, remote
 from imagen_jax.images import grid
 from imagen_jax.train import workdir as workdir_lib
 from imagen_jax.train.metrics import MetricsWriter
@@ -69,3 +73,37 @@ def test_a_workdir_on_an_object_store_is_prepared_and_leased(gcs):
     pass
   with workdir_lib.hold(workdir):  # released: the next run takes it
     pass
+
+
+def test_a_folder_on_the_object_store_is_built_once_into_a_data_dir_there(gcs, tmp_path, caplog):
+  """`imagen-jax prepare-data` for a pod: images and captions on gs://, the dataset built once
+  and uploaded to a gs:// data_dir, from which every host reads its shard."""
+  images = epath.Path("gs://bucket/images")
+  images.mkdir(parents=True)
+  captions = {f"shape_{i}.png": f"a {c} circle" for i, c in enumerate(["red", "blue", "green"])}
+  for name, caption in captions.items():
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (40 * len(caption), 0, 0)).save(buffer, format="PNG")
+    (images / name).write_bytes(buffer.getvalue())
+    (images / name).with_suffix(".txt").write_text(caption)
+  data_dir = "gs://bucket/tfds"
+  args = dict(path=str(images), min_size=0, max_size=0, data_dir=data_dir)
+  builder = builders.prepare_folder(**args)
+  assert builder.is_prepared() and "gs://bucket/tfds" in str(builder.data_dir)
+  uploaded = [p.name for p in remote.files(data_dir)]
+  assert "dataset_info.json" in uploaded and builders.SOURCE_STAMP in uploaded
+  assert any(".array_record" in name for name in uploaded)
+  # What a host reads (here through a local copy: ArrayRecord's reader is native code that
+  # this in-memory store cannot serve) is the whole dataset.
+  remote.copy_tree(data_dir, tmp_path / "host")
+  local = builders.folder_builder(**{**args, "data_dir": str(tmp_path / "host")})
+  source = local.as_data_source(split="train")
+  assert sorted(source[i]["caption"].decode() for i in range(len(source))) == sorted(
+    captions.values()
+  )
+  caplog.set_level(logging.INFO)
+  builders.prepare_folder(**args)  # unchanged: not built again
+  assert "building" not in caplog.text
+  (images / "shape_0.txt").write_text("a yellow circle")
+  builders.prepare_folder(**args)
+  assert "changed since its dataset was built" in caplog.text

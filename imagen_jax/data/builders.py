@@ -24,7 +24,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from imagen_jax.data import shapes
+from imagen_jax import paths
+from imagen_jax.data import remote, shapes
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -203,8 +204,11 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
     return {"train": self._generate_examples()}
 
   def _generate_examples(self):
+    with remote.local_copy(self.builder_config.path) as folder:
+      yield from self._examples(folder)
+
+  def _examples(self, folder: pathlib.Path):
     c = self.builder_config
-    folder = pathlib.Path(c.path)
     captions, undecodable = read_captions(folder)
     for where in undecodable:
       log.warning("skipping a caption that is not UTF-8 text: %s", where)
@@ -262,7 +266,9 @@ SOURCE_STAMP = "source_fingerprint.json"
 
 
 def folder_builder(*, path: str, min_size: int, max_size: int, data_dir: str | None):
-  folder = pathlib.Path(path).expanduser().resolve()
+  """The builder of a folder of captioned images, local or on an object store (gs://)."""
+  url = paths.is_url(path)
+  folder = epath.Path(path) if url else pathlib.Path(path).expanduser().resolve()
   if not folder.is_dir():
     raise FileNotFoundError(f"--config.data.path {path} is not a folder of images.")
   digest = hashlib.sha1(f"{folder}|{min_size}|{max_size}".encode()).hexdigest()[:10]
@@ -276,17 +282,28 @@ def prepare_folder(**kwargs) -> ImageTextFolder:
   """The folder_builder(**kwargs) with its dataset built: on first use, and again whenever the
   folder changed (images or captions added, removed or edited) since it was built."""
   builder = folder_builder(**kwargs)
-  folder = pathlib.Path(builder.builder_config.path)
+  source = builder.builder_config.path
   stamp = epath.Path(builder.data_path) / SOURCE_STAMP
-  fingerprint = folder_fingerprint(folder, exclude=pathlib.Path(builder.data_dir_root))
+  if paths.is_url(source):
+    fingerprint = remote.fingerprint(source)
+  else:
+    fingerprint = folder_fingerprint(
+      pathlib.Path(source), exclude=pathlib.Path(builder.data_dir_root)
+    )
   if builder.is_prepared():
     built_from = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
     if built_from == fingerprint:
       return builder
-    log.warning("%s changed since its dataset was built: building it again", folder)
+    log.warning("%s changed since its dataset was built: building it again", source)
     epath.Path(builder.data_path).rmtree()
-    builder = folder_builder(**kwargs)
-  log.info("building the image_text_folder dataset of %s in %s", folder, builder.data_dir)
-  builder.download_and_prepare()
-  stamp.write_text(json.dumps({"folder": str(folder), "fingerprint": fingerprint}))
-  return builder
+  log.info("building the image_text_folder dataset of %s", source)
+
+  def prepare(local):
+    local.download_and_prepare()
+    (epath.Path(local.data_path) / SOURCE_STAMP).write_text(
+      json.dumps({"folder": source, "fingerprint": fingerprint})
+    )
+
+  return remote.build(
+    lambda data_dir: folder_builder(**{**kwargs, "data_dir": data_dir}), kwargs["data_dir"], prepare
+  )

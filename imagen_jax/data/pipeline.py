@@ -24,7 +24,7 @@ import grain
 import numpy as np
 
 from imagen_jax import images, paths
-from imagen_jax.data import builders
+from imagen_jax.data import builders, remote
 from imagen_jax.errors import short_error
 
 log = logging.getLogger(__name__)
@@ -181,39 +181,65 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
   import tensorflow_datasets as tfds
 
   d = config.data
-  data_dir = paths.absolute(d.data_dir) or None
   decoders = {d.image_key.split("/")[0]: tfds.decode.SkipDecoding()} if skip_images else None
+  builder = _our_builder(config, build=build)
+  if builder is not None:
+    return builder.as_data_source(split=d.split, decoders=decoders)
+  data_dir = paths.absolute(d.data_dir) or None
+  try:
+    return tfds.data_source(
+      d.name, split=d.split, data_dir=data_dir, download=False, decoders=decoders
+    )
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+      _unknown_dataset(d.name, tfds.list_builders(with_community_datasets=False))
+    ) from None
+  except Exception as e:  # tfds raises several types for "not prepared"
+    raise ValueError(
+      f"Could not open the TFDS dataset {d.name!r} ({short_error(e)}). Prepare it once in the "
+      f"ArrayRecord format, e.g. `tfds build {d.name} --file_format=array_record` (that step "
+      "needs TensorFlow), and point --config.data.data_dir at its data_dir."
+    ) from None
+
+
+def prepare_dataset(config):
+  """Builds the dataset of `config.data` in data.data_dir (a local folder or gs://) unless it
+  is built and current; returns its builder. For `imagen-jax prepare-data` and pods: one host
+  builds, every host then reads its own shard from data_dir."""
+  builder = _our_builder(config, build=True)
+  if builder is None:
+    raise ValueError(
+      f"{config.data.name} is a TFDS dataset: prepare it with `tfds build {config.data.name} "
+      "--file_format=array_record --data_dir=DIR` (needs TensorFlow), then copy DIR to "
+      "data.data_dir. prepare-data builds imagen_shapes and image_text_folder."
+    )
+  return builder
+
+
+def _our_builder(config, *, build: bool):
+  """The builder of imagen_shapes or image_text_folder, built when `build` (locally, or in a
+  local folder uploaded to an object-store data_dir), or None for other TFDS datasets."""
+  d = config.data
+  data_dir = paths.absolute(d.data_dir) or None
   if d.name == "imagen_shapes":
     size = d.build_size or max(config.image_size, config.data.crop_from, config.sample_size)
-    builder = builders.shapes_builder(
+    make = lambda data_dir: builders.shapes_builder(
       size=size, num_examples=d.num_examples, seed=config.seed, data_dir=data_dir
     )
+    builder = make(data_dir)
+    if build and not builder.is_prepared():
+      log.info("building the %s dataset in %s", d.name, builder.data_dir)
+      builder = remote.build(make, data_dir)
   elif d.name == "image_text_folder":
     if not d.path:
       raise ValueError("image_text_folder needs --config.data.path=DIR (a folder of images).")
     args = dict(path=d.path, min_size=d.min_size, max_size=d.build_size, data_dir=data_dir)
     builder = builders.prepare_folder(**args) if build else builders.folder_builder(**args)
   else:
-    try:
-      return tfds.data_source(
-        d.name, split=d.split, data_dir=data_dir, download=False, decoders=decoders
-      )
-    except tfds.core.registered.DatasetNotFoundError:
-      raise ValueError(
-        _unknown_dataset(d.name, tfds.list_builders(with_community_datasets=False))
-      ) from None
-    except Exception as e:  # tfds raises several types for "not prepared"
-      raise ValueError(
-        f"Could not open the TFDS dataset {d.name!r} ({short_error(e)}). Prepare it once in the "
-        f"ArrayRecord format, e.g. `tfds build {d.name} --file_format=array_record` (that step "
-        "needs TensorFlow), and point --config.data.data_dir at its data_dir."
-      ) from None
-  if build and not builder.is_prepared():
-    log.info("building the %s dataset in %s", d.name, builder.data_dir)
-    builder.download_and_prepare()
-  elif not builder.is_prepared():
+    return None
+  if not builder.is_prepared():
     raise FileNotFoundError(f"The dataset {d.name} is not built yet in {builder.data_dir}.")
-  return builder.as_data_source(split=d.split, decoders=decoders)
+  return builder
 
 
 def _unknown_dataset(name: str, known: list[str]) -> str:

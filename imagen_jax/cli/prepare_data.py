@@ -1,0 +1,27 @@
+"""`imagen-jax prepare-data`: build a config's dataset once into its data.data_dir (a local folder
+or gs://), before a pod run, so that every host only reads its own shard."""
+
+from __future__ import annotations
+
+ACCEPTS_CONFIG_OVERRIDES = True
+
+
+def add_arguments(parser):
+  parser.add_argument("--config", required=True, help="the config the run will use")
+  parser.epilog = (
+    "Set where with --config.data.data_dir=gs://BUCKET/tfds; a folder of images may be on gs:// "
+    "too (--config.data.name=image_text_folder --config.data.path=gs://BUCKET/images)."
+  )
+
+
+def run(args) -> int:
+  from imagen_jax import logs
+  from imagen_jax.configuration import load_config
+  from imagen_jax.data import pipeline
+
+  logs.setup()
+  config = load_config(args.config, args.overrides)
+  builder = pipeline.prepare_dataset(config)
+  examples = builder.info.splits[config.data.split].num_examples
+  print(f"{config.data.name}: {examples} examples in {builder.data_dir}")
+  return 0
