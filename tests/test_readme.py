@@ -2,9 +2,11 @@
 command of its shell blocks (each parses and its config loads), and the training section run
 verbatim from a fresh directory with relative paths (plus tiny-size overrides)."""
 
+import os
 import pathlib
 import re
 import shlex
+import subprocess
 
 import pytest
 from helpers import read_metrics, run_cli, tiny_overrides
@@ -54,6 +56,26 @@ def test_every_readme_command_parses_and_its_config_loads(command):
     load_config(args.config, extra)
   else:
     assert not extra, f"unrecognised arguments {extra}"
+
+
+@pytest.mark.parametrize(
+  "command", [c for block in shell_blocks() for c in block if c.startswith("launch/tpu.sh ")]
+)
+def test_every_readme_tpu_command_runs_as_a_dry_run(command):
+  """The pod sequence from `tpu.sh create` on: each command, with --dry-run, prints its gcloud
+  commands (the TPU's project, zone, name and type from the environment, as the README sets)."""
+  argv = shlex.split(command)
+  argv.insert(2, "--dry-run")
+  env = {"TPU_PROJECT": "p", "TPU_ZONE": "z", "TPU_NAME": "n", "TPU_TYPE": "v4-256"}
+  proc = subprocess.run(
+    ["bash", str(ROOT / argv[0]), *argv[1:]],
+    capture_output=True,
+    text=True,
+    env={**os.environ, **env},
+    timeout=60,
+  )
+  assert proc.returncode == 0, proc.stderr
+  assert "gcloud compute tpus" in proc.stdout
 
 
 def training_section() -> list[str]:
