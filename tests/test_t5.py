@@ -219,3 +219,73 @@ def test_hub_downloads_the_first_weights_format_read_without_pickles(monkeypatch
   )
   with pytest.raises(FileNotFoundError, match=r"pytorch_model\.bin.*not read"):
     hub_files("org/pickles")
+
+
+def _write_t5x_checkpoint(directory, tensors: dict, num_layers: int):
+  """A T5X checkpoint of PyTorch-named `tensors`: `checkpoint` (msgpack of the train state) with
+  the encoder under target/, the embedding inline and every other tensor a zarr array written by
+  TensorStore at a relative path, as T5X writes partitioned parameters; a decoder tensor too."""
+  import tensorstore as ts
+  from flax import serialization
+
+  t5x = {
+    "token_embedder/embedding": tensors["shared.weight"],
+    "encoder/relpos_bias/rel_embedding": tensors[
+      "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    ].T,
+    "encoder/encoder_norm/scale": tensors["encoder.final_layer_norm.weight"],
+    "decoder/decoder_norm/scale": tensors["encoder.final_layer_norm.weight"],
+  }
+  for i in range(num_layers):
+    block = f"encoder.block.{i}.layer"
+    ours = f"encoder/layers_{i}"
+    t5x[f"{ours}/pre_attention_layer_norm/scale"] = tensors[f"{block}.0.layer_norm.weight"]
+    t5x[f"{ours}/pre_mlp_layer_norm/scale"] = tensors[f"{block}.1.layer_norm.weight"]
+    for theirs, torch in (("query", "q"), ("key", "k"), ("value", "v"), ("out", "o")):
+      t5x[f"{ours}/attention/{theirs}/kernel"] = tensors[
+        f"{block}.0.SelfAttention.{torch}.weight"
+      ].T
+    for name in ("wi_0", "wi_1", "wo"):
+      t5x[f"{ours}/mlp/{name}/kernel"] = tensors[f"{block}.1.DenseReluDense.{name}.weight"].T
+  target = {}
+  for name, value in t5x.items():
+    leaf = np.ascontiguousarray(value, np.float32)
+    if name != "token_embedder/embedding":
+      relative = "target." + name.replace("/", ".")
+      spec = {
+        "driver": "zarr",
+        "kvstore": {"driver": "file", "path": relative},
+        "metadata": {"shape": list(leaf.shape), "chunks": list(leaf.shape), "dtype": "<f4"},
+      }
+      written = dict(spec, kvstore={"driver": "file", "path": str(directory / relative)})
+      ts.open(written, create=True).result().write(leaf).result()
+      leaf = spec
+    node = target
+    *parents, last = name.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = leaf
+  state = {"target": target, "state": {"step": np.int32(1000)}}
+  (directory / "checkpoint").write_bytes(serialization.msgpack_serialize(state))
+
+
+def test_t5x_native_checkpoint_loads_with_its_config_read_from_the_shapes(tmp_path):
+  """T5X's own checkpoints (gs://t5-data/pretrained_models/t5x/ on a TPU VM) have no
+  config.json: the config comes from the tensor shapes, the tensors through TensorStore."""
+  family = "v1_1_gated_gelu"
+  reference_config = t5_weights.read_config(GOLDEN / family)
+  d = tmp_path / "checkpoint_1000"
+  d.mkdir()
+  _write_t5x_checkpoint(
+    d, load_file(GOLDEN / family / "model.safetensors"), reference_config.num_layers
+  )
+  config = t5_weights.read_config(d)
+  for field in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
+    assert getattr(config, field) == getattr(reference_config, field), field
+  assert config.is_gated and config.relative_attention_num_buckets == 8
+  assert config.relative_attention_max_distance == 128  # T5's, which shapes cannot tell
+  # The tiny golden model uses a max distance of 16: a config.json beside the checkpoint wins.
+  shutil.copy(GOLDEN / family / "config.json", d)
+  expected = np.load(GOLDEN / family / "expected.npz")
+  out = encode(d, expected["input_ids"], expected["mask"])
+  np.testing.assert_allclose(out, expected["last_hidden_state"], atol=1e-4, rtol=0)

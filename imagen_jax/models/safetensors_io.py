@@ -64,11 +64,16 @@ class SafetensorsFile:
 
 def open_checkpoint(directory) -> dict:
   """name -> lazily read file of the encoder's tensors in a model directory, named as in Hugging
-  Face's PyTorch checkpoints: `model.safetensors` (or a sharded index), or else Flax's
-  `flax_model.msgpack` (or a sharded index; the decoder is skipped unread). Pickled PyTorch
-  (`.bin`) and TensorFlow (`.h5`) files are not read: the error names what the folder holds."""
+  Face's PyTorch checkpoints: a T5X checkpoint, `model.safetensors` (or a sharded index), or
+  else Flax's `flax_model.msgpack` (or a sharded index; the decoder is skipped unread).
+  Pickled PyTorch (`.bin`) and TensorFlow (`.h5`) files are not read: the error names what the
+  folder holds."""
+  from imagen_jax.models import t5x_io
   from imagen_jax.models.flax_msgpack_io import FlaxMsgpackFile
 
+  if t5x_io.is_checkpoint(directory):  # T5X's native checkpoint (local or gs://)
+    file = t5x_io.T5XCheckpoint(directory)
+    return {tensor: file for tensor in file.names()}
   directory = pathlib.Path(directory)
   readers = (
     ("model.safetensors", SafetensorsFile),
@@ -97,5 +102,5 @@ def open_checkpoint(directory) -> dict:
   )
   raise FileNotFoundError(
     f"No T5 weights in {directory}: it needs model.safetensors or flax_model.msgpack (or their "
-    f"sharded .index.json).{hint}"
+    f"sharded .index.json), or is a T5X checkpoint directory.{hint}"
   )

@@ -1,5 +1,5 @@
-"""Import Hugging Face T5 checkpoints (safetensors, or Flax msgpack) into the parameters of
-models.t5.T5Encoder.
+"""Import T5 checkpoints (Hugging Face's safetensors or Flax msgpack, or T5X's native checkpoints)
+into the parameters of models.t5.T5Encoder.
 
 Tensors are read one at a time from memory-mapped files and placed straight onto their devices
 (each device receives only its own slice when a mesh is given), so loading T5-XXL never holds a
@@ -9,17 +9,18 @@ second copy of the model in host memory. No PyTorch is needed.
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import NamedSharding
 
 from imagen_jax import parallel
+from imagen_jax.models import t5x_io
 from imagen_jax.models.safetensors_io import open_checkpoint
 from imagen_jax.models.t5 import T5Config, T5Encoder
 
@@ -137,7 +138,10 @@ def load_params(directory, config: T5Config, *, param_dtype=jnp.float32, mesh=No
 
 
 def read_config(directory) -> T5Config:
-  path = pathlib.Path(directory) / "config.json"
+  """The T5Config of a model directory: its config.json, or the shapes of a T5X checkpoint."""
+  path = epath.Path(directory) / "config.json"
+  if not path.exists() and t5x_io.is_checkpoint(directory):
+    return t5x_io.T5XCheckpoint(directory).config()
   if not path.exists():
     raise FileNotFoundError(f"No config.json in {directory}; it should be a T5 model directory.")
   config = json.loads(path.read_text())

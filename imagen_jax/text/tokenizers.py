@@ -8,13 +8,16 @@ An empty text has no tokens at all: the null text of classifier-free guidance.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pathlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
+from imagen_jax import paths
 from imagen_jax.data import shapes
 
 BYTE_ENCODER = "builtin:byt5-tiny"
@@ -23,6 +26,8 @@ SHAPES_ENCODER = "builtin:shapes-tiny"
 # also holds the shapes words.
 BUILTIN_VOCAB_SIZE = 384
 HUB_CONFIG_FILES = ["*.json", "*.model", "*.txt"]  # config and tokenizer, no weights
+# The SentencePiece vocabulary of T5 (v1.0 and v1.1), for T5X checkpoints, which carry none.
+T5_VOCABULARY = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
   """A local model directory, or a hub snapshot downloaded on request of `files` (patterns, or
   a function of the hub id that returns them; by default config and tokenizer only)."""
+  if paths.is_url(name_or_dir):  # a model folder on an object store (a T5X checkpoint on gs://)
+    return epath.Path(name_or_dir)
   path = pathlib.Path(os.path.expanduser(name_or_dir))
   if path.is_dir():
     return path
@@ -57,11 +64,33 @@ def load_tokenizer(name_or_dir: str):
   if "spiece.model" in files:
     from transformers import T5TokenizerFast
 
-    return T5TokenizerFast.from_pretrained(str(directory))
+    return T5TokenizerFast.from_pretrained(str(_spiece_folder(directory)))
+  from imagen_jax.models import t5x_io
+
+  if t5x_io.is_checkpoint(directory):  # T5X checkpoints carry no vocabulary: T5's own
+    from transformers import T5TokenizerFast
+
+    log.info("%s: using T5's SentencePiece vocabulary %s", directory, T5_VOCABULARY)
+    return T5TokenizerFast.from_pretrained(str(_spiece_folder(T5_VOCABULARY)))
   raise FileNotFoundError(
     f"{directory} has no tokenizer: it needs tokenizer.json, tokenizer_config.json or "
     f"spiece.model; it holds {', '.join(files) or 'nothing'}."
   )
+
+
+def _spiece_folder(source) -> pathlib.Path:
+  """A local folder holding `spiece.model`: the model folder `source` itself, or, for a folder
+  or a vocabulary file on an object store, a cached local copy."""
+  source = epath.Path(source)
+  if not paths.is_url(source):
+    return pathlib.Path(source)
+  file = source / "spiece.model" if source.is_dir() else source
+  cache = pathlib.Path.home() / ".cache" / "imagen_jax" / "vocabularies"
+  cache = cache / hashlib.sha1(str(file).encode()).hexdigest()[:16]
+  if not (cache / "spiece.model").exists():
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "spiece.model").write_bytes(file.read_bytes())
+  return cache
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
