@@ -17,7 +17,7 @@ VERBS = {
   "sample": ("imagen_jax.cli.sample", "generate images from prompts with trained stages"),
   "prepare-data": ("imagen_jax.cli.prepare_data", "build a dataset once, locally or on gs://"),
   "encode-text": ("imagen_jax.cli.encode_text", "precompute text embeddings for a dataset"),
-  "preflight": ("imagen_jax.cli.preflight", "check devices, mesh and agreement of all hosts"),
+  "preflight": ("imagen_jax.cli.preflight", "check devices, workdir, data, text encoder, hosts"),
   "bench": ("imagen_jax.cli.bench", "benchmark training or sampling speed (JSON)"),
   "inspect": ("imagen_jax.cli.inspect", "parameter counts, FLOPs and memory of a config (JSON)"),
 }
