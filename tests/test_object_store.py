@@ -107,3 +107,39 @@ def test_a_folder_on_the_object_store_is_built_once_into_a_data_dir_there(gcs, t
   (images / "shape_0.txt").write_text("a yellow circle")
   builders.prepare_folder(**args)
   assert "changed since its dataset was built" in caplog.text
+
+
+def test_a_t5x_checkpoint_without_a_vocabulary_takes_t5s_from_the_object_store(
+  gcs, tmp_path, monkeypatch
+):
+  """T5X checkpoints carry no tokenizer: T5's SentencePiece vocabulary is fetched from GCS once
+  and cached (here from the in-memory gs://, with HOME in a temporary folder)."""
+  import sentencepiece
+
+  from imagen_jax.text import tokenize, tokenizers
+
+  model = io.BytesIO()
+  sentencepiece.SentencePieceTrainer.train(
+    sentence_iterator=iter(["a red circle on a white background"] * 20),
+    model_writer=model,
+    vocab_size=20,
+    pad_id=0,
+    eos_id=1,
+    unk_id=2,
+    bos_id=-1,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
+  vocabulary = epath.Path("gs://t5-data/vocabs/cc_all.32000/sentencepiece.model")
+  vocabulary.parent.mkdir(parents=True)
+  vocabulary.write_bytes(model.getvalue())
+  monkeypatch.setattr(tokenizers, "T5_VOCABULARY", str(vocabulary))
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  checkpoint = tmp_path / "checkpoint_1000000"
+  checkpoint.mkdir()
+  (checkpoint / "checkpoint").write_bytes(b"\x80")  # T5X's state file (an empty msgpack map)
+  tokenizer = tokenizers.load_tokenizer(str(checkpoint))
+  ids, mask = tokenize(tokenizer, ["a red circle"], max_length=32)
+  reference = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+  assert ids[0][mask[0]].tolist() == [*reference.encode("a red circle"), 1]
+  assert list((tmp_path / "home" / ".cache" / "imagen_jax" / "vocabularies").iterdir())
