@@ -25,7 +25,14 @@ from imagen_jax.train.step import make_train_step
 
 @pytest.mark.parametrize("stage", ["base", "sr1", "sr2"])
 def test_each_demo_stage_trains_and_the_loss_falls(tmp_path, stage):
-  config = tiny_config(stage, tmp_path, STEPS, "--config.train.checkpoint_every=15")
+  config = tiny_config(
+    stage,
+    tmp_path,
+    STEPS,
+    "--config.train.checkpoint_every=15",
+    "--config.train.sample_every=15",
+    "--config.sample.steps=4",
+  )
   summary = train_and_evaluate(config, tmp_path / "run", progress=False)
   records = read_metrics(tmp_path / "run")
   assert [r["step"] for r in records] == list(range(1, 31))
@@ -33,7 +40,9 @@ def test_each_demo_stage_trains_and_the_loss_falls(tmp_path, stage):
   assert losses[-5:].mean() < losses[:5].mean() - 0.05
   assert {"grad_norm", "learning_rate", "steps_per_s", "images_per_s", "mfu"} <= set(records[-1])
   assert summary["compile_seconds"] > 0 and summary["flops_per_step_per_device"] > 0
-  assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+  (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
+  # Two sample grids (steps 15 and 30): PNG images under the tag "samples".
+  assert events.read_bytes().count(b"\x89PNG") == 2 and b"samples" in events.read_bytes()
   assert json.loads((tmp_path / "run" / "config.json").read_text())["stage"] == config.stage
 
 
