@@ -18,10 +18,12 @@ def static_threshold(x):
   return jnp.clip(x, -1.0, 1.0)
 
 
-def dynamic_threshold(x, *, percentile: float = 99.5):
-  """Per sample: s = max(1, percentile(|x|, p)); x = clip(x, -s, s) / s.  x: [B, ...]."""
+def dynamic_threshold(x, *, percentile: float = 99.5, max_value: float = float("inf")):
+  """Per sample: s = clip(percentile(|x|, p), 1, max_value); x = clip(x, -s, s) / s.  x: [B, ...]
+  (the percentile interpolates linearly, as numpy's and torch.quantile do; DeepFloyd IF uses
+  p = 95 and max_value 1.5 or 1)."""
   flat = jnp.abs(x.reshape(x.shape[0], -1)).astype(jnp.float32)
-  s = jnp.maximum(jnp.percentile(flat, percentile, axis=1), 1.0)
+  s = jnp.clip(jnp.percentile(flat, percentile, axis=1), 1.0, max_value)
   s = s.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
   return jnp.clip(x, -s, s) / s
 

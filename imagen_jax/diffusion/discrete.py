@@ -1,0 +1,104 @@
+"""Discrete-time DDPM (Ho et al. 2020) as DeepFloyd IF samples it: 1000 training steps, a beta
+schedule, a subset of steps at inference, eps prediction with a learned-range variance
+(Nichol & Dhariwal 2021) and dynamic thresholding. Pure functions over arrays; the formulas are
+those of diffusers' DDPMScheduler, which IF's pipelines use (tests compare against it).
+
+Time is an integer step t in [0, T); alpha_bar[t] is the cumulative product of 1 - beta.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax.diffusion.thresholding import dynamic_threshold
+
+BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def betas(num_steps: int = 1000, schedule: str = "squaredcos_cap_v2", *, start=1e-4, end=0.02):
+  """float32 [num_steps]: "squaredcos_cap_v2" (iDDPM's cosine alpha_bar, each beta capped at
+  0.999) or "linear" (DDPM's, from `start` to `end`)."""
+  if schedule == "linear":
+    return np.linspace(start, end, num_steps, dtype=np.float32)
+  if schedule != "squaredcos_cap_v2":
+    raise ValueError(f"Unknown beta schedule {schedule!r}; choose one of {BETA_SCHEDULES}.")
+
+  def alpha_bar(t):
+    return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+  return np.array(
+    [
+      min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), 0.999)
+      for i in range(num_steps)
+    ],
+    np.float32,
+  )
+
+
+def alphas_cumprod(beta) -> np.ndarray:
+  """float32 [T]: alpha_bar[t] = prod_{s <= t} (1 - beta[s])."""
+  return np.cumprod(1.0 - np.asarray(beta, np.float32), dtype=np.float32)
+
+
+def inference_steps(num_train: int, num_steps: int, spacing: str = "leading", offset: int = 0):
+  """int [num_steps], decreasing: the training steps visited when sampling in `num_steps`."""
+  if not 1 <= num_steps <= num_train:
+    raise ValueError(f"num_steps must be in [1, {num_train}], got {num_steps}.")
+  if spacing == "leading":
+    steps = (np.arange(num_steps) * (num_train // num_steps)).round()[::-1] + offset
+  elif spacing == "trailing":
+    steps = np.round(np.arange(num_train, 0, -num_train / num_steps)) - 1
+  elif spacing == "linspace":
+    steps = np.linspace(0, num_train - 1, num_steps).round()[::-1]
+  else:
+    raise ValueError(f"Unknown timestep spacing {spacing!r}; choose one of {SPACINGS}.")
+  return steps.astype(np.int32)
+
+
+def add_noise(x, noise, t, alpha_bar):
+  """The forward process at step t ([B] or scalar): sqrt(alpha_bar) x + sqrt(1 - alpha_bar) eps
+  (IF's stage II noises its upsampled input so, at the noise level it is told)."""
+  a = jnp.asarray(alpha_bar)[t]
+  a = a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
+  return jnp.sqrt(a) * x + jnp.sqrt(1.0 - a) * noise
+
+
+def learned_range_step(
+  x_t,
+  eps,
+  variance_value,
+  noise,
+  *,
+  t,
+  t_prev,
+  alpha_bar,
+  threshold_percentile: float | None = None,
+  max_value: float = float("inf"),
+):
+  """One ancestral step from step t to t_prev (-1 after the last), -> (x_prev, x0_hat).
+
+  x_t, eps, variance_value, noise: [B, ...]. The variance is exp of v max_log + (1 - v) min_log
+  with v = (variance_value + 1) / 2, max_log = log(beta_t), min_log = log of the posterior
+  variance (clamped at 1e-20); no noise is added at t = 0. With `threshold_percentile`, x0_hat
+  is dynamically thresholded (at that percentile, s at most `max_value`)."""
+  alpha_bar = jnp.asarray(alpha_bar)
+  a_t = alpha_bar[t]
+  a_prev = jnp.where(t_prev >= 0, alpha_bar[jnp.maximum(t_prev, 0)], 1.0)
+  beta_t = 1.0 - a_t / a_prev
+  x0 = (x_t - jnp.sqrt(1.0 - a_t) * eps) / jnp.sqrt(a_t)
+  if threshold_percentile is not None:
+    x0 = dynamic_threshold(x0, percentile=threshold_percentile, max_value=max_value)
+  mean = (
+    jnp.sqrt(a_prev) * beta_t / (1.0 - a_t) * x0
+    + jnp.sqrt(1.0 - beta_t) * (1.0 - a_prev) / (1.0 - a_t) * x_t
+  )
+  min_log = jnp.log(jnp.maximum((1.0 - a_prev) / (1.0 - a_t) * beta_t, 1e-20))
+  max_log = jnp.log(beta_t)
+  frac = (variance_value + 1.0) / 2.0
+  log_var = frac * max_log + (1.0 - frac) * min_log
+  x_prev = mean + jnp.where(t > 0, jnp.exp(0.5 * log_var) * noise, 0.0)
+  return x_prev, x0
