@@ -70,3 +70,47 @@ def test_bad_schedule_and_step_counts_are_clear_errors():
     discrete.betas(1000, "cosine")
   with pytest.raises(ValueError, match="num_steps must be in"):
     discrete.inference_steps(1000, 0)
+
+
+def test_the_scan_sampler_replays_diffusers_run():
+  steps = discrete.inference_steps(1000, 10)
+  outputs = jnp.asarray(nhwc(GOLDEN["model_outputs"]))
+
+  def model_fn(x, t):
+    out = outputs[jnp.argmax(jnp.asarray(steps) == t)]
+    return out[..., :3], out[..., 3:]
+
+  x = jax.jit(
+    lambda: discrete.sample(
+      model_fn,
+      (2, 8, 8, 3),
+      jax.random.key(0),
+      alpha_bar=GOLDEN["alphas_cumprod"],
+      steps=steps,
+      threshold_percentile=95.0,
+      max_value=1.5,
+      x_T=nhwc(GOLDEN["x_T"]),
+      noises=nhwc(GOLDEN["noises"]),
+    )
+  )()
+  np.testing.assert_allclose(x, nhwc(GOLDEN["x_prev"][-1]), rtol=1e-5, atol=1e-5)
+
+
+def test_ddpm_with_the_exact_eps_of_gaussian_data_samples_that_gaussian():
+  """x ~ N(0.3, 0.5^2): with the exact E[eps | x_t] and the posterior variance (variance value
+  -1), 1000 ancestral steps give samples of that law."""
+  mu, std = 0.3, 0.5
+  alpha_bar = jnp.asarray(discrete.alphas_cumprod(discrete.betas(1000)))
+
+  def model_fn(x, t):
+    a = alpha_bar[t]
+    eps = jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * mu) / (a * std**2 + 1 - a)
+    return eps, -jnp.ones_like(x)
+
+  x = jax.jit(
+    lambda key: discrete.sample(
+      model_fn, (20_000, 1), key, alpha_bar=alpha_bar, steps=discrete.inference_steps(1000, 1000)
+    )
+  )(jax.random.key(1))
+  assert abs(float(x.mean()) - mu) < 0.02
+  assert abs(float(x.std()) - std) < 0.02

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -102,3 +103,52 @@ def learned_range_step(
   log_var = frac * max_log + (1.0 - frac) * min_log
   x_prev = mean + jnp.where(t > 0, jnp.exp(0.5 * log_var) * noise, 0.0)
   return x_prev, x0
+
+
+def sample(
+  model_fn,
+  shape,
+  key,
+  *,
+  alpha_bar,
+  steps,
+  threshold_percentile: float | None = None,
+  max_value: float = float("inf"),
+  x_T=None,
+  noises=None,
+):
+  """Ancestral sampling over the training steps `steps` (decreasing, e.g. inference_steps) as
+  one lax.scan; pure, for the caller to jit. -> images [*shape] (float32).
+
+  model_fn(x_t, t) -> (eps, variance_value), each [*shape], t an int32 scalar step (already
+  guided: IF guides eps only and keeps the variance of the text branch). `x_T` (the starting
+  noise) and `noises` [len(steps), *shape] replace the draws from `key` (to replay another
+  sampler's run)."""
+  steps = np.asarray(steps, np.int32)
+  previous = np.append(steps[1:], -1).astype(np.int32)
+  alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
+  key_init, key_steps = jax.random.split(key)
+  x = jax.random.normal(key_init, shape, jnp.float32) if x_T is None else jnp.asarray(x_T)
+
+  def body(x, inputs):
+    i, t, t_prev = inputs
+    eps, value = model_fn(x, t)
+    if noises is None:
+      noise = jax.random.normal(jax.random.fold_in(key_steps, i), shape, jnp.float32)
+    else:
+      noise = jnp.asarray(noises)[i]
+    x, _ = learned_range_step(
+      x,
+      eps,
+      value,
+      noise,
+      t=t,
+      t_prev=t_prev,
+      alpha_bar=alpha_bar,
+      threshold_percentile=threshold_percentile,
+      max_value=max_value,
+    )
+    return x, None
+
+  x, _ = jax.lax.scan(body, x, (jnp.arange(len(steps)), jnp.asarray(steps), jnp.asarray(previous)))
+  return x
