@@ -160,11 +160,13 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 
 def pad_batch(array, mesh: Mesh):
-  """`array` [B, ...] with zero rows appended up to a multiple of batch_shards (for the text
-  encoder and the samplers, a zero text embedding with an empty mask is the null text)."""
-  array = np.asarray(array)
+  """`array` [B, ...] (numpy, or a jax.Array padded where it is) with zero rows appended up to a
+  multiple of batch_shards (for the text encoder and the samplers, a zero text embedding with an
+  empty mask is the null text)."""
+  xp = jax.numpy if isinstance(array, jax.Array) else np
+  array = xp.asarray(array)
   pad = -array.shape[0] % batch_shards(mesh.shape)
-  return np.pad(array, [(0, pad)] + [(0, 0)] * (array.ndim - 1)) if pad else array
+  return xp.pad(array, [(0, pad)] + [(0, 0)] * (array.ndim - 1)) if pad else array
 
 
 def check_batch(config, mesh: Mesh) -> None:

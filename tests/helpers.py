@@ -91,3 +91,24 @@ def run_cli(*args, env=None, timeout=600, check=True, cwd=None, script=False):
   if check and proc.returncode != 0:
     raise AssertionError(f"imagen-jax {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
   return proc
+
+
+def spiece_model(sentences, vocab_size: int) -> bytes:
+  """A tiny SentencePiece model (T5's ids: pad 0, </s> 1, unk 2) trained on `sentences`."""
+  import io
+
+  import sentencepiece
+
+  model = io.BytesIO()
+  sentencepiece.SentencePieceTrainer.train(
+    sentence_iterator=iter(list(sentences) * 20),
+    model_writer=model,
+    vocab_size=vocab_size,
+    pad_id=0,
+    eos_id=1,
+    unk_id=2,
+    bos_id=-1,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
+  return model.getvalue()

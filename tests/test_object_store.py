@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
+from helpers import spiece_model
 from PIL import Image
 
 from imagen_jax.data import builders, remote
@@ -43,9 +44,12 @@ def _steps(workdir):
 
 
 def test_metrics_on_an_object_store_survive_resume_as_on_disk(gcs):
-  writer = MetricsWriter(gcs, step=0)
+  writer = MetricsWriter(gcs, step=0, upload_seconds=3600)
   for step in range(1, 5):
     writer.write(step, {"loss": 1.0 / step})
+  assert not (gcs / "metrics.jsonl").exists()  # uploads are throttled, not one per record
+  writer.sync()  # as the trainer does when it saves a checkpoint
+  assert _steps(gcs) == [1, 2, 3, 4]
   writer.close()
   # A run killed after its checkpoint of step 2 resumes there: steps 3-4 are written again.
   writer = MetricsWriter(gcs, step=2)
@@ -118,21 +122,10 @@ def test_a_t5x_checkpoint_without_a_vocabulary_takes_t5s_from_the_object_store(
 
   from imagen_jax.text import tokenize, tokenizers
 
-  model = io.BytesIO()
-  sentencepiece.SentencePieceTrainer.train(
-    sentence_iterator=iter(["a red circle on a white background"] * 20),
-    model_writer=model,
-    vocab_size=20,
-    pad_id=0,
-    eos_id=1,
-    unk_id=2,
-    bos_id=-1,
-    hard_vocab_limit=False,
-    minloglevel=2,
-  )
+  model = spiece_model(["a red circle on a white background"], 20)
   vocabulary = epath.Path("gs://t5-data/vocabs/cc_all.32000/sentencepiece.model")
   vocabulary.parent.mkdir(parents=True)
-  vocabulary.write_bytes(model.getvalue())
+  vocabulary.write_bytes(model)
   monkeypatch.setattr(tokenizers, "T5_VOCABULARY", str(vocabulary))
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   checkpoint = tmp_path / "checkpoint_1000000"
@@ -140,6 +133,6 @@ def test_a_t5x_checkpoint_without_a_vocabulary_takes_t5s_from_the_object_store(
   (checkpoint / "checkpoint").write_bytes(b"\x80")  # T5X's state file (an empty msgpack map)
   tokenizer = tokenizers.load_tokenizer(str(checkpoint))
   ids, mask = tokenize(tokenizer, ["a red circle"], max_length=32)
-  reference = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+  reference = sentencepiece.SentencePieceProcessor(model_proto=model)
   assert ids[0][mask[0]].tolist() == [*reference.encode("a red circle"), 1]
   assert list((tmp_path / "home" / ".cache" / "imagen_jax" / "vocabularies").iterdir())

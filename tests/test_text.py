@@ -7,6 +7,7 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import spiece_model
 from transformers import AutoTokenizer, ByT5Tokenizer, T5Tokenizer
 
 from imagen_jax import parallel
@@ -127,26 +128,14 @@ def test_from_pretrained_local_directory_with_a_sentencepiece_tokenizer(tmp_path
 
 def test_a_folder_with_only_spiece_model_tokenizes_as_sentencepiece_does(tmp_path):
   """T5X and TensorFlow checkpoints of T5 come with the SentencePiece vocabulary alone."""
-  import io
-
   import sentencepiece
 
-  corpus = ["a red circle at the top left", "a blue square in the center", "a photo of a cat"]
-  model = io.BytesIO()
-  sentencepiece.SentencePieceTrainer.train(
-    sentence_iterator=iter(corpus * 20),
-    model_writer=model,
-    vocab_size=30,
-    pad_id=0,
-    eos_id=1,
-    unk_id=2,
-    bos_id=-1,
-    hard_vocab_limit=False,
-    minloglevel=2,
+  model = spiece_model(
+    ["a red circle at the top left", "a blue square in the center", "a photo of a cat"], 30
   )
-  (tmp_path / "spiece.model").write_bytes(model.getvalue())
+  (tmp_path / "spiece.model").write_bytes(model)
   tokenizer = load_tokenizer(str(tmp_path))
-  reference = sentencepiece.SentencePieceProcessor(model_proto=model.getvalue())
+  reference = sentencepiece.SentencePieceProcessor(model_proto=model)
   texts = ["a red cat", "the blue circle", ""]
   ids, mask = tokenize(tokenizer, texts, max_length=16)
   for row, valid, text in zip(ids, mask, texts):

@@ -85,7 +85,7 @@ def _text(config) -> str:
   from imagen_jax.data.store import EmbeddingStore
   from imagen_jax.models import t5_weights
   from imagen_jax.text import BUILTIN_TOKENIZERS, load_tokenizer
-  from imagen_jax.text.tokenizers import HUB_CONFIG_FILES, resolve_directory
+  from imagen_jax.text.tokenizers import resolve_directory
 
   t = config.text
   if t.store:
@@ -95,7 +95,7 @@ def _text(config) -> str:
   if t.encoder in BUILTIN_TOKENIZERS:
     load_tokenizer(t.encoder)
     return f"{t.encoder} (builtin, offline)"
-  directory = resolve_directory(t.encoder, files=HUB_CONFIG_FILES)  # a hub id: no weights
+  directory = resolve_directory(t.encoder)  # a hub id: config and tokenizer, no weights
   encoder_config = t5_weights.read_config(directory)
   if encoder_config.d_model != t.dim:
     raise ValueError(f"config.text.dim is {t.dim} but {t.encoder} gives {encoder_config.d_model}.")

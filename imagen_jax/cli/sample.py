@@ -53,26 +53,26 @@ def run(args) -> int:
   start = None
   if args.start_image:
     start = np.asarray(Image.open(args.start_image).convert("RGB"))
-  outputs = list(
-    imagen.sample_stages(
-      args.prompt,
-      seed=args.seed,
-      guidance=_one_or_many(args.guidance),
-      steps=_one_or_many(args.steps),
-      sampler=_one_or_many(args.sampler),
-      aug_level=_one_or_many(args.aug_level),
-      threshold=_one_or_many(args.threshold),
-      stop_at_stage=args.stop_at_stage,
-      start_image=start,
-      progress=True,
-    )
+  timings = []
+  per_stage = imagen.sample(
+    args.prompt,
+    seed=args.seed,
+    guidance=_one_or_many(args.guidance),
+    steps=_one_or_many(args.steps),
+    sampler=_one_or_many(args.sampler),
+    aug_level=_one_or_many(args.aug_level),
+    threshold=_one_or_many(args.threshold),
+    stop_at_stage=args.stop_at_stage,
+    start_image=start,
+    progress=True,
+    on_stage=timings.append,
   )
-  final = outputs[-1].images
+  final = per_stage[-1]
   for i, image in enumerate(final):
     Image.fromarray(image).save(out.with_name(f"{out.stem}_{i}.png"))
   Image.fromarray(grid(final)).save(out)
   print(f"loaded {len(imagen.stages)} stage(s) in {load_seconds:.1f}s")
-  for stage in outputs[1 if start is not None else 0 :]:
+  for stage in timings:
     print(
       f"stage {stage.index + 1}: {stage.seconds:.1f}s for {len(args.prompt)} image(s) "
       f"({stage.images.shape[1]}px, first call includes compilation)"

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import pathlib
 
 import numpy as np
@@ -174,18 +175,23 @@ def _inside(folder: pathlib.Path, name: str) -> pathlib.Path | None:
   return path if path.is_relative_to(folder.resolve()) else None
 
 
-def folder_fingerprint(folder: pathlib.Path, *, exclude: pathlib.Path | None = None) -> str:
-  """A digest of the name, size and modification time of every file under `folder` (but those
-  under `exclude`, where the dataset itself may be written): it changes when images or captions
-  are added, removed or edited."""
+def folder_fingerprint(folder, *, exclude: pathlib.Path | None = None) -> str:
+  """A digest of the name, size and modification time of every file under `folder`, local or on
+  an object store (but those under a local `exclude`, where the dataset itself may be written):
+  it changes when images or captions are added, removed or edited."""
   digest = hashlib.sha1()
+  url = paths.is_url(folder)
   exclude = exclude.resolve() if exclude else None
-  for path in sorted(folder.rglob("*")):
-    if exclude is not None and path.resolve().is_relative_to(exclude):
-      continue
-    if path.is_file():
+  for path in remote.files(folder):
+    if url:
       st = path.stat()
-      digest.update(f"{path.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+      size, mtime = st.length, st.mtime
+    else:
+      if exclude is not None and pathlib.Path(path).resolve().is_relative_to(exclude):
+        continue
+      st = os.stat(path)
+      size, mtime = st.st_size, st.st_mtime_ns
+    digest.update(f"{path.relative_to(folder)}\0{size}\0{mtime}\n".encode())
   return digest.hexdigest()
 
 
@@ -284,12 +290,8 @@ def prepare_folder(**kwargs) -> ImageTextFolder:
   builder = folder_builder(**kwargs)
   source = builder.builder_config.path
   stamp = epath.Path(builder.data_path) / SOURCE_STAMP
-  if paths.is_url(source):
-    fingerprint = remote.fingerprint(source)
-  else:
-    fingerprint = folder_fingerprint(
-      pathlib.Path(source), exclude=pathlib.Path(builder.data_dir_root)
-    )
+  local_root = None if paths.is_url(builder.data_dir_root) else builder.data_dir_root
+  fingerprint = folder_fingerprint(source, exclude=local_root and pathlib.Path(local_root))
   if builder.is_prepared():
     built_from = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
     if built_from == fingerprint:

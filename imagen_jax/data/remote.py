@@ -9,7 +9,6 @@ before it is read. Every host then reads its own shard from the uploaded dataset
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import pathlib
 import shutil
@@ -44,17 +43,6 @@ def copy_tree(source, target) -> int:
   for path in found:
     _copy(path, target / path.relative_to(source))
   return len(found)
-
-
-def fingerprint(folder) -> str:
-  """A digest of the name, size and modification time of every file under an object-store
-  folder (as data.builders.folder_fingerprint is for a local one)."""
-  folder = epath.Path(folder)
-  digest = hashlib.sha1()
-  for path in files(folder):
-    st = path.stat()
-    digest.update(f"{path.relative_to(folder)}\0{st.length}\0{st.mtime}\n".encode())
-  return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 its noise schedule and conditioning as training and sampling both see it."""
 
 from imagen_jax.models.efficient_unet import EfficientUNet
+from imagen_jax.models.sampler import StageSampler
 from imagen_jax.models.stage import Stage
 from imagen_jax.models.unet import UNet
 from imagen_jax.models.unets import (
@@ -17,6 +18,7 @@ __all__ = [
   "UNET_TYPES",
   "EfficientUNet",
   "Stage",
+  "StageSampler",
   "UNet",
   "abstract_unet_params",
   "build_unet",

@@ -23,9 +23,9 @@ import numpy as np
 
 from imagen_jax import hardware, parallel
 from imagen_jax.configuration import load_config
+from imagen_jax.models.sampler import StageSampler
 from imagen_jax.models.stage import Stage
 from imagen_jax.perf.inspect import inspect_config
-from imagen_jax.pipeline.sampler import StageSampler
 from imagen_jax.train import compile as compile_lib
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings

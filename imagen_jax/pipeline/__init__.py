@@ -1,4 +1,5 @@
-"""Sampling trained stages: a loaded stage with its compiled sampler, and the cascade (`Imagen`).
+"""Sampling trained stages: a loaded stage with its compiled sampler (models.StageSampler), and
+the cascade (`Imagen`).
 
 from imagen_jax import Imagen
 imagen = Imagen.load(["runs/base", "runs/sr1", "runs/sr2"])
@@ -7,6 +8,5 @@ images = imagen.sample(["a red circle at the top left"], seed=0)  # uint8 NHWC p
 
 from imagen_jax.pipeline.cascade import Imagen, StageOutput
 from imagen_jax.pipeline.loading import LoadedStage, load_stage
-from imagen_jax.pipeline.sampler import StageSampler
 
-__all__ = ["Imagen", "LoadedStage", "StageOutput", "StageSampler", "load_stage"]
+__all__ = ["Imagen", "LoadedStage", "StageOutput", "load_stage"]

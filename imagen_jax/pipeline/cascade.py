@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -116,6 +116,7 @@ class Imagen:
     stop_at_stage: int | None = None,
     start_image=None,
     progress: bool = False,
+    on_stage: Callable[[StageOutput], None] | None = None,
   ) -> list[np.ndarray]:
     """Images for `prompts`: a list with one uint8 array [B, H, W, 3] per stage run.
 
@@ -123,38 +124,9 @@ class Imagen:
     or one per stage; None uses each stage's config.sample values. `stop_at_stage` (1-based)
     stops early. `start_image` (uint8 [H, W, 3] or [B, H, W, 3]) replaces the base stage's output:
     it is resized to the base resolution and super-resolved by the later stages. `progress`
-    shows a progress bar per stage.
+    shows a progress bar per stage; `on_stage` is called with the StageOutput (images and
+    seconds) of each stage it runs, as the stage finishes.
     """
-    outputs = self.sample_stages(
-      prompts,
-      seed=seed,
-      guidance=guidance,
-      steps=steps,
-      sampler=sampler,
-      aug_level=aug_level,
-      threshold=threshold,
-      stop_at_stage=stop_at_stage,
-      start_image=start_image,
-      progress=progress,
-    )
-    return [out.images for out in outputs]
-
-  def sample_stages(
-    self,
-    prompts: Sequence[str],
-    *,
-    seed: int = 0,
-    guidance=None,
-    steps=None,
-    sampler=None,
-    aug_level=None,
-    threshold=None,
-    stop_at_stage: int | None = None,
-    start_image=None,
-    progress: bool = False,
-  ) -> Iterator[StageOutput]:
-    """`sample`, one stage at a time: yields a StageOutput as each stage finishes (the options
-    are sample's)."""
     prompts = check_texts(prompts)
     n = len(self.stages)
     last = n if stop_at_stage is None else stop_at_stage
@@ -170,17 +142,16 @@ class Imagen:
     # The batch is padded to split evenly over the devices; a padding row is the null text.
     batch = len(prompts)
     emb, mask = self.text_encoder(prompts)
-    emb = parallel.pad_batch(np.asarray(emb, np.float32), self.mesh)
+    emb = parallel.pad_batch(emb.astype(jnp.float32), self.mesh)
     mask = parallel.pad_batch(mask, self.mesh)
     emb = jax.device_put(emb, parallel.batch_sharding(self.mesh, 3))
     mask = jax.device_put(mask, parallel.batch_sharding(self.mesh, 2))
     key = jax.random.key(seed)
 
-    images = None
-    first = 0
+    outputs, images, first = [], None, 0
     if start_image is not None:
       images = self._start_images(start_image, batch, emb.shape[0])
-      yield StageOutput(0, np.asarray(to_uint8(images))[:batch], 0.0)
+      outputs.append(StageOutput(0, np.asarray(to_uint8(images))[:batch], 0.0))
       first = 1
     for i in range(first, last):
       loaded = self.stages[i]
@@ -211,7 +182,10 @@ class Imagen:
       finally:
         if bar is not None:
           bar.close()
-      yield StageOutput(i, out, time.perf_counter() - t0)
+      outputs.append(StageOutput(i, out, time.perf_counter() - t0))
+      if on_stage is not None:
+        on_stage(outputs[-1])
+    return [o.images for o in outputs]
 
   def _start_images(self, start_image, batch: int, padded: int):
     if len(self.stages) < 2:

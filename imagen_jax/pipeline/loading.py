@@ -12,8 +12,8 @@ import ml_collections
 
 from imagen_jax import parallel
 from imagen_jax.errors import short_error
+from imagen_jax.models.sampler import StageSampler
 from imagen_jax.models.stage import Stage
-from imagen_jax.pipeline.sampler import StageSampler
 from imagen_jax.train import checkpoint
 
 log = logging.getLogger(__name__)

@@ -4,14 +4,11 @@ the target."""
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax import hardware
 from imagen_jax.images import bicubic_resize, grid, to_float, to_uint8
+from imagen_jax.models.sampler import StageSampler
 from imagen_jax.train.step import text_condition
 
 EXAMPLES = 8
@@ -22,36 +19,28 @@ class GridSampler:
   compiled on the first grid and reused for the run."""
 
   def __init__(self, stage, config, batch: dict, text_encoder=None, text_params=None):
-    self.stage = stage
-    self.batch = batch
+    self.stage, self.options = stage, config.sample
+    self.batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "index"}
     self.text_encoder, self.text_params = text_encoder, text_params
-    s = config.sample
-    self.guidance, self.aug_level = s.guidance, s.aug_level
-    self._sample = jax.jit(
-      functools.partial(
-        stage.sample,
-        steps=s.steps,
-        sampler=s.sampler,
-        guided=float(s.guidance) != 1.0,
-        threshold=s.threshold,
-        size=stage.image_size,
-      ),
-      compiler_options=hardware.compiler_options("sample"),
-    )
+    self._sampler = StageSampler(stage)
 
   def __call__(self, ema_params, key) -> np.ndarray:
     """uint8 [H, W, 3]: the grid of samples for the fixed batch."""
-    batch = {k: jnp.asarray(v) for k, v in self.batch.items() if k != "index"}
+    batch, s = self.batch, self.options
     text, mask = text_condition(batch, self.text_encoder, self.text_params)
     low = to_float(batch["low_res"]) if self.stage.super_res else None
-    images = self._sample(
+    images = self._sampler(
       ema_params,
       text,
       mask,
       key,
-      guidance=jnp.float32(self.guidance),
+      steps=s.steps,
+      sampler=s.sampler,
+      guidance=s.guidance,
+      threshold=s.threshold,
       low_res=low,
-      aug_level=jnp.float32(self.aug_level),
+      aug_level=s.aug_level,
+      size=self.stage.image_size,
     )
     rows = [to_uint8(images)]
     if self.stage.super_res:

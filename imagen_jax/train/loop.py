@@ -301,6 +301,7 @@ class _Run:
           save_due = save_due or step % config.train.checkpoint_every == 0
           if save_due and checkpointer.save(step, state, data_iter, self.config_dict):
             save_due, last_saved = False, step
+            writer.sync()  # on an object store: what a resume from this checkpoint keeps
           bar.update(1)
           if stop_requests.check(step):
             summary["stopped_by"] = stop_requests.reason

@@ -8,6 +8,7 @@ import logging
 import pathlib
 import shutil
 import tempfile
+import time
 import uuid
 
 import numpy as np
@@ -21,12 +22,14 @@ log = logging.getLogger(__name__)
 class MetricsWriter:
   """Writes metrics.jsonl and TensorBoard events under the workdir (from process 0 only).
 
-  On an object store (gs://, or any URL epath reaches through fsspec), metrics.jsonl is rewritten
-  whole at each record (objects cannot be appended to), and TensorBoard's events are written to
-  a local folder and copied to WORKDIR/tensorboard at each flush, so they need nothing beyond
-  the filesystem the checkpoints use (gcsfs for gs://)."""
+  On an object store (gs://, or any URL epath reaches through fsspec) objects cannot be appended
+  to: records are kept in memory and metrics.jsonl is rewritten whole, and TensorBoard's events
+  are written to a local folder and copied to WORKDIR/tensorboard, at most every
+  `upload_seconds`, at every `sync()` (the trainer calls it when a checkpoint is saved, so what
+  a resume keeps is uploaded) and on close. They need nothing beyond the filesystem the
+  checkpoints use (gcsfs for gs://)."""
 
-  def __init__(self, workdir, *, enabled: bool = True, step: int = 0):
+  def __init__(self, workdir, *, enabled: bool = True, step: int = 0, upload_seconds: float = 60.0):
     """Continues the records of a run resumed at `step` (0: a fresh start); TensorBoard hides
     events past it."""
     self.enabled = enabled
@@ -36,6 +39,7 @@ class MetricsWriter:
     self._records: list[dict] = []
     self._tb = None
     self._local_events = None  # the local folder of the events on an object store
+    self._upload_seconds, self._uploaded = upload_seconds, time.monotonic()
     if enabled:
       from tensorboardX import SummaryWriter
 
@@ -73,34 +77,44 @@ class MetricsWriter:
     if not self.enabled:
       return
     record = {"step": int(step), **{k: _scalar(v) for k, v in metrics.items()}}
-    if not paths.is_url(self.path):
+    if self._local_events is None:
       with open(self.path, "a") as f:
         f.write(json.dumps(record) + "\n")
-    else:  # object stores cannot append: rewrite the file
+    else:
       self._records.append(record)
-      self.path.write_text("".join(json.dumps(r) + "\n" for r in self._records))
     for k, v in record.items():
       if k != "step" and isinstance(v, (int, float)):
         self._tb.add_scalar(f"train/{k}", v, step)
-    self._flush_events()
+    self._flush()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     if self.enabled:
       self._tb.add_image(name, image, step, dataformats="HWC")
-      self._flush_events()
+      self._flush()
 
-  def _flush_events(self) -> None:
+  def _flush(self) -> None:
     self._tb.flush()
-    if self._local_events is not None:
-      self.tensorboard.mkdir(parents=True, exist_ok=True)
-      for file in self._local_events.iterdir():
-        (self.tensorboard / file.name).write_bytes(file.read_bytes())
+    if self._local_events is not None and (
+      time.monotonic() - self._uploaded >= self._upload_seconds
+    ):
+      self.sync()
+
+  def sync(self) -> None:
+    """Uploads the records and events to an object-store workdir (nothing to do on a disk)."""
+    if not self.enabled or self._local_events is None:
+      return
+    self._tb.flush()
+    self.path.write_text("".join(json.dumps(r) + "\n" for r in self._records))
+    self.tensorboard.mkdir(parents=True, exist_ok=True)
+    for file in self._local_events.iterdir():
+      (self.tensorboard / file.name).write_bytes(file.read_bytes())
+    self._uploaded = time.monotonic()
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self.sync()
       if self._local_events is not None:
-        self._flush_events()
         shutil.rmtree(self._local_events, ignore_errors=True)
       self._tb = None
 

@@ -1,5 +1,6 @@
-"""A loaded stage's sampler, compiled by its owner: one jitted `Stage.sample` per set of static
-options (steps, sampler, guided or not, threshold, size, progress), kept for the stage's life.
+"""A stage's sampler, compiled by whoever owns the stage (a loaded stage of the cascade, a
+training run for its sample grids): one jitted `Stage.sample` per set of static options (steps,
+sampler, guided or not, threshold, size, progress), kept for the owner's life.
 
 Everything that changes between calls (parameters, text, low-res image, key, guidance scale, aug
 level) is an argument of the compiled function, so a stage compiles once per batch shape and
