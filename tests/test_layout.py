@@ -22,6 +22,7 @@ LAYERS = (
   "text",
   "configuration",
   "train",
+  "pretrained",
   "pipeline",
   "perf",
   "demo",

@@ -71,11 +71,13 @@ class GroupNorm(nn.Module):
 
   groups: int = 32
   dtype: Dtype = jnp.float32
+  eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x):
     scale, bias = _NormParams(name="norm")(x.shape[-1])
-    return group_norm(x, scale, bias, num_groups(x.shape[-1], self.groups)).astype(self.dtype)
+    groups = num_groups(x.shape[-1], self.groups)
+    return group_norm(x, scale, bias, groups, self.eps).astype(self.dtype)
 
 
 class _NormParams(nn.Module):
@@ -165,10 +167,12 @@ class LayerNorm(nn.Module):
   """LayerNorm in float32 over the last axis, returning `dtype`."""
 
   dtype: Dtype = jnp.float32
+  eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x):
     y = nn.LayerNorm(
+      epsilon=self.eps,
       dtype=jnp.float32,
       scale_init=_boxed(nn.initializers.ones_init(), ("norm",)),
       bias_init=_boxed(nn.initializers.zeros_init(), ("norm",)),
@@ -177,28 +181,62 @@ class LayerNorm(nn.Module):
     return y.astype(self.dtype)
 
 
-def sinusoidal_embedding(t, dim: int, *, max_period: float = 10_000.0):
-  """[B] -> [B, dim]: cos/sin of t * 1000 at geometric frequencies (the ADM/DDPM timestep
-  embedding, with continuous t in [0, 1] scaled to the 0..1000 range of discrete steps)."""
+ACTIVATIONS = {
+  "silu": nn.silu,
+  "swish": nn.silu,
+  # Exact GELU, as torch's nn.GELU (and so diffusers' "gelu"); jax's default is the tanh form.
+  "gelu": functools.partial(nn.gelu, approximate=False),
+}
+
+
+def activation(name: str) -> Callable:
+  if name not in ACTIVATIONS:
+    raise ValueError(f"Unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}.")
+  return ACTIVATIONS[name]
+
+
+def sinusoidal_embedding(
+  t,
+  dim: int,
+  *,
+  max_period: float = 10_000.0,
+  scale: float = 1000.0,
+  flip_sin_to_cos: bool = True,
+  freq_shift: float = 0.0,
+):
+  """[B] -> [B, dim]: sin/cos of scale * t at geometric frequencies exp(-ln(max_period) i /
+  (dim / 2 - freq_shift)), cos first when `flip_sin_to_cos` (the ADM/DDPM timestep embedding;
+  scale 1000 maps continuous t in [0, 1] onto the 0..1000 range of discrete steps, scale 1 takes
+  the steps themselves)."""
   half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = (1000.0 * t.astype(jnp.float32))[:, None] * freqs[None]
-  emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-  return jnp.pad(emb, ((0, 0), (0, dim - 2 * half)))
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / (half - freq_shift))
+  args = (scale * t.astype(jnp.float32))[:, None] * freqs[None]
+  pair = (jnp.cos(args), jnp.sin(args)) if flip_sin_to_cos else (jnp.sin(args), jnp.cos(args))
+  return jnp.pad(jnp.concatenate(pair, axis=-1), ((0, 0), (0, dim - 2 * half)))
 
 
 class TimeEmbedding(nn.Module):
-  """t [B] in [0, 1] -> [B, emb_dim]: sinusoids, Dense, SiLU, Dense."""
+  """t [B] -> [B, emb_dim]: sinusoids of width `channels`, Dense, activation, Dense."""
 
   channels: int
   emb_dim: int
   dtype: Dtype = jnp.float32
+  act: str = "silu"
+  scale: float = 1000.0  # see sinusoidal_embedding
+  flip_sin_to_cos: bool = True
+  freq_shift: float = 0.0
 
   @nn.compact
   def __call__(self, t):
-    h = sinusoidal_embedding(t, self.channels).astype(self.dtype)
+    h = sinusoidal_embedding(
+      t,
+      self.channels,
+      scale=self.scale,
+      flip_sin_to_cos=self.flip_sin_to_cos,
+      freq_shift=self.freq_shift,
+    ).astype(self.dtype)
     h = dense(self.emb_dim, names=("time_embed", "channels"), dtype=self.dtype, name="dense_0")(h)
-    h = nn.silu(h)
+    h = activation(self.act)(h)
     return dense(self.emb_dim, names=("channels", "time_embed"), dtype=self.dtype, name="dense_1")(
       h
     )
@@ -262,12 +300,36 @@ class TextKeysValues(nn.Module):
     return kv[:, :, 0], kv[:, :, 1], mask
 
 
+class AddedKeysValues(nn.Module):
+  """DeepFloyd IF's text keys and values: the projected text tokens group-normalised (32 groups,
+  eps 1e-5, as diffusers' `cross_attention_norm="group_norm"` fixes them) and projected by
+  separate Dense layers. No null token and no mask: IF attends to every token, padding included.
+
+  text [B, T, D] -> k, v [B, T, H, Dh]."""
+
+  heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, text):
+    b, length, _ = text.shape
+    text = GroupNorm(32, self.dtype, 1e-5, name="norm")(text)
+    shape = (b, length, self.heads, self.head_dim)
+    k = dense(self.heads * self.head_dim, dtype=self.dtype, name="key")(text).reshape(shape)
+    v = dense(self.heads * self.head_dim, dtype=self.dtype, name="value")(text).reshape(shape)
+    return k, v
+
+
 class AttentionBlock(nn.Module):
   """Residual attention over an image [B, H, W, C].
 
   mode "self": self-attention whose keys/values also hold the text tokens (Imagen's base and
   64->256 models); mode "cross": queries from the image, keys/values from the text only (the
   256->1024 model). heads = channels // head_dim unless `heads` is given.
+  `text_kv` "imagen" makes the text keys/values with TextKeysValues (masked, with a null token),
+  "added" with AddedKeysValues (DeepFloyd IF's, unmasked); `eps` and `groups` are the image
+  GroupNorm's.
   """
 
   mode: str = "self"
@@ -276,24 +338,35 @@ class AttentionBlock(nn.Module):
   use_text: bool = True
   dtype: Dtype = jnp.float32
   chunk_size: int = 1024
+  text_kv: str = "imagen"
+  eps: float = 1e-6
+  groups: int = 32
+
+  def _text_keys_values(self, heads, head_dim, text, text_mask):
+    if self.text_kv == "imagen":
+      return TextKeysValues(heads, head_dim, self.dtype, name="text")(text, text_mask)
+    if self.text_kv == "added":
+      k, v = AddedKeysValues(heads, head_dim, self.dtype, name="text")(text)
+      return k, v, jnp.ones(k.shape[:2], bool)
+    raise ValueError(f"Unknown text_kv {self.text_kv!r}; use 'imagen' or 'added'.")
 
   @nn.compact
   def __call__(self, x, text, text_mask):
     b, h, w, c = x.shape
     heads = self.heads or max(1, c // self.head_dim)
     head_dim = c // heads
-    y = GroupNorm(dtype=self.dtype, name="norm")(x).reshape(b, h * w, c)
+    y = GroupNorm(self.groups, self.dtype, self.eps, name="norm")(x).reshape(b, h * w, c)
     q = dense(c, dtype=self.dtype, name="query")(y).reshape(b, h * w, heads, head_dim)
     if self.mode == "self":
       k = dense(c, dtype=self.dtype, name="key")(y).reshape(b, h * w, heads, head_dim)
       v = dense(c, dtype=self.dtype, name="value")(y).reshape(b, h * w, heads, head_dim)
       mask = jnp.ones((b, h * w), bool)
       if self.use_text:
-        tk, tv, tmask = TextKeysValues(heads, head_dim, self.dtype, name="text")(text, text_mask)
+        tk, tv, tmask = self._text_keys_values(heads, head_dim, text, text_mask)
         k, v = jnp.concatenate([k, tk], 1), jnp.concatenate([v, tv], 1)
         mask = jnp.concatenate([mask, tmask], 1)
     elif self.mode == "cross":
-      k, v, mask = TextKeysValues(heads, head_dim, self.dtype, name="text")(text, text_mask)
+      k, v, mask = self._text_keys_values(heads, head_dim, text, text_mask)
     else:
       raise ValueError(f"Unknown attention mode {self.mode!r}; use 'self' or 'cross'.")
     out = attention(q, k, v, mask, chunk_size=self.chunk_size).reshape(b, h * w, c)
@@ -341,6 +414,34 @@ class AttentionPooling(nn.Module):
     )
 
 
+class TextTimeEmbedding(nn.Module):
+  """DeepFloyd IF's pooled text (diffusers' TextTimeEmbedding): text [B, T, D] -> [B, out_dim].
+
+  LayerNorm; one query, the mean token plus a learned position, attends in `heads` heads over
+  itself and the tokens (each side scaled by head_dim^-1/4, as IF does); Dense; LayerNorm.
+  LayerNorms use torch's eps 1e-5."""
+
+  heads: int
+  out_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, text):
+    b, _, d = text.shape
+    text = LayerNorm(self.dtype, 1e-5, name="norm_in")(text)
+    position = self.param("position", _boxed(nn.initializers.normal(d**-0.5), ("norm",)), (d,))
+    query = text.mean(axis=1, keepdims=True) + position.astype(self.dtype)  # [B, 1, D]
+    tokens = jnp.concatenate([query, text], axis=1)
+    head_shape = (b, -1, self.heads, d // self.heads)
+    q = dense(d, dtype=self.dtype, name="query")(query).reshape(head_shape)
+    k = dense(d, dtype=self.dtype, name="key")(tokens).reshape(head_shape)
+    v = dense(d, dtype=self.dtype, name="value")(tokens).reshape(head_shape)
+    pooled = attention(q, k, v).reshape(b, d)  # attention scales q by head_dim^-1/2
+    proj = dense(self.out_dim, names=("channels_in", "time_embed"), dtype=self.dtype, name="proj")
+    pooled = proj(pooled)
+    return LayerNorm(self.dtype, 1e-5, name="norm_out")(pooled)
+
+
 def average_pool(x, factor: int = 2):
   """Average pooling by `factor` (the resampling of BigGAN-style residual blocks)."""
   b, h, w, c = x.shape
@@ -359,6 +460,9 @@ class ResBlock(nn.Module):
   h = conv_zero(dropout(SiLU(h)));  out = skip(x) + h.
   `resample` "down" / "up" resamples inside the block and on the skip (BigGAN-style). With
   emb=None the block is unconditioned (the Efficient U-Net's ResNetBlock).
+  DeepFloyd IF's blocks (diffusers' ResnetBlock2D with scale_shift) are these with options: the
+  activation `act`, GroupNorm `eps` and `groups`, `skip_time_act` (emb enters the Dense without
+  the activation) and `out_scale` (the sum is divided by it).
   """
 
   out_channels: int
@@ -366,30 +470,38 @@ class ResBlock(nn.Module):
   dropout: float = 0.0
   train: bool = False
   dtype: Dtype = jnp.float32
+  act: str = "silu"
+  eps: float = 1e-6
+  groups: int = 32
+  skip_time_act: bool = False
+  out_scale: float = 1.0
 
   @nn.compact
   def __call__(self, x, emb):
     resize = {"down": average_pool, "up": nearest_upsample, None: lambda v: v}[self.resample]
-    h = nn.silu(GroupNorm(dtype=self.dtype, name="norm_0")(x))
+    act = activation(self.act)
+    h = act(GroupNorm(self.groups, self.dtype, self.eps, name="norm_0")(x))
     h = resize(h)
     x = resize(x)
     h = conv(self.out_channels, dtype=self.dtype, name="conv_0")(h)
-    h = GroupNorm(dtype=self.dtype, name="norm_1")(h)
+    h = GroupNorm(self.groups, self.dtype, self.eps, name="norm_1")(h)
     if emb is not None:
-      h = ScaleShift(self.dtype, name="emb")(h, emb)
-    h = nn.Dropout(self.dropout, deterministic=not self.train)(nn.silu(h))
+      h = ScaleShift(self.dtype, act=None if self.skip_time_act else self.act, name="emb")(h, emb)
+    h = nn.Dropout(self.dropout, deterministic=not self.train)(act(h))
     h = conv(self.out_channels, names=ROW, zero=True, dtype=self.dtype, name="conv_1")(h)
     if x.shape[-1] != self.out_channels:
       x = conv(self.out_channels, kernel=1, dtype=self.dtype, name="skip")(x)
-    return x + h
+    out = x + h
+    return out if self.out_scale == 1.0 else out / self.out_scale
 
 
 class ScaleShift(nn.Module):
-  """h * (1 + scale) + shift with (scale, shift) = Dense(SiLU(emb)): FiLM by the conditioning
-  embedding emb [B, E] of an image h [B, H, W, C]."""
+  """h * (1 + scale) + shift with (scale, shift) = Dense(act(emb)): FiLM by the conditioning
+  embedding emb [B, E] of an image h [B, H, W, C] (`act` None: Dense(emb))."""
 
   dtype: Dtype = jnp.float32
   zero_init: bool = False  # start as the identity
+  act: str | None = "silu"
 
   @nn.compact
   def __call__(self, h, emb):
@@ -400,7 +512,7 @@ class ScaleShift(nn.Module):
       zero=self.zero_init,
       dtype=self.dtype,
       name="dense",
-    )(nn.silu(emb))
+    )(emb if self.act is None else activation(self.act)(emb))
     scale, shift = jnp.split(ss[:, None, None, :], 2, axis=-1)
     return h * (1 + scale) + shift
 

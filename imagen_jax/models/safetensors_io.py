@@ -104,3 +104,31 @@ def open_checkpoint(directory) -> dict:
     f"No T5 weights in {directory}: it needs model.safetensors or flax_model.msgpack (or their "
     f"sharded .index.json), or is a T5X checkpoint directory.{hint}"
   )
+
+
+def save_file(path, tensors: dict, metadata: dict | None = None) -> None:
+  """Writes numpy arrays {name: array} as one .safetensors file (the format above), atomically."""
+  codes = {np.dtype(v): k for k, v in DTYPES.items()}
+  header, offset, arrays = {}, 0, []
+  for name, array in tensors.items():
+    array = np.ascontiguousarray(array)
+    if array.dtype not in codes:
+      raise ValueError(f"Tensor {name} has dtype {array.dtype}, which safetensors cannot store.")
+    header[name] = {
+      "dtype": codes[array.dtype],
+      "shape": list(array.shape),
+      "data_offsets": [offset, offset + array.nbytes],
+    }
+    offset += array.nbytes
+    arrays.append(array)
+  if metadata:
+    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+  blob = json.dumps(header, separators=(",", ":")).encode()
+  blob += b" " * (-len(blob) % 8)  # the data starts 8-byte aligned
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "wb") as f:
+    f.write(struct.pack("<Q", len(blob)) + blob)
+    for array in arrays:
+      f.write(array.tobytes())
+  tmp.replace(path)

@@ -11,18 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from etils import epath
-from flax.traverse_util import flatten_dict, unflatten_dict
-from jax.sharding import NamedSharding
 
-from imagen_jax import parallel
 from imagen_jax.models import t5x_io
 from imagen_jax.models.safetensors_io import open_checkpoint
 from imagen_jax.models.t5 import T5Config, T5Encoder
+from imagen_jax.models.weight_loading import load_mapped
 
 # Tensors of full encoder-decoder checkpoints that the encoder does not use.
 IGNORED_PREFIXES = ("decoder.", "lm_head.")
@@ -89,52 +85,17 @@ def load_params(directory, config: T5Config, *, param_dtype=jnp.float32, mesh=No
   reading only its slice; without, parameters land on the default device.
   Raises ValueError naming every missing, unexpected or wrongly shaped tensor.
   """
-  tensors = open_checkpoint(directory)
-  boxed = flatten_dict(abstract_params(config, param_dtype))
-  mapping = name_map(config)
-
-  missing, bad_shapes, found = [], [], {}
-  for path, leaf in boxed.items():
-    names, convert = mapping[path]
-    name = next((n for n in names if n in tensors), None)
-    if name is None:
-      missing.append(names[0])
-      continue
-    expected = nn.unbox(leaf).shape
-    stored = tensors[name].shape(name)
-    got = convert(np.empty(stored, np.bool_)).shape
-    if got != expected:
-      bad_shapes.append(f"{name}: checkpoint {stored}, the config needs {expected}")
-    found[path] = name
-  used = {n for path in found for n in mapping[path][0]}
-  unexpected = sorted(n for n in tensors if n not in used and not n.startswith(IGNORED_PREFIXES))
-  problems = []
-  if missing:
-    problems.append(f"missing tensors: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-  if unexpected:
-    problems.append(f"unexpected tensors: {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
-  if bad_shapes:
-    problems.append("shape mismatches: " + "; ".join(bad_shapes[:8]))
-  if problems:
-    raise ValueError(
-      f"The checkpoint in {directory} does not fit the T5 config "
-      f"(d_model={config.d_model}, layers={config.num_layers}, heads={config.num_heads}, "
-      f"gated={config.is_gated}): " + " | ".join(problems)
-    )
-
-  params = {}
-  for path, leaf in boxed.items():
-    name = found[path]
-    host = mapping[path][1](tensors[name].get(name))  # a view of the memory map
-    dtype = nn.unbox(leaf).dtype
-    if mesh is None:
-      params[path] = jax.device_put(np.asarray(host, dtype))
-    else:
-      sharding = NamedSharding(mesh, parallel.partition_spec(leaf.names, host.shape, mesh.shape))
-      params[path] = jax.make_array_from_callback(
-        host.shape, sharding, lambda idx, host=host, dtype=dtype: np.asarray(host[idx], dtype)
-      )
-  return unflatten_dict(params)
+  return load_mapped(
+    open_checkpoint(directory),
+    abstract_params(config, param_dtype),
+    name_map(config),
+    description=(
+      f"The checkpoint in {directory} does not fit the T5 config (d_model={config.d_model}, "
+      f"layers={config.num_layers}, heads={config.num_heads}, gated={config.is_gated})"
+    ),
+    ignored_prefixes=IGNORED_PREFIXES,
+    mesh=mesh,
+  )
 
 
 def read_config(directory) -> T5Config:

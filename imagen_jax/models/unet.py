@@ -14,6 +14,8 @@ Output: the prediction [B, H, W, out_channels] (eps for Imagen), float32.
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -46,6 +48,59 @@ class Conditioning(nn.Module):
     return emb, text
 
 
+@dataclasses.dataclass(frozen=True)
+class TextTimeConditioning:
+  """How DeepFloyd IF's U-Nets (diffusers' UNet2DConditionModel) condition: the time embedding
+  of integer steps (sinusoids of width `time_dim`, Dense, `act`, Dense to `emb_dim`), plus the
+  embedding of the class label (stage II's noise level) when `class_label`, plus the pooled raw
+  text (`pool_heads` heads; 0 for none), then `post_act`; the text tokens reach the attention
+  layers through one Dense (`text_proj`) or unchanged."""
+
+  time_dim: int
+  emb_dim: int
+  act: str = "gelu"
+  flip_sin_to_cos: bool = True
+  freq_shift: float = 0.0
+  class_label: bool = False
+  pool_heads: int = 64
+  post_act: str | None = None
+  text_proj: bool = True
+
+
+class IFConditioning(nn.Module):
+  """(emb [B, emb_dim], text [B, T, cond_dim]) as TextTimeConditioning describes; t [B] and
+  class_label [B] are integer steps (floats are accepted)."""
+
+  spec: TextTimeConditioning
+  cond_dim: int
+  dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, t, text, class_label=None):
+    c = self.spec
+
+    def embedding(name):
+      return layers.TimeEmbedding(
+        c.time_dim, c.emb_dim, self.dtype, c.act, 1.0, c.flip_sin_to_cos, c.freq_shift, name=name
+      )
+
+    emb = embedding("time")(t)
+    if c.class_label:
+      if class_label is None:
+        raise ValueError("This U-Net is conditioned on a class label (IF: the noise level).")
+      emb = emb + embedding("class")(class_label)
+    if c.pool_heads:
+      emb = emb + layers.TextTimeEmbedding(c.pool_heads, c.emb_dim, self.dtype, name="text_pool")(
+        text.astype(self.dtype)
+      )
+    if c.post_act is not None:
+      emb = layers.activation(c.post_act)(emb)
+    if c.text_proj:
+      proj = layers.dense(self.cond_dim, dtype=self.dtype, name="text_proj")
+      text = proj(text.astype(self.dtype))
+    return emb, text
+
+
 def check_inputs(z, cond_image, *, super_res: bool, total_stride: int):
   if z.ndim != 4:
     raise ValueError(f"z must be [B, H, W, C], got shape {z.shape}.")
@@ -68,11 +123,18 @@ class UNet(nn.Module):
   """ADM U-Net: `channels` x `channel_mult` per level, `num_res_blocks` per level, attention
   (with the text tokens appended to its keys/values) at `attn_resolutions` of an `image_size`
   input, BigGAN-style residual up/down sampling, scale-shift norm. Any input whose size is
-  divisible by 2^(levels - 1) works; attention stays at the same levels."""
+  divisible by 2^(levels - 1) works; attention stays at the same levels.
+
+  DeepFloyd IF's U-Nets are this architecture with options (pretrained.unet_config sets them):
+  `level_channels` and `attn_levels` per level, `num_res_blocks` per level, the activation,
+  GroupNorm eps and groups, `skip_time_act`, residual output scales, IF's text keys/values
+  (`text_kv="added"`) and its conditioning (`if_conditioning`; then t is an integer step and
+  aug_level the class label).
+  """
 
   channels: int = 512
   channel_mult: tuple[int, ...] = (1, 2, 3, 4)
-  num_res_blocks: int = 3
+  num_res_blocks: int | tuple[int, ...] = 3  # one for all levels or one per level
   attn_resolutions: tuple[int, ...] = (32, 16, 8)
   image_size: int = 64
   head_dim: int = 64
@@ -85,63 +147,113 @@ class UNet(nn.Module):
   remat: str = "none"
   attn_chunk_size: int = 1024
   dtype: layers.Dtype = jnp.float32
+  # DeepFloyd IF's options (see the class docstring); the defaults are Imagen's U-Net.
+  level_channels: tuple[int, ...] = ()  # default: channels x channel_mult
+  attn_levels: tuple[bool, ...] = ()  # default: from attn_resolutions
+  act: str = "silu"
+  norm_eps: float = 1e-6
+  norm_groups: int = 32
+  attn_norm_eps: float = 1e-6
+  skip_time_act: bool = False
+  res_scale: float = 1.0
+  mid_scale: float = 1.0
+  text_kv: str = "imagen"
+  if_conditioning: TextTimeConditioning | None = None
+
+  @property
+  def levels(self) -> tuple[int, ...]:
+    return self.level_channels or tuple(m * self.channels for m in self.channel_mult)
 
   @property
   def total_stride(self) -> int:
-    return 2 ** (len(self.channel_mult) - 1)
+    return 2 ** (len(self.levels) - 1)
+
+  def _res_blocks(self, level: int) -> int:
+    n = self.num_res_blocks
+    return n[level] if isinstance(n, (tuple, list)) else n
+
+  def _has_attn(self, level: int) -> bool:
+    if self.attn_levels:
+      return self.attn_levels[level]
+    return self.image_size // 2**level in self.attn_resolutions
+
+  def _conditioning(self, t, text, text_mask, aug_level):
+    if self.if_conditioning is not None:
+      return IFConditioning(self.if_conditioning, self.text_cond_dim, self.dtype, name="cond")(
+        t, text, aug_level
+      )
+    return Conditioning(
+      self.channels, 4 * self.channels, self.text_cond_dim, self.super_res, self.dtype, name="cond"
+    )(t, text, text_mask, aug_level)
 
   @nn.compact
   def __call__(self, z, t, text, text_mask, cond_image=None, aug_level=None, *, train=False):
     check_inputs(z, cond_image, super_res=self.super_res, total_stride=self.total_stride)
     dt = self.dtype
-    emb_dim = 4 * self.channels
-    emb, text = Conditioning(
-      self.channels, emb_dim, self.text_cond_dim, self.super_res, dt, name="cond"
-    )(t, text, text_mask, aug_level)
+    emb, text = self._conditioning(t, text, text_mask, aug_level)
     Res = layers.maybe_remat(layers.ResBlock, self.remat)
     Attn = layers.maybe_remat(layers.AttentionBlock, self.remat)
 
-    def res(ch, name, resample=None):
-      return Res(ch, resample, self.dropout, train, dt, name=name)
+    def res(ch, name, resample=None, scale=self.res_scale):
+      return Res(
+        ch,
+        resample,
+        self.dropout,
+        train,
+        dt,
+        self.act,
+        self.norm_eps,
+        self.norm_groups,
+        self.skip_time_act,
+        scale,
+        name=name,
+      )
 
     def attn(name):
       return Attn(
-        "self", self.head_dim, None, self.text_attention, dt, self.attn_chunk_size, name=name
+        "self",
+        self.head_dim,
+        None,
+        self.text_attention,
+        dt,
+        self.attn_chunk_size,
+        self.text_kv,
+        self.attn_norm_eps,
+        self.norm_groups,
+        name=name,
       )
 
-    def has_attn(level):
-      return self.image_size // 2**level in self.attn_resolutions
-
+    levels = self.levels
     x = z if cond_image is None else jnp.concatenate([z, cond_image], axis=-1)
-    h = layers.conv(self.channels, dtype=dt, name="in_conv")(x.astype(dt))
+    h = layers.conv(levels[0], dtype=dt, name="in_conv")(x.astype(dt))
     skips = [h]
-    for level, mult in enumerate(self.channel_mult):
-      for i in range(self.num_res_blocks):
-        h = res(mult * self.channels, f"down_{level}_res_{i}")(h, emb)
-        if has_attn(level):
+    for level, ch in enumerate(levels):
+      for i in range(self._res_blocks(level)):
+        h = res(ch, f"down_{level}_res_{i}")(h, emb)
+        if self._has_attn(level):
           h = attn(f"down_{level}_attn_{i}")(h, text, text_mask)
         skips.append(h)
-      if level < len(self.channel_mult) - 1:
+      if level < len(levels) - 1:
         if self.resblock_updown:
-          h = res(mult * self.channels, f"down_{level}_resample", "down")(h, emb)
+          h = res(ch, f"down_{level}_resample", "down")(h, emb)
         else:
-          h = layers.conv(mult * self.channels, strides=2, dtype=dt, name=f"down_{level}_conv")(h)
+          h = layers.conv(ch, strides=2, dtype=dt, name=f"down_{level}_conv")(h)
         skips.append(h)
-    top = self.channel_mult[-1] * self.channels
-    h = res(top, "middle_res_0")(h, emb)
+    h = res(levels[-1], "middle_res_0", scale=self.mid_scale)(h, emb)
     h = attn("middle_attn")(h, text, text_mask)
-    h = res(top, "middle_res_1")(h, emb)
-    for level in reversed(range(len(self.channel_mult))):
-      ch = self.channel_mult[level] * self.channels
-      for i in range(self.num_res_blocks + 1):
+    h = res(levels[-1], "middle_res_1", scale=self.mid_scale)(h, emb)
+    for level in reversed(range(len(levels))):
+      ch = levels[level]
+      for i in range(self._res_blocks(level) + 1):
         h = res(ch, f"up_{level}_res_{i}")(jnp.concatenate([h, skips.pop()], axis=-1), emb)
-        if has_attn(level):
+        if self._has_attn(level):
           h = attn(f"up_{level}_attn_{i}")(h, text, text_mask)
       if level > 0:
         if self.resblock_updown:
           h = res(ch, f"up_{level}_resample", "up")(h, emb)
         else:
           h = layers.conv(ch, dtype=dt, name=f"up_{level}_conv")(layers.nearest_upsample(h))
-    h = nn.silu(layers.GroupNorm(dtype=dt, name="out_norm")(h))
+    h = layers.GroupNorm(self.norm_groups, dt, self.norm_eps, name="out_norm")(h)
+    h = layers.activation(self.act)(h)
     out = layers.conv(self.out_channels, names=layers.ROW, zero=True, dtype=dt, name="out_conv")(h)
     return out.astype(jnp.float32)

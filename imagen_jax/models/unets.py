@@ -15,7 +15,7 @@ from imagen_jax.models.unet import UNet
 UNET_CLASSES = {"adm": UNet, "efficient": EfficientUNet}
 UNET_TYPES = tuple(UNET_CLASSES)
 # Module fields a config does not set: the cascade decides them.
-_NOT_CONFIGURED = ("super_res", "out_channels", "dtype", "parent", "name")
+_NOT_CONFIGURED = ("super_res", "out_channels", "dtype", "parent", "name", "if_conditioning")
 
 
 def unet_defaults(kind: str) -> dict:
@@ -41,8 +41,7 @@ def build_unet(unet_config, *, super_res: bool, dtype=jnp.float32) -> nn.Module:
   if kind not in UNET_TYPES:
     raise ValueError(f"Unknown U-Net type {kind!r}; choose one of {UNET_TYPES}.")
   if kind == "adm":
-    for key in ("channel_mult", "attn_resolutions"):
-      c[key] = tuple(c[key])
+    c = {k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}
     return UNet(super_res=super_res, dtype=dtype, **c)
   for key in ("channels", "num_res_blocks", "strides"):
     c[key] = tuple(c[key])
