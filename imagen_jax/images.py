@@ -28,6 +28,26 @@ def bicubic_resize(images, size: int):
   return jax.image.resize(images, (b, size, size, c), "bicubic")
 
 
+def _align_corners_weights(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] linear interpolation weights with the corner pixels' centres aligned."""
+  pos = np.arange(n_out) * ((n_in - 1) / max(n_out - 1, 1))
+  lo = np.minimum(np.floor(pos).astype(int), n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  w = np.zeros((n_out, n_in), np.float32)
+  np.add.at(w, (np.arange(n_out), lo), 1 - (pos - lo))
+  np.add.at(w, (np.arange(n_out), hi), pos - lo)
+  return w
+
+
+def bilinear_resize_align_corners(images, size: int):
+  """[B, h, w, C] -> [B, size, size, C], bilinear with aligned corners (torch's
+  interpolate(mode="bilinear", align_corners=True), which DeepFloyd IF's stage II uses)."""
+  wy = jnp.asarray(_align_corners_weights(images.shape[1], size))
+  wx = jnp.asarray(_align_corners_weights(images.shape[2], size))
+  hi = jax.lax.Precision.HIGHEST
+  return jnp.einsum("yh,xw,bhwc->byxc", wy, wx, images.astype(jnp.float32), precision=hi)
+
+
 def antialiased_resize(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
   """uint8 [H, W, 3] -> [size, size, 3] (or (width, height)) by PIL's antialiased bicubic
   filter, on the host (data preparation and user images)."""

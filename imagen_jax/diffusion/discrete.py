@@ -60,6 +60,48 @@ def inference_steps(num_train: int, num_steps: int, spacing: str = "leading", of
   return steps.astype(np.int32)
 
 
+def logsnr_of_steps(alpha_bar) -> np.ndarray:
+  """float64 [T]: log(alpha_bar / (1 - alpha_bar)) at each training step."""
+  ab = np.asarray(alpha_bar, np.float64)
+  return np.log(ab) - np.log1p(-ab)
+
+
+def step_times(steps, num_train: int) -> np.ndarray:
+  """float32 [len(steps) + 1]: the continuous times (t + 1) / T of decreasing training steps,
+  then 0 (clean data): the time grid on which diffusion.sample visits exactly those steps of a
+  Discrete schedule."""
+  return np.append((np.asarray(steps, np.float64) + 1) / num_train, 0.0).astype(np.float32)
+
+
+class Discrete:
+  """A discrete schedule seen in continuous time, for the samplers of imagen_jax.diffusion:
+  time t in [0, 1] is the training step t T - 1, and logsnr interpolates linearly between steps
+  (exact at every step). Hashable: `alpha_bar` is kept as a tuple."""
+
+  def __init__(self, alpha_bar):
+    self.alpha_bar = tuple(float(a) for a in np.asarray(alpha_bar))
+    self.name = f"discrete{len(self.alpha_bar)}"
+    self._lam = logsnr_of_steps(self.alpha_bar)
+
+  def __hash__(self):
+    return hash(self.alpha_bar)
+
+  def __eq__(self, other):
+    return isinstance(other, Discrete) and other.alpha_bar == self.alpha_bar
+
+  def step(self, t):
+    """The (rounded) training step of time t."""
+    return jnp.round(t * len(self.alpha_bar) - 1).astype(jnp.int32)
+
+  def logsnr(self, t):
+    steps = jnp.asarray(t, jnp.float32) * len(self.alpha_bar) - 1
+    return jnp.interp(steps, jnp.arange(len(self._lam)), jnp.asarray(self._lam, jnp.float32))
+
+  def alpha_sigma(self, t):
+    lam = self.logsnr(t)
+    return jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
+
+
 def add_noise(x, noise, t, alpha_bar):
   """The forward process at step t ([B] or scalar): sqrt(alpha_bar) x + sqrt(1 - alpha_bar) eps
   (IF's stage II noises its upsampled input so, at the noise level it is told)."""
@@ -116,6 +158,7 @@ def sample(
   max_value: float = float("inf"),
   x_T=None,
   noises=None,
+  progress=None,
 ):
   """Ancestral sampling over the training steps `steps` (decreasing, e.g. inference_steps) as
   one lax.scan; pure, for the caller to jit. -> images [*shape] (float32).
@@ -123,7 +166,8 @@ def sample(
   model_fn(x_t, t) -> (eps, variance_value), each [*shape], t an int32 scalar step (already
   guided: IF guides eps only and keeps the variance of the text branch). `x_T` (the starting
   noise) and `noises` [len(steps), *shape] replace the draws from `key` (to replay another
-  sampler's run)."""
+  sampler's run). `progress`, if given, is called on the host with the step index after every
+  step."""
   steps = np.asarray(steps, np.int32)
   previous = np.append(steps[1:], -1).astype(np.int32)
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
@@ -148,6 +192,8 @@ def sample(
       threshold_percentile=threshold_percentile,
       max_value=max_value,
     )
+    if progress is not None:
+      jax.debug.callback(progress, i)
     return x, None
 
   x, _ = jax.lax.scan(body, x, (jnp.arange(len(steps)), jnp.asarray(steps), jnp.asarray(previous)))

@@ -101,6 +101,8 @@ def sample(
   percentile: float = 99.5,
   objective: str = "eps",
   spacing: str | None = None,
+  times=None,
+  threshold_max: float = float("inf"),
   progress=None,
 ):
   """Draws samples [*shape] (float32) from a model of the reverse process.
@@ -110,7 +112,9 @@ def sample(
   A pure function: called as it is, its scan runs eagerly (compiled on every call); inside the
   caller's `jax.jit` (with everything but arrays static) it compiles once, with the model.
   `threshold` ("none", "static", "dynamic") is applied to x_hat at every step. `spacing` is the
-  time grid ("time" or "logsnr"; None picks the sampler's default).
+  time grid ("time" or "logsnr"; None picks the sampler's default); `times` [steps + 1], from
+  near 1 down to 0, replaces it (discrete.step_times visits given steps of a discrete schedule).
+  `threshold_max` caps the dynamic threshold's scale (DeepFloyd IF: 1.5 or 1).
   `progress`, if given, is called on the host with the step index after every step.
   """
   if sampler not in SAMPLERS:
@@ -127,7 +131,12 @@ def sample(
     raise ValueError(f"Unknown time spacing {spacing!r}; choose one of {SPACINGS}.")
   check_threshold(threshold)
   predictions.check_objective(objective)
-  t_grid = jnp.asarray(time_grid(schedule, steps, spacing))
+  if times is None:
+    t_grid = jnp.asarray(time_grid(schedule, steps, spacing))
+  elif len(times) != steps + 1 or times[-1] != 0:
+    raise ValueError(f"times must hold {steps + 1} times ending at 0, got {len(times)}.")
+  else:
+    t_grid = jnp.asarray(times, jnp.float32)
   lam_grid = logsnr_grid(schedule, t_grid)
   key_init, key_steps = jax.random.split(key)
   z = jax.random.normal(key_init, shape, jnp.float32)
@@ -140,7 +149,7 @@ def sample(
       pred, z=z, logsnr=lam_t, objective=objective
     )
     if threshold != "none":
-      x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile)
+      x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile, max_value=threshold_max)
       eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
     noise = jax.random.normal(jax.random.fold_in(key_steps, i), shape, jnp.float32)
     h = 0.5 * (lam_s - lam_t)

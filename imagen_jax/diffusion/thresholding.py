@@ -28,11 +28,14 @@ def dynamic_threshold(x, *, percentile: float = 99.5, max_value: float = float("
   return jnp.clip(x, -s, s) / s
 
 
-def threshold(x, *, method: str = "dynamic", percentile: float = 99.5):
-  """Applies `method` ("none", "static" or "dynamic") to x_hat [B, ...]."""
+def threshold(
+  x, *, method: str = "dynamic", percentile: float = 99.5, max_value: float = float("inf")
+):
+  """Applies `method` ("none", "static" or "dynamic", whose scale is at most max_value) to
+  x_hat [B, ...]."""
   check_threshold(method)
   if method == "static":
     return static_threshold(x)
   if method == "dynamic":
-    return dynamic_threshold(x, percentile=percentile)
+    return dynamic_threshold(x, percentile=percentile, max_value=max_value)
   return x

@@ -76,11 +76,17 @@ def open_checkpoint(directory) -> dict:
     return {tensor: file for tensor in file.names()}
   directory = pathlib.Path(directory)
   readers = (
-    ("model.safetensors", SafetensorsFile),
-    ("flax_model.msgpack", lambda path: FlaxMsgpackFile(path, keep=("shared", "encoder"))),
+    ("model.safetensors", "model.safetensors.index.json", SafetensorsFile),
+    # The fp16 variant of diffusers' pipelines (DeepFloyd IF's text_encoder/), when it is alone.
+    ("model.fp16.safetensors", "model.safetensors.index.fp16.json", SafetensorsFile),
+    (
+      "flax_model.msgpack",
+      "flax_model.msgpack.index.json",
+      lambda path: FlaxMsgpackFile(path, keep=("shared", "encoder")),
+    ),
   )
-  for name, reader in readers:
-    index = directory / f"{name}.index.json"
+  for name, index_name, reader in readers:
+    index = directory / index_name
     if index.exists():
       shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
     elif (directory / name).exists():

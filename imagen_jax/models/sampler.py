@@ -20,7 +20,8 @@ from imagen_jax.models.stage import Stage
 
 class StageSampler:
   """Samples one stage: `sampler(params, text, mask, key, steps=..., ...)` -> images [B, S, S, 3]
-  in [-1, 1] (the arguments of Stage.sample)."""
+  in [-1, 1] (the arguments of Stage.sample; an imported stage, pretrained.IFStage, has the
+  same)."""
 
   def __init__(self, stage: Stage):
     self.stage = stage
@@ -63,9 +64,12 @@ class StageSampler:
     aug_level: float = 0.0,
     size: int | None = None,
     progress_bar=None,
+    null_text=None,
+    null_mask=None,
   ):
     """Images [B, size, size, 3] in [-1, 1]. Guidance w = 1 is the plain conditional model (one
-    U-Net call per step); other values make one call on a doubled batch. `progress_bar` (tqdm)
+    U-Net call per step); other values make one call on a doubled batch, whose unconditional
+    half reads null_text and null_mask (default: the stage's null text). `progress_bar` (tqdm)
     advances by one per step."""
     guided = float(guidance) != 1.0
     fn = self._function(int(steps), sampler, guided, threshold, size, progress_bar is not None)
@@ -79,6 +83,8 @@ class StageSampler:
         guidance=jnp.float32(guidance),
         low_res=low_res,
         aug_level=jnp.float32(aug_level),
+        null_text=null_text,
+        null_mask=null_mask,
       )
       if progress_bar is not None:
         images.block_until_ready()  # the bar's steps arrive while the computation runs

@@ -101,11 +101,14 @@ class Stage:
     aug_level=0.0,
     size: int | None = None,
     progress=None,
+    null_text=None,
+    null_mask=None,
   ):
     """Images [B, size, size, 3] in [-1, 1]: the stage's sampler as a pure function (its caller
-    jits it, with everything after `key` but guidance and aug_level static).
+    jits it, with everything after `key` but guidance, aug_level and the null text static).
 
-    text [B, L, D] and mask [B, L] condition it (the null text is zeros with an empty mask);
+    text [B, L, D] and mask [B, L] condition it; the unconditional half of guidance reads
+    null_text and null_mask (default: zeros with an empty mask, the null text of training);
     SR stages take low_res [B, h, w, 3] in [-1, 1], upsampled to `size` (default: the stage's
     output size, or low-res size x factor) and noise-augmented at aug_level.
     `guided` runs classifier-free guidance at scale `guidance` with the conditional and
@@ -128,7 +131,11 @@ class Stage:
       return self.apply(params, z, t, c["text"], c["mask"], c.get("cond_image"), c.get("aug"))
 
     if guided:
-      null = {**cond, "text": jnp.zeros_like(text), "mask": jnp.zeros_like(mask)}
+      null = {
+        **cond,
+        "text": jnp.zeros_like(text) if null_text is None else null_text,
+        "mask": jnp.zeros_like(mask) if null_mask is None else null_mask,
+      }
       guided_call = diffusion.guided_model(call, guidance)
       model_fn = lambda z, t: guided_call(z, t, (cond, null))
     else:

@@ -23,7 +23,7 @@ from etils import epath
 
 from imagen_jax import parallel
 from imagen_jax.images import antialiased_resize, to_float, to_uint8
-from imagen_jax.pipeline.loading import LoadedStage, load_stage
+from imagen_jax.pipeline.loading import LoadedStage, load_pretrained_stage, load_stage
 from imagen_jax.text import TextEncoder, check_texts
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,46 @@ class Imagen:
       )
     return cls(stages, text_encoder, mesh)
 
+  @classmethod
+  def from_pretrained(
+    cls,
+    names: Sequence[str],
+    *,
+    mesh=None,
+    dtype=None,
+    param_dtype=None,
+    variant: str | None = "fp16",
+  ) -> Imagen:
+    """DeepFloyd IF's stages (hub ids such as "DeepFloyd/IF-I-XL-v1.0", downloaded on request,
+    or saved pipeline folders), base first; the first one's T5 encoder serves the cascade.
+
+    `dtype` is the compute dtype (default: bfloat16 on accelerators, float32 on CPU) and
+    `param_dtype` that of the stored parameters (default: dtype). Parameters are created sharded
+    over `mesh` (default: all local devices on "data"; give "fsdp" / "tensor" axes to split the
+    large models) as they are read. `variant` picks the hub files ("fp16" halves the download;
+    None for float32); local folders use what they hold."""
+    if isinstance(names, (str, epath.Path)):
+      names = [names]
+    if not names:
+      raise ValueError("Imagen.from_pretrained needs the IF stages, base first.")
+    mesh = mesh or parallel.make_mesh({"data": -1})
+    stages, first_dir = [], None
+    for i, name in enumerate(names):
+      loaded, directory = load_pretrained_stage(
+        str(name), first=i == 0, mesh=mesh, dtype=dtype, param_dtype=param_dtype, variant=variant
+      )
+      stages.append(loaded)
+      first_dir = first_dir or directory
+    from imagen_jax.pretrained.if_pipeline import load_if_text_encoder
+
+    text_encoder = load_if_text_encoder(
+      first_dir,
+      dtype=stages[0].stage.model.dtype,
+      param_dtype=param_dtype or jnp.float32,
+      mesh=mesh,
+    )
+    return cls(stages, text_encoder, mesh)
+
   def _check_chain(self) -> None:
     first = self.stages[0]
     if first.stage.super_res:
@@ -146,6 +186,13 @@ class Imagen:
     mask = parallel.pad_batch(mask, self.mesh)
     emb = jax.device_put(emb, parallel.batch_sharding(self.mesh, 3))
     mask = jax.device_put(mask, parallel.batch_sharding(self.mesh, 2))
+    null = {}
+    if self.text_encoder.if_style:  # IF's null text is the encoding of "", not zeros
+      null_emb, null_mask = self.text_encoder([""] * emb.shape[0])
+      null["null_text"] = jax.device_put(
+        null_emb.astype(jnp.float32), parallel.batch_sharding(self.mesh, 3)
+      )
+      null["null_mask"] = jax.device_put(null_mask, parallel.batch_sharding(self.mesh, 2))
     key = jax.random.key(seed)
 
     outputs, images, first = [], None, 0
@@ -177,6 +224,7 @@ class Imagen:
           aug_level=float(aug_level[i]),
           size=loaded.stage.output_size,
           progress_bar=bar,
+          **null,
         )
         out = np.asarray(to_uint8(images))[:batch]
       finally:

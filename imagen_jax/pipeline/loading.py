@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 
 import flax.linen as nn
 import jax
 import ml_collections
 
-from imagen_jax import parallel
+from imagen_jax import hardware, parallel
 from imagen_jax.errors import short_error
 from imagen_jax.models.sampler import StageSampler
 from imagen_jax.models.stage import Stage
@@ -24,7 +25,7 @@ class LoadedStage:
   """A trained stage: its model, EMA parameters, config, where it came from, and its sampler
   (compiled on first use per batch shape and options)."""
 
-  stage: Stage
+  stage: Stage  # or an imported pretrained.IFStage
   params: dict  # EMA parameters
   config: ml_collections.ConfigDict
   path: str
@@ -44,6 +45,28 @@ def _restore(step_dir, mesh) -> tuple[Stage, dict, ml_collections.ConfigDict]:
     nn.unbox(stage.abstract_params()),
   )
   return stage, checkpoint.restore_ema(step_dir, abstract), config
+
+
+def load_pretrained_stage(
+  name: str, *, first: bool, mesh=None, dtype=None, param_dtype=None, variant="fp16"
+) -> tuple[LoadedStage, pathlib.Path]:
+  """A DeepFloyd IF stage from a hub id or a saved pipeline folder (its parameters sharded over
+  `mesh` as they are read), and the folder it was read from."""
+  from imagen_jax.pretrained import if_pipeline
+
+  directory = if_pipeline.pipeline_directory(name, variant=variant, text_encoder=first)
+  dtype = dtype or hardware.default_compute_dtype()
+  stage, params, defaults = if_pipeline.load_if_stage(
+    directory, dtype=dtype, param_dtype=param_dtype, mesh=mesh, variant=None
+  )
+  config = ml_collections.ConfigDict(
+    {
+      "pretrained": name,
+      "sample": defaults,
+      "text": {"encoder": name, "max_length": stage.text_len, "dim": stage.text_dim},
+    }
+  )
+  return LoadedStage(stage, params, config, name, -1), directory
 
 
 def load_stage(path, *, mesh=None) -> LoadedStage:

@@ -68,6 +68,10 @@ class TextEncoder:
 
   Attributes: `config` (T5Config), `params`, `max_length`, `dtype` (compute dtype; embeddings
   come back in it), `dim` (d_model).
+
+  `if_style` encodes as DeepFloyd IF does: texts lower-cased and stripped, every text ("" too)
+  tokenized with its end token, and the encoder's outputs kept at padded positions (IF's U-Nets
+  attend to all of them); the null text is then the encoding of "", not zeros.
   """
 
   def __init__(
@@ -80,6 +84,7 @@ class TextEncoder:
     dtype=None,
     name: str = "",
     mesh=None,
+    if_style: bool = False,
   ):
     if max_length < 1:
       raise ValueError(f"max_length must be positive, got {max_length}.")
@@ -90,6 +95,7 @@ class TextEncoder:
     self.dtype = hardware.default_compute_dtype() if dtype is None else dtype
     self.name = name
     self.mesh = mesh
+    self.if_style = if_style
     self.model = t5.T5Encoder(config, dtype=self.dtype)
     self._encode = jax.jit(self._forward)
 
@@ -139,7 +145,11 @@ class TextEncoder:
   def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """input_ids [B, max_length] int32 and mask [B, max_length] bool; empty texts get no tokens."""
     texts = check_texts(texts)
-    ids, mask = tokenizers.tokenize(self.tokenizer, texts, self.max_length)
+    if self.if_style:  # IF's _text_preprocessing without its optional caption cleaning
+      texts = [t.lower().strip() for t in texts]
+    ids, mask = tokenizers.tokenize(
+      self.tokenizer, texts, self.max_length, empty_is_null=not self.if_style
+    )
     unknown = self.tokenizer.unk_token_id
     if self.name == SHAPES_ENCODER and (ids[mask] == unknown).any():
       rows = [t for t, r, m in zip(texts, ids, mask) if (r[m] == unknown).any()]
@@ -164,6 +174,8 @@ class TextEncoder:
 
   def _forward(self, params, ids, mask):
     emb = self.model.apply({"params": params}, ids, mask)
+    if self.if_style:
+      return emb.astype(self.dtype)
     return jnp.where(mask[..., None], emb, 0).astype(self.dtype)
 
   def encode_tokens(self, ids, mask):

@@ -93,14 +93,18 @@ def _spiece_folder(source) -> pathlib.Path:
   return cache
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+def tokenize(
+  tokenizer, texts: Sequence[str], max_length: int, *, empty_is_null: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
   """(input_ids [B, max_length] int32, mask [B, max_length] bool), padded and truncated to
-  max_length; an empty text has no tokens at all (the null text)."""
+  max_length; with `empty_is_null`, an empty text has no tokens at all (the null text)."""
   enc = tokenizer(
     list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
   )
   ids = np.asarray(enc["input_ids"], np.int32)
   mask = np.asarray(enc["attention_mask"], bool)
+  if not empty_is_null:
+    return ids, mask
   empty = np.array([t == "" for t in texts])
   mask[empty] = False
   ids[empty] = 0

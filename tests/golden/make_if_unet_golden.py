@@ -6,8 +6,9 @@ for tests/test_pretrained_unet.py. Run by hand in a separate environment (CI nev
 
 Writes tests/golden/if_unet/<name>/: the model as diffusers saves it (config.json and
 diffusion_pytorch_model.safetensors, float32) and io.npz with fixed inputs and the model's output,
-in NHWC (our layout). Every weight is perturbed, so zero-initialised layers (the output conv, the
-last conv of each block) take part in the comparison.
+in NHWC (our layout); and upsample.npz, stage II's bilinear upsampling. Every weight is
+perturbed, so zero-initialised layers (the output conv, the last conv of each block) take part
+in the comparison.
 """
 
 import pathlib
@@ -31,7 +32,9 @@ COMMON = dict(
 )
 
 # Stage I: IF-I's block types and conditioning, at toy widths (cross_attention_dim must be a
-# multiple of 32: IF group-normalises the projected text in 32 groups).
+# multiple of 32: IF group-normalises the projected text in 32 groups). Both read text of width
+# 32, that of the tiny T5 in tests/golden/t5/v1_1_gated_gelu, so the tests can chain them into a
+# cascade with that encoder.
 STAGE_1 = dict(
   COMMON,
   sample_size=16,
@@ -42,7 +45,7 @@ STAGE_1 = dict(
   up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
   norm_num_groups=8,
   cross_attention_dim=32,
-  encoder_hid_dim=48,
+  encoder_hid_dim=32,
   addition_embed_type_num_heads=4,
 )
 
@@ -51,7 +54,7 @@ STAGE_1 = dict(
 # counts, and the other sinusoid conventions.
 STAGE_2 = dict(
   COMMON,
-  sample_size=32,
+  sample_size=64,  # four times stage I's, as IF's 64 -> 256
   in_channels=6,
   block_out_channels=(8, 16, 32),
   layers_per_block=(1, 1, 2),
@@ -63,7 +66,7 @@ STAGE_2 = dict(
   up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
   norm_num_groups=4,
   cross_attention_dim=32,
-  encoder_hid_dim=40,
+  encoder_hid_dim=32,
   addition_embed_type_num_heads=2,
   class_embed_type="timestep",
   time_embedding_act_fn="gelu",
@@ -109,9 +112,19 @@ def make(name, config, *, size, text_len, seed):
   print(f"{name}: {params} parameters, output {out.shape}, |out| mean {np.abs(out).mean():.3f}")
 
 
+def upsample():
+  """Stage II's input: torch's bilinear interpolation with aligned corners, 16 -> 64."""
+  x = np.random.default_rng(2).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  up = torch.nn.functional.interpolate(
+    torch.from_numpy(x).permute(0, 3, 1, 2), (64, 64), mode="bilinear", align_corners=True
+  )
+  np.savez(OUT / "upsample.npz", x=x, up=up.permute(0, 2, 3, 1).numpy())
+
+
 def main():
   make("stage_1", STAGE_1, size=16, text_len=7, seed=0)
   make("stage_2", STAGE_2, size=32, text_len=5, seed=1)
+  upsample()
 
 
 if __name__ == "__main__":

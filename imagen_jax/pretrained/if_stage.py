@@ -1,0 +1,142 @@
+"""A DeepFloyd IF stage sampled as IF samples it, with the same `sample` signature as a
+self-trained models.Stage (so models.StageSampler compiles either).
+
+IF's semantics (diffusers' IFPipeline and IFSuperResolutionPipeline): a 1000-step discrete
+schedule; the U-Net predicts eps and a learned-range variance value; classifier-free guidance
+mixes eps only (the variance comes from the text branch); the predicted image is dynamically
+thresholded (a percentile of |x0| per sample, the scale clamped to [1, sample_max_value]).
+Stage II upsamples its input bilinearly (aligned corners), noises it to `noise_level` with a
+separate schedule, and reads the level as its class label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imagen_jax import diffusion
+from imagen_jax.diffusion import discrete
+from imagen_jax.diffusion.thresholding import check_threshold
+from imagen_jax.images import bilinear_resize_align_corners
+from imagen_jax.models.unet import UNet
+
+SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class IFStage:
+  """An IF U-Net with its schedule and sampling options (read from the saved pipeline)."""
+
+  model: UNet
+  alpha_bar: np.ndarray  # [T] of the sampling schedule
+  noise_alpha_bar: np.ndarray | None  # [T] of stage II's image noising schedule
+  output_size: int
+  factor: int  # output / input resolution (1 for stage I)
+  text_len: int
+  text_dim: int
+  max_value: float  # the dynamic threshold's largest scale (sample_max_value)
+  percentile: float  # of |x0|, 100 x dynamic_thresholding_ratio
+  spacing: str = "leading"
+  steps_offset: int = 0
+
+  @property
+  def super_res(self) -> bool:
+    return self.noise_alpha_bar is not None
+
+  def _eps_and_variance(self, params, x, t, text, cond, level, null_text, guidance):
+    """(eps [B, H, W, 3], variance value [B, H, W, 3]) at int steps t [B]; guided when
+    null_text is given."""
+    batch = x.shape[0]
+    if null_text is not None:
+      x, t = jnp.concatenate([x, x]), jnp.concatenate([t, t])
+      text = jnp.concatenate([text, null_text])
+      if cond is not None:
+        cond, level = jnp.concatenate([cond, cond]), jnp.concatenate([level, level])
+    inputs = x if cond is None else jnp.concatenate([x, cond], axis=-1)
+    out = self.model.apply({"params": params}, inputs, t, text, None, None, level)
+    eps, value = out[:batch, ..., :3], out[:batch, ..., 3:]
+    if null_text is not None:
+      eps = out[batch:, ..., :3] + guidance * (eps - out[batch:, ..., :3])
+    return eps, value
+
+  def sample(
+    self,
+    params,
+    text,
+    mask,
+    key,
+    *,
+    steps: int,
+    sampler: str = "ddpm",
+    guided: bool = False,
+    guidance=1.0,
+    threshold: str = "dynamic",
+    low_res=None,
+    aug_level=250.0,
+    size: int | None = None,
+    progress=None,
+    null_text=None,
+    null_mask=None,
+  ):
+    """Images [B, size, size, 3] in [-1, 1], as models.Stage.sample; text [B, L, D] is IF's
+    (unmasked) T5 states, `null_text` the encoding of "" (needed when guided), `aug_level` the
+    noise level of stage II's input (an integer step; IF's default 250). "ddpm" is IF's own
+    sampler (the learned variance); "ddim" and "dpm++2m" run on the same discrete steps with eps
+    alone."""
+    del mask, null_mask  # IF's U-Nets attend to every token
+    if sampler not in SAMPLERS:
+      raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
+    check_threshold(threshold)
+    if guided and null_text is None:
+      raise ValueError("Guided IF sampling needs null_text: the encoding of the empty prompt.")
+    num_train = len(self.alpha_bar)
+    batch = text.shape[0]
+    key_noise, key_sample = jax.random.split(key)
+    cond = level = None
+    if self.super_res:
+      if low_res is None:
+        raise ValueError("IF's stage II needs low_res images to upsample.")
+      size = size or low_res.shape[1] * self.factor
+      up = bilinear_resize_align_corners(low_res, size)
+      level = jnp.full((batch,), jnp.round(aug_level), jnp.int32)
+      noise = jax.random.normal(key_noise, up.shape, jnp.float32)
+      cond = discrete.add_noise(up, noise, level, self.noise_alpha_bar)
+    else:
+      size = size or self.output_size
+    shape = (batch, size, size, 3)
+    null = null_text if guided else None
+    steps_run = discrete.inference_steps(num_train, steps, self.spacing, self.steps_offset)
+    max_value = 1.0 if threshold == "static" else self.max_value  # s = 1: clip to [-1, 1]
+
+    def eps_and_variance(x, t):
+      t = jnp.broadcast_to(t, (batch,)).astype(jnp.int32)
+      return self._eps_and_variance(params, x, t, text, cond, level, null, guidance)
+
+    if sampler == "ddpm":
+      return discrete.sample(
+        eps_and_variance,
+        shape,
+        key_sample,
+        alpha_bar=self.alpha_bar,
+        steps=steps_run,
+        threshold_percentile=None if threshold == "none" else self.percentile,
+        max_value=max_value,
+        progress=progress,
+      )
+    schedule = discrete.Discrete(self.alpha_bar)
+    return diffusion.sample(
+      lambda z, t: eps_and_variance(z, schedule.step(t))[0],
+      shape,
+      key_sample,
+      schedule=schedule,
+      steps=steps,
+      sampler=sampler,
+      threshold=threshold,
+      percentile=self.percentile,
+      threshold_max=max_value,
+      times=discrete.step_times(steps_run, num_train),
+      progress=progress,
+    )

@@ -1,0 +1,178 @@
+"""DeepFloyd IF as a cascade: Imagen.from_pretrained on tiny pipeline folders in diffusers' saved
+layout (made here from the golden U-Nets and the golden tiny T5), sampled with the same
+`sample()` as a self-trained cascade, with IF's semantics: the null text is the encoding of "",
+guidance mixes eps only, stage II reads its noise level."""
+
+import json
+import pathlib
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import spiece_model
+
+from imagen_jax import Imagen
+from imagen_jax.pretrained import if_pipeline
+from imagen_jax.pretrained.unet import load_unet
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+SCHEDULER = {
+  "_class_name": "DDPMScheduler",
+  "beta_schedule": "squaredcos_cap_v2",
+  "num_train_timesteps": 1000,
+  "prediction_type": "epsilon",
+  "variance_type": "learned_range",
+  "thresholding": True,
+  "dynamic_thresholding_ratio": 0.95,
+  "sample_max_value": 1.5,
+  "clip_sample": True,
+}
+
+
+def _write(path, obj):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(obj))
+
+
+def _unet(src, dst):
+  dst.mkdir(parents=True)
+  for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+    shutil.copy(src / name, dst / name)
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory):
+  """(stage I folder, stage II folder) as diffusers' save_pretrained lays them out."""
+  root = tmp_path_factory.mktemp("if")
+  one, two = root / "IF-I-tiny", root / "IF-II-tiny"
+  _write(
+    one / "model_index.json",
+    {
+      "_class_name": "IFPipeline",
+      "unet": ["diffusers", "UNet2DConditionModel"],
+      "scheduler": ["diffusers", "DDPMScheduler"],
+      "text_encoder": ["transformers", "T5EncoderModel"],
+      "tokenizer": ["transformers", "T5Tokenizer"],
+    },
+  )
+  _unet(GOLDEN / "if_unet" / "stage_1", one / "unet")
+  _write(one / "scheduler" / "scheduler_config.json", SCHEDULER)
+  (one / "text_encoder").mkdir()
+  for name in ("config.json", "model.safetensors"):
+    shutil.copy(GOLDEN / "t5" / "v1_1_gated_gelu" / name, one / "text_encoder" / name)
+  (one / "tokenizer").mkdir()
+  (one / "tokenizer" / "spiece.model").write_bytes(
+    spiece_model(["a red circle", "a blue square on a white background", "an owl"], 100)
+  )
+  _write(
+    two / "model_index.json",
+    {
+      "_class_name": "IFSuperResolutionPipeline",
+      "unet": ["diffusers", "UNet2DConditionModel"],
+      "scheduler": ["diffusers", "DDPMScheduler"],
+      "image_noising_scheduler": ["diffusers", "DDPMScheduler"],
+    },
+  )
+  _unet(GOLDEN / "if_unet" / "stage_2", two / "unet")
+  _write(two / "scheduler" / "scheduler_config.json", {**SCHEDULER, "sample_max_value": 1.0})
+  _write(
+    two / "image_noising_scheduler" / "scheduler_config.json",
+    {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2"},
+  )
+  return one, two
+
+
+@pytest.fixture(scope="module")
+def imagen(pipelines):
+  return Imagen.from_pretrained([str(p) for p in pipelines], dtype=jnp.float32)
+
+
+def test_the_cascade_samples_both_stages_deterministically_per_seed(imagen):
+  prompts = ["A red circle ", "an owl"]
+  kw = dict(steps=[4, 3])
+  first = imagen.sample(prompts, seed=0, **kw)
+  assert [im.shape for im in first] == [(2, 16, 16, 3), (2, 64, 64, 3)]
+  assert all(im.dtype == np.uint8 for im in first)
+  again = imagen.sample(prompts, seed=0, **kw)
+  other = imagen.sample(prompts, seed=1, **kw)
+  for a, b, c in zip(first, again, other):
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+  assert imagen.stages[0].config.sample.guidance == 7.0  # IF's defaults
+  assert imagen.stages[1].config.sample.steps == 50
+  assert imagen.stages[1].config.sample.aug_level == 250
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m"])
+def test_ddim_and_dpm_solver_run_on_the_discrete_steps(imagen, sampler):
+  images = imagen.sample(["an owl"], seed=0, steps=[5, 2], sampler=sampler)
+  assert [im.shape for im in images] == [(1, 16, 16, 3), (1, 64, 64, 3)]
+
+
+def test_text_is_encoded_as_if_does(imagen):
+  enc = imagen.text_encoder
+  assert enc.max_length == 77
+  emb, mask = enc(["", "  An OWL "])
+  # "" keeps its end token and every position keeps the encoder's output (IF reads them all).
+  assert mask[0].sum() == 1 and bool(jnp.all(emb[0, 5] != 0))
+  same, _ = enc(["an owl"])
+  np.testing.assert_array_equal(np.asarray(emb[1]), np.asarray(same[0]))
+
+
+def test_guidance_mixes_eps_only_and_keeps_the_text_branch_variance(imagen, pipelines):
+  stage = imagen.stages[1]
+  unet = load_unet(pipelines[1] / "unet")
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+  cond = jnp.asarray(rng.standard_normal((2, 8, 8, 3)), jnp.float32)
+  text = jnp.asarray(rng.standard_normal((2, 5, 32)), jnp.float32)
+  null = jnp.asarray(rng.standard_normal((2, 5, 32)), jnp.float32)
+  t, level = jnp.array([500, 20]), jnp.array([250, 250])
+  eps, value = stage.stage._eps_and_variance(stage.params, x, t, text, cond, level, null, 4.0)
+  both = jnp.concatenate([x, cond], -1)
+  c, u = unet(both, t, text, level), unet(both, t, null, level)
+  np.testing.assert_allclose(eps, u[..., :3] + 4.0 * (c[..., :3] - u[..., :3]), atol=1e-4)
+  np.testing.assert_allclose(value, c[..., 3:], atol=1e-5)
+
+
+def test_stage_2_reads_the_noise_level_of_its_input(imagen):
+  low = imagen.sample(["an owl"], seed=0, steps=[2, 1], stop_at_stage=1)[0]
+  a = imagen.sample(["an owl"], seed=3, steps=[2, 2], aug_level=[0, 250], start_image=low[0])
+  b = imagen.sample(["an owl"], seed=3, steps=[2, 2], aug_level=[0, 900], start_image=low[0])
+  assert not np.array_equal(a[1], b[1])
+
+
+def test_the_first_stage_must_bring_the_text_encoder(pipelines):
+  with pytest.raises(FileNotFoundError, match="text_encoder"):
+    Imagen.from_pretrained([str(pipelines[1])])
+
+
+def test_bilinear_upsampling_matches_torch():
+  from imagen_jax.images import bilinear_resize_align_corners
+
+  golden = np.load(GOLDEN / "if_unet" / "upsample.npz")
+  np.testing.assert_allclose(
+    bilinear_resize_align_corners(golden["x"], 64), golden["up"], atol=1e-5
+  )
+
+
+def test_hub_ids_are_not_fetched_offline_and_say_what_to_do(monkeypatch):
+  with pytest.raises(ConnectionError, match="cannot be reached"):
+    if_pipeline.pipeline_directory("DeepFloyd/IF-I-XL-v1.0", text_encoder=True)
+  import huggingface_hub
+  from huggingface_hub.errors import GatedRepoError
+
+  def gated(*args, **kwargs):
+    error = GatedRepoError.__new__(GatedRepoError)  # as raised on a 401 without the license
+    Exception.__init__(error, "401 gated")
+    raise error
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
+  with pytest.raises(PermissionError, match="accept the DeepFloyd IF license"):
+    if_pipeline.pipeline_directory("DeepFloyd/IF-I-XL-v1.0", text_encoder=True)
+  patterns = if_pipeline.hub_patterns("fp16", text_encoder=False)
+  assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
+  assert not any(p.startswith("text_encoder") for p in patterns)
+  assert jax.device_count() >= 1
