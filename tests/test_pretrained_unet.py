@@ -141,3 +141,27 @@ def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
   save_file(path, tensors)
   with pytest.raises(ValueError, match=r"missing tensors: \['conv_out.bias'\].*extra.weight"):
     load_unet(folder)
+
+
+def test_inspect_plans_if_i_xl_on_a_v5e_8_without_downloading():
+  from imagen_jax.perf.inspect import inspect_pretrained
+
+  report = inspect_pretrained("DeepFloyd/IF-I-XL-v1.0", devices=8, mesh={"fsdp": -1}, chip="v5e")
+  assert abs(report["params"] / 4.3e9 - 1) < 0.02  # the model card's 4.3B
+  memory = report["memory_per_device"]
+  assert memory["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+  # bfloat16 weights of the U-Net and of T5 v1.1 XXL's encoder, an eighth on each chip.
+  expected = 2 * (report["params"] + report["text_encoder"]["total"]) / 8
+  total = memory["unet_params_bytes"] + memory["text_encoder_bytes"]
+  assert abs(total / expected - 1) < 0.01
+  assert memory["fits"] and memory["chip_memory_gib"] == 16
+
+
+def test_every_shipped_if_config_builds_near_its_published_size():
+  from imagen_jax.perf.inspect import inspect_pretrained
+  from imagen_jax.pretrained import known
+
+  for name in known.UNETS:
+    report = inspect_pretrained(name, devices=1, mesh={})
+    assert abs(report["params_vs_published"]) < 0.08, name
+    assert ("text_encoder" in report) == ("IF-I-" in name)

@@ -1,4 +1,5 @@
-"""`imagen-jax inspect`: parameter counts, FLOPs and per-device memory of a stage config."""
+"""`imagen-jax inspect`: parameter counts, FLOPs and per-device memory of a stage config, or of
+an imported DeepFloyd IF stage (--pretrained), without allocating or downloading anything."""
 
 from __future__ import annotations
 
@@ -7,13 +8,47 @@ import json
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
+def _mesh(text: str) -> dict[str, int]:
+  from imagen_jax import parallel
+
+  try:
+    mesh = {k: int(v) for k, v in (item.split("=") for item in text.split(",") if item)}
+  except ValueError:
+    mesh = None
+  if not mesh or set(mesh) - set(parallel.MESH_AXES):
+    raise ValueError(
+      f"--mesh takes axis=size pairs over {parallel.MESH_AXES}, e.g. fsdp=8 or data=2,fsdp=4; "
+      f"got {text!r}."
+    )
+  return mesh
+
+
 def add_arguments(parser):
-  parser.add_argument("--config", required=True, help="e.g. configs/base64.py")
+  what = parser.add_mutually_exclusive_group(required=True)
+  what.add_argument("--config", help="a stage config, e.g. configs/base64.py")
+  what.add_argument(
+    "--pretrained",
+    metavar="MODEL",
+    help="an IF stage: DeepFloyd/IF-I-XL-v1.0 (its config ships with the package; also -L, -M, "
+    "IF-II-L, IF-II-M) or a U-Net config.json / folder",
+  )
   parser.add_argument(
     "--devices",
     type=int,
     default=None,
     help="plan the per-device memory for this many devices (default: local)",
+  )
+  parser.add_argument(
+    "--mesh",
+    default="fsdp=-1",
+    help="with --pretrained: the mesh, axis=size pairs over data, fsdp, tensor (default: "
+    "%(default)s, the weights split over every device)",
+  )
+  parser.add_argument(
+    "--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="with --pretrained"
+  )
+  parser.add_argument(
+    "--chip", default=None, help="with --pretrained: say whether the weights fit, e.g. v5e, h100"
   )
   parser.add_argument(
     "--compile",
@@ -24,12 +59,26 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+  import jax
+
   from imagen_jax import logs
-  from imagen_jax.configuration import load_config
-  from imagen_jax.perf.inspect import inspect_config
 
   logs.setup()
-  config = load_config(args.config, args.overrides)
-  report = inspect_config(config, devices=args.devices, compile_memory=args.compile)
+  if args.pretrained:
+    from imagen_jax.perf.inspect import inspect_pretrained
+
+    report = inspect_pretrained(
+      args.pretrained,
+      devices=args.devices or jax.device_count(),
+      mesh=_mesh(args.mesh),
+      dtype=args.dtype,
+      chip=args.chip,
+    )
+  else:
+    from imagen_jax.configuration import load_config
+    from imagen_jax.perf.inspect import inspect_config
+
+    config = load_config(args.config, args.overrides)
+    report = inspect_config(config, devices=args.devices, compile_memory=args.compile)
   print(json.dumps(report, indent=1))
   return 0

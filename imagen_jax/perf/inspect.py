@@ -175,3 +175,111 @@ def _activation_bytes(stage, config, optimizer, state, batch, per_device: int) -
   )
   analysis = compile_lib.memory(compiled)
   return int(analysis.temp_size_in_bytes) if analysis is not None else -1
+
+
+# Memory per chip (GiB) for the planning line of `inspect --pretrained --chip`.
+CHIP_MEMORY_GIB = {
+  "v4": 32,
+  "v5e": 16,
+  "v5p": 95,
+  "v6e": 32,
+  "a100-40gb": 40,
+  "a100-80gb": 80,
+  "h100": 80,
+  "h200": 141,
+}
+
+
+def _pretrained_config(name: str) -> tuple[dict, str, float | None]:
+  """(U-Net config, its source, the published parameter count) of a known IF model, a U-Net
+  config.json, or a U-Net / pipeline folder."""
+  import json
+  import pathlib
+
+  from imagen_jax.pretrained import known
+
+  if name in known.UNETS:
+    return known.UNETS[name]
+  path = pathlib.Path(name).expanduser()
+  for candidate in (path, path / "config.json", path / "unet" / "config.json"):
+    if candidate.is_file():
+      return json.loads(candidate.read_text()), str(candidate), None
+  raise FileNotFoundError(
+    f"{name} is not a known IF model ({', '.join(known.UNETS)}) nor a U-Net config.json or "
+    "folder; nothing is downloaded to inspect."
+  )
+
+
+def inspect_pretrained(
+  name: str, *, devices: int, mesh: dict[str, int], dtype: str = "bfloat16", chip: str | None = None
+) -> dict:
+  """Parameters, FLOPs and weight memory per device of an imported IF stage (and, for a first
+  stage, the T5 v1.1 XXL encoder it brings), sharded by parallel.LOGICAL_AXIS_RULES on `mesh`
+  over `devices` devices. Nothing is allocated or downloaded."""
+  from imagen_jax.pretrained import unet as pretrained_unet
+  from imagen_jax.pretrained.unet_config import unet_from_config
+
+  config, source, published = _pretrained_config(name)
+  compute = {"bfloat16": jnp.bfloat16, "float32": jnp.float32}[dtype]
+  itemsize = np.dtype(compute).itemsize
+  module = unet_from_config(config, dtype=compute, source=source)
+  in_channels, text_dim = int(config["in_channels"]), pretrained_unet.text_dim(config)
+  boxed = pretrained_unet.abstract_params(module, in_channels, text_dim, compute)
+  params = nn.unbox(boxed)
+  by_part: dict[str, int] = {}
+  for part, sub in params.items():
+    key = part.split("_")[0]
+    by_part[key] = by_part.get(key, 0) + sum(math.prod(x.shape) for x in jax.tree.leaves(sub))
+  total = sum(by_part.values())
+
+  sizes = {axis: int(mesh.get(axis, 1)) for axis in parallel.MESH_AXES}
+  known_size = math.prod(v for v in sizes.values() if v != -1)
+  sizes = {a: devices // known_size if v == -1 else v for a, v in sizes.items()}
+  if math.prod(sizes.values()) != devices:
+    raise ValueError(f"The mesh {mesh} does not fit {devices} devices.")
+
+  size = int(config.get("sample_size") or 64)
+  args = (
+    jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32),
+    jax.ShapeDtypeStruct((1,), jnp.int32),
+    jax.ShapeDtypeStruct((1, 77, text_dim), jnp.float32),
+    None,
+    None,
+    jax.ShapeDtypeStruct((1,), jnp.int32) if module.if_conditioning.class_label else None,
+  )
+  forward = compile_lib.flops(jax.jit(module.apply).lower({"params": params}, *args))
+  memory = {
+    "devices": devices,
+    "mesh": sizes,
+    "dtype": dtype,
+    "unet_params_bytes": _bytes_per_device(boxed, sizes, itemsize),
+  }
+  report = {
+    "model": name,
+    "config_source": source,
+    "image_size": size,
+    "params": total,
+    "params_by_part": by_part,
+    "flops_per_image": {"unet_forward": forward, "per_guided_step": 2 * forward},
+    "memory_per_device": memory,
+  }
+  if published:
+    report["published_params"] = int(published)
+    report["params_vs_published"] = round(total / published - 1, 4)
+  if in_channels == 3:  # a first stage brings the cascade's T5 v1.1 XXL encoder
+    ids = jax.ShapeDtypeStruct((1, 77), jnp.int32)
+    abstract_t5 = jax.eval_shape(
+      t5.T5Encoder(t5.T5_V1_1_XXL).init, jax.random.key(0), ids, ids.update(dtype=jnp.bool_)
+    )["params"]
+    report["text_encoder"] = t5.count_params(t5.T5_V1_1_XXL)
+    memory["text_encoder_bytes"] = _bytes_per_device(abstract_t5, sizes, itemsize)
+  weights = sum(v for k, v in memory.items() if k.endswith("_bytes"))
+  memory["total_gib"] = round(weights / GIB, 2)
+  if chip is not None:
+    if chip not in CHIP_MEMORY_GIB:
+      raise ValueError(f"Unknown chip {chip!r}; choose one of {sorted(CHIP_MEMORY_GIB)}.")
+    memory["chip"] = chip
+    memory["chip_memory_gib"] = CHIP_MEMORY_GIB[chip]
+    # Weights must leave room for activations and XLA's buffers: a quarter of the chip.
+    memory["fits"] = weights / GIB <= 0.75 * CHIP_MEMORY_GIB[chip]
+  return report
