@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import spiece_model
+from helpers import run_cli, spiece_model
+from PIL import Image
 
 from imagen_jax import Imagen
 from imagen_jax.pretrained import if_pipeline
@@ -176,3 +177,33 @@ def test_hub_ids_are_not_fetched_offline_and_say_what_to_do(monkeypatch):
   assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
   assert not any(p.startswith("text_encoder") for p in patterns)
   assert jax.device_count() >= 1
+
+
+def test_the_sample_command_runs_if_pipelines(pipelines, tmp_path):
+  out = tmp_path / "owl.png"
+  proc = run_cli(
+    "sample",
+    "--stages",
+    *map(str, pipelines),
+    "--prompt",
+    "an owl",
+    "--steps",
+    "2",
+    "2",
+    "--out",
+    str(out),
+  )
+  assert "stage 2" in proc.stdout
+  assert Image.open(tmp_path / "owl_0.png").size == (64, 64)
+  mixed = run_cli(
+    "sample",
+    "--stages",
+    str(pipelines[0]),
+    str(tmp_path),
+    "--prompt",
+    "x",
+    "--out",
+    str(out),
+    check=False,
+  )
+  assert mixed.returncode != 0 and "mixes DeepFloyd IF stages" in mixed.stderr

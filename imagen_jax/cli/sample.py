@@ -1,18 +1,33 @@
-"""`imagen-jax sample`: text to images through trained stages."""
+"""`imagen-jax sample`: text to images through trained stages or DeepFloyd IF's."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
+# --pretrained NAME -> IF's stages (IF's model cards pair IF-I-XL and -L with IF-II-L).
+PRETRAINED = {
+  "if-xl": ["DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"],
+  "if-l": ["DeepFloyd/IF-I-L-v1.0", "DeepFloyd/IF-II-L-v1.0"],
+  "if-m": ["DeepFloyd/IF-I-M-v1.0", "DeepFloyd/IF-II-M-v1.0"],
+}
+
 
 def add_arguments(parser):
-  parser.add_argument(
+  what = parser.add_mutually_exclusive_group(required=True)
+  what.add_argument(
     "--stages",
     nargs="+",
-    required=True,
-    metavar="DIR",
-    help="stage workdirs or checkpoint directories, base first",
+    metavar="STAGE",
+    help="base first: training workdirs or checkpoint directories, or DeepFloyd IF stages "
+    "(hub ids such as DeepFloyd/IF-I-XL-v1.0 DeepFloyd/IF-II-L-v1.0, or saved pipeline folders)",
+  )
+  what.add_argument(
+    "--pretrained",
+    choices=sorted(PRETRAINED),
+    help="DeepFloyd IF's two stages, e.g. if-xl = IF-I-XL + IF-II-L (gated on the hub: accept "
+    "the license and log in first)",
   )
   parser.add_argument(
     "--prompt", action="append", required=True, help="a prompt (repeat for several)"
@@ -26,6 +41,36 @@ def add_arguments(parser):
   parser.add_argument("--threshold", nargs="+", choices=["none", "static", "dynamic"])
   parser.add_argument("--stop-at-stage", type=int, help="run only the first K stages")
   parser.add_argument("--start-image", help="an image to super-resolve instead of the base stage")
+  parser.add_argument(
+    "--variant",
+    default="fp16",
+    help="IF hub downloads: the weight files to fetch ('fp16' halves the download; 'none' for "
+    "float32); default: %(default)s",
+  )
+
+
+def _is_if_stage(stage: str) -> bool:
+  """A DeepFloyd IF pipeline folder, or a hub id that is not a local folder."""
+  path = pathlib.Path(os.path.expanduser(stage))
+  if path.is_dir():
+    return (path / "model_index.json").exists()
+  return stage.count("/") == 1 and not stage.startswith((".", "/", "~")) and not path.exists()
+
+
+def _load(args):
+  from imagen_jax.pipeline import Imagen
+
+  stages = PRETRAINED[args.pretrained] if args.pretrained else args.stages
+  kinds = {_is_if_stage(s) for s in stages}
+  if kinds == {True}:
+    variant = None if args.variant.lower() == "none" else args.variant
+    return Imagen.from_pretrained(stages, variant=variant)
+  if kinds == {False}:
+    return Imagen.load(stages)
+  raise ValueError(
+    "--stages mixes DeepFloyd IF stages with self-trained ones; a cascade is one or the other "
+    "(they read different text encodings)."
+  )
 
 
 def _one_or_many(values):
@@ -40,7 +85,6 @@ def run(args) -> int:
 
   from imagen_jax import logs
   from imagen_jax.images import grid
-  from imagen_jax.pipeline import Imagen
 
   logs.setup()
   out = pathlib.Path(args.out)
@@ -48,7 +92,7 @@ def run(args) -> int:
     raise ValueError(f"--out must be a .png file, got {out}.")
   out.parent.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
-  imagen = Imagen.load(args.stages)
+  imagen = _load(args)
   load_seconds = time.perf_counter() - t0
   start = None
   if args.start_image:

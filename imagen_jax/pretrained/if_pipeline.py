@@ -177,10 +177,11 @@ def pipeline_directory(
     ) from e
   except RepositoryNotFoundError as e:
     raise FileNotFoundError(
-      f"{name} was not found on the hub (or it is private and no token is set: `hf auth login`)."
+      f"{name} is not a local folder and was not found on the hub (if it is a private or gated "
+      "repository, log in first: `hf auth login`)."
     ) from e
   except LocalEntryNotFoundError as e:
     raise ConnectionError(
-      f"{name} is not in the local hub cache and the hub cannot be reached (offline, or "
-      "HF_HUB_OFFLINE=1): download it where there is a network, or pass a local folder."
+      f"{name} is not a local folder, nor in the hub cache, and the hub cannot be reached "
+      "(offline, or HF_HUB_OFFLINE=1): download it where there is a network, or pass a folder."
     ) from e
