@@ -2,6 +2,8 @@
 
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -112,3 +114,71 @@ def spiece_model(sentences, vocab_size: int) -> bytes:
     minloglevel=2,
   )
   return model.getvalue()
+
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+SCHEDULER = {
+  "_class_name": "DDPMScheduler",
+  "beta_schedule": "squaredcos_cap_v2",
+  "num_train_timesteps": 1000,
+  "prediction_type": "epsilon",
+  "variance_type": "learned_range",
+  "thresholding": True,
+  "dynamic_thresholding_ratio": 0.95,
+  "sample_max_value": 1.5,
+  "clip_sample": True,
+}
+
+
+def _write(path, obj):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(obj))
+
+
+def _unet(src, dst):
+  dst.mkdir(parents=True)
+  for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+    shutil.copy(src / name, dst / name)
+
+
+def if_pipelines(root):
+  """(stage I folder, stage II folder) of a tiny DeepFloyd IF cascade as diffusers'
+  save_pretrained lays them out, in `root`: the golden tiny U-Nets (tests/golden/if_unet) and
+  T5 (tests/golden/t5/v1_1_gated_gelu), a SentencePiece tokenizer, IF's scheduler configs."""
+  root = pathlib.Path(root)
+  one, two = root / "IF-I-tiny", root / "IF-II-tiny"
+  _write(
+    one / "model_index.json",
+    {
+      "_class_name": "IFPipeline",
+      "unet": ["diffusers", "UNet2DConditionModel"],
+      "scheduler": ["diffusers", "DDPMScheduler"],
+      "text_encoder": ["transformers", "T5EncoderModel"],
+      "tokenizer": ["transformers", "T5Tokenizer"],
+    },
+  )
+  _unet(GOLDEN / "if_unet" / "stage_1", one / "unet")
+  _write(one / "scheduler" / "scheduler_config.json", SCHEDULER)
+  (one / "text_encoder").mkdir()
+  for name in ("config.json", "model.safetensors"):
+    shutil.copy(GOLDEN / "t5" / "v1_1_gated_gelu" / name, one / "text_encoder" / name)
+  (one / "tokenizer").mkdir()
+  (one / "tokenizer" / "spiece.model").write_bytes(
+    spiece_model(["a red circle", "a blue square on a white background", "an owl"], 100)
+  )
+  _write(
+    two / "model_index.json",
+    {
+      "_class_name": "IFSuperResolutionPipeline",
+      "unet": ["diffusers", "UNet2DConditionModel"],
+      "scheduler": ["diffusers", "DDPMScheduler"],
+      "image_noising_scheduler": ["diffusers", "DDPMScheduler"],
+    },
+  )
+  _unet(GOLDEN / "if_unet" / "stage_2", two / "unet")
+  _write(two / "scheduler" / "scheduler_config.json", {**SCHEDULER, "sample_max_value": 1.0})
+  _write(
+    two / "image_noising_scheduler" / "scheduler_config.json",
+    {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2"},
+  )
+  return one, two

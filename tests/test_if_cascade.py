@@ -3,15 +3,13 @@ layout (made here from the golden U-Nets and the golden tiny T5), sampled with t
 `sample()` as a self-trained cascade, with IF's semantics: the null text is the encoding of "",
 guidance mixes eps only, stage II reads its noise level."""
 
-import json
 import pathlib
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import run_cli, spiece_model
+from helpers import if_pipelines, run_cli
 from PIL import Image
 
 from imagen_jax import Imagen
@@ -19,70 +17,11 @@ from imagen_jax.pretrained import if_pipeline
 from imagen_jax.pretrained.unet import load_unet
 
 GOLDEN = pathlib.Path(__file__).parent / "golden"
-SCHEDULER = {
-  "_class_name": "DDPMScheduler",
-  "beta_schedule": "squaredcos_cap_v2",
-  "num_train_timesteps": 1000,
-  "prediction_type": "epsilon",
-  "variance_type": "learned_range",
-  "thresholding": True,
-  "dynamic_thresholding_ratio": 0.95,
-  "sample_max_value": 1.5,
-  "clip_sample": True,
-}
-
-
-def _write(path, obj):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(obj))
-
-
-def _unet(src, dst):
-  dst.mkdir(parents=True)
-  for name in ("config.json", "diffusion_pytorch_model.safetensors"):
-    shutil.copy(src / name, dst / name)
 
 
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory):
-  """(stage I folder, stage II folder) as diffusers' save_pretrained lays them out."""
-  root = tmp_path_factory.mktemp("if")
-  one, two = root / "IF-I-tiny", root / "IF-II-tiny"
-  _write(
-    one / "model_index.json",
-    {
-      "_class_name": "IFPipeline",
-      "unet": ["diffusers", "UNet2DConditionModel"],
-      "scheduler": ["diffusers", "DDPMScheduler"],
-      "text_encoder": ["transformers", "T5EncoderModel"],
-      "tokenizer": ["transformers", "T5Tokenizer"],
-    },
-  )
-  _unet(GOLDEN / "if_unet" / "stage_1", one / "unet")
-  _write(one / "scheduler" / "scheduler_config.json", SCHEDULER)
-  (one / "text_encoder").mkdir()
-  for name in ("config.json", "model.safetensors"):
-    shutil.copy(GOLDEN / "t5" / "v1_1_gated_gelu" / name, one / "text_encoder" / name)
-  (one / "tokenizer").mkdir()
-  (one / "tokenizer" / "spiece.model").write_bytes(
-    spiece_model(["a red circle", "a blue square on a white background", "an owl"], 100)
-  )
-  _write(
-    two / "model_index.json",
-    {
-      "_class_name": "IFSuperResolutionPipeline",
-      "unet": ["diffusers", "UNet2DConditionModel"],
-      "scheduler": ["diffusers", "DDPMScheduler"],
-      "image_noising_scheduler": ["diffusers", "DDPMScheduler"],
-    },
-  )
-  _unet(GOLDEN / "if_unet" / "stage_2", two / "unet")
-  _write(two / "scheduler" / "scheduler_config.json", {**SCHEDULER, "sample_max_value": 1.0})
-  _write(
-    two / "image_noising_scheduler" / "scheduler_config.json",
-    {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2"},
-  )
-  return one, two
+  return if_pipelines(tmp_path_factory.mktemp("if"))
 
 
 @pytest.fixture(scope="module")
