@@ -119,11 +119,9 @@ class Imagen:
       first_dir = first_dir or directory
     from imagen_jax.pretrained.if_pipeline import load_if_text_encoder
 
+    compute = stages[0].stage.model.dtype  # T5-XXL in float32 would not fit a v5e-8
     text_encoder = load_if_text_encoder(
-      first_dir,
-      dtype=stages[0].stage.model.dtype,
-      param_dtype=param_dtype or jnp.float32,
-      mesh=mesh,
+      first_dir, dtype=compute, param_dtype=param_dtype or compute, mesh=mesh
     )
     return cls(stages, text_encoder, mesh)
 
