@@ -239,14 +239,7 @@ def inspect_pretrained(
     raise ValueError(f"The mesh {mesh} does not fit {devices} devices.")
 
   size = int(config.get("sample_size") or 64)
-  args = (
-    jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32),
-    jax.ShapeDtypeStruct((1,), jnp.int32),
-    jax.ShapeDtypeStruct((1, 77, text_dim), jnp.float32),
-    None,
-    None,
-    jax.ShapeDtypeStruct((1,), jnp.int32) if module.if_conditioning.class_label else None,
-  )
+  args = pretrained_unet.abstract_inputs(module, in_channels, text_dim, size, 77)
   forward = compile_lib.flops(jax.jit(module.apply).lower({"params": params}, *args))
   memory = {
     "devices": devices,

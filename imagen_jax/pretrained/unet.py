@@ -19,17 +19,23 @@ from imagen_jax.models.weight_loading import load_mapped
 from imagen_jax.pretrained import unet_config, unet_weights
 
 
-def abstract_params(module: UNet, in_channels: int, text_dim: int, param_dtype=jnp.float32):
-  """Boxed ShapeDtypeStructs of the U-Net's parameters in `param_dtype` (nothing allocated)."""
-  size = module.total_stride
-  args = (
+def abstract_inputs(module: UNet, in_channels: int, text_dim: int, size: int, text_len: int):
+  """ShapeDtypeStructs of one call on one image: (sample, timesteps, text, None, None, class
+  label or None), the U-Net's positional arguments."""
+  label = jax.ShapeDtypeStruct((1,), jnp.int32) if module.if_conditioning.class_label else None
+  return (
     jax.ShapeDtypeStruct((1, size, size, in_channels), jnp.float32),
     jax.ShapeDtypeStruct((1,), jnp.int32),
-    jax.ShapeDtypeStruct((1, 4, text_dim), jnp.float32),
+    jax.ShapeDtypeStruct((1, text_len, text_dim), jnp.float32),
     None,
     None,
-    jax.ShapeDtypeStruct((1,), jnp.int32) if module.if_conditioning.class_label else None,
+    label,
   )
+
+
+def abstract_params(module: UNet, in_channels: int, text_dim: int, param_dtype=jnp.float32):
+  """Boxed ShapeDtypeStructs of the U-Net's parameters in `param_dtype` (nothing allocated)."""
+  args = abstract_inputs(module, in_channels, text_dim, module.total_stride, 4)
   boxed = jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a), *args)["params"]
   return jax.tree.map(
     lambda b: b.replace_boxed(jax.ShapeDtypeStruct(b.unbox().shape, param_dtype)),
