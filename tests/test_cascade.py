@@ -94,7 +94,7 @@ def test_stop_at_stage_and_start_image(imagen):
     ([], ValueError, "No texts given"),
     (["ok", None], TypeError, "Every text must be a string; got NoneType"),
     ("a string", TypeError, "not a single string"),
-    (None, TypeError, "Pass a list of strings.*got NoneType"),
+    (None, ValueError, "Give prompts or prompt_embeds"),
     (3, TypeError, "Pass a list of strings.*got int"),
     (b"bytes", TypeError, "Pass a list of strings.*got bytes"),
   ],
@@ -166,3 +166,89 @@ def test_loaded_parameters_are_the_ema_parameters(demo):
   loaded = load_stage(str(out / "base"))
   assert loaded.step == json.loads((out / "summary.json").read_text())["stages"]["base"]["step"]
   assert jax.tree.leaves(loaded.params)[0].dtype == np.float32
+
+
+def test_a_prompt_gives_the_same_picture_alone_and_anywhere_in_a_batch(imagen):
+  kw = dict(seed=5, steps=3, guidance=3.0)
+  alone = imagen.sample(["a green star"], **kw)
+  prompts = ["a red circle", "a green star", "a blue square", "a green star"]
+  batch = imagen.sample(prompts, **kw)
+  chunked = imagen.sample(prompts, batch_size=3, **kw)  # two calls of 3 and 1 rows
+  for s in range(3):
+    np.testing.assert_array_equal(batch[s][1], alone[s][0])
+    np.testing.assert_array_equal(chunked[s], batch[s])
+    assert not np.array_equal(batch[s][1], batch[s][3])  # the same text again is another draw
+  assert batch.prompts == prompts
+
+
+def test_images_per_prompt_keys_and_output_types(imagen):
+  kw = dict(steps=2, stop_at_stage=2)
+  out = imagen.sample(["a red circle", "a blue star"], seed=1, num_images_per_prompt=3, **kw)
+  assert [im.shape[0] for im in out] == [6, 6]
+  assert out.prompts == ["a red circle"] * 3 + ["a blue star"] * 3
+  assert not np.array_equal(out[-1][0], out[-1][1])
+  one = imagen.sample(["a blue star"], seed=1, num_images_per_prompt=3, **kw)
+  np.testing.assert_array_equal(one[-1], out[-1][3:])
+  by_key = imagen.sample(["a blue star"], key=jax.random.key(1), num_images_per_prompt=3, **kw)
+  np.testing.assert_array_equal(by_key[-1], one[-1])
+  raw = imagen.sample(["a blue star"], key=jax.random.PRNGKey(1), num_images_per_prompt=3, **kw)
+  np.testing.assert_array_equal(raw[-1], one[-1])
+  pil = imagen.sample(["a blue star"], output_type="pil", **kw)
+  assert pil[-1][0].size == (32, 32)
+  floats = imagen.sample(["a blue star"], output_type="jax", **kw)
+  assert isinstance(floats[-1], jax.Array) and floats[-1].dtype == np.float32
+  assert [t.stage for t in out.timings] == [0, 1] and all(t.seconds > 0 for t in out.timings)
+  with pytest.raises(ValueError, match="key or seed"):
+    imagen.sample(["x"], key=jax.random.key(0), seed=0)
+  with pytest.raises(TypeError, match="seed must be an integer"):
+    imagen.sample(["x"], seed=jax.random.key(0))
+  with pytest.raises(ValueError, match="output_type"):
+    imagen.sample(["x"], output_type="tensor")
+
+
+def test_negative_prompt_changes_the_picture_and_empty_is_the_default(imagen):
+  kw = dict(seed=2, steps=3, guidance=4.0, stop_at_stage=1)
+  default = imagen.sample(["a green star"], **kw)[0]
+  empty = imagen.sample(["a green star"], negative_prompt="", **kw)[0]
+  other = imagen.sample(["a green star"], negative_prompt="a red circle", **kw)[0]
+  np.testing.assert_array_equal(empty, default)
+  assert not np.array_equal(other, default)
+
+
+def test_prompt_embeds_and_a_per_step_callback(imagen):
+  emb, mask = imagen.text_encoder(["a red circle", "a blue star"])
+  steps = []
+  out = imagen.sample(
+    prompt_embeds=emb,
+    prompt_mask=mask,
+    seed=0,
+    steps=3,
+    stop_at_stage=2,
+    callback=lambda stage, step: steps.append((stage, step)),
+  )
+  assert out[-1].shape == (2, 32, 32, 3)
+  assert sorted(steps) == [(s, i) for s in (0, 1) for i in range(3)]
+  with pytest.raises(ValueError, match="exactly one"):
+    imagen.sample(["x"], prompt_embeds=emb)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
+  """Stage.sample is the documented core: jitted by the caller (no compile options inside),
+  with the batch sharded over `devices` CPU devices, it gives the package's images."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  from imagen_jax.pipeline import load_stage
+
+  out, _ = demo
+  loaded = load_stage(str(out / "base"))
+  emb, mask = Imagen.load([str(out / "base")]).text_encoder(["a red circle"] * 8)
+  keys = jax.random.split(jax.random.key(0), 8)
+  fn = jax.jit(lambda p, k, t, m: loaded.stage.sample(p, k, t, m, steps=3, guided=False))
+  mesh = Mesh(np.array(jax.devices()[:devices]), ("batch",))
+  rows = NamedSharding(mesh, PartitionSpec("batch"))
+  params = jax.device_put(loaded.params, NamedSharding(mesh, PartitionSpec()))
+  images = fn(params, *(jax.device_put(a, rows) for a in (keys, emb, mask)))
+  reference = loaded.sampler(loaded.params, keys, emb, mask, steps=3)
+  assert images.shape == (8, 16, 16, 3)
+  np.testing.assert_allclose(np.asarray(images), np.asarray(reference), atol=1e-4)

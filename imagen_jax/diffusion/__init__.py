@@ -1,6 +1,7 @@
 """Diffusion math as pure functions over log-SNR: schedules, forward process, predictions, losses,
 guidance, thresholding, noise-conditioning augmentation and samplers."""
 
+from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.augmentation import noise_augment
 from imagen_jax.diffusion.guidance import combine_guidance, guided_model
 from imagen_jax.diffusion.losses import diffusion_loss
@@ -51,6 +52,7 @@ __all__ = [
   "predict_x_from_eps",
   "predict_x_from_v",
   "q_sample",
+  "rng",
   "sample",
   "static_threshold",
   "threshold",

@@ -7,9 +7,9 @@ conditioned on that level; training draws it uniformly per example, sampling fix
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.predictions import q_sample
 from imagen_jax.diffusion.schedules import Schedule
 
@@ -19,13 +19,13 @@ def noise_augment(low_res, *, aug_level, schedule: Schedule, key=None, noise=Non
 
   low_res: [B, H, W, C] in [-1, 1]; aug_level: scalar or [B] in [0, 1] (0 leaves the image as it
   is); the noise is the forward process of `schedule` at time `aug_level`, drawn from `key` or
-  given as `noise` [B, H, W, C].
+  given as `noise` [B, H, W, C] (`key` may be keys [B], one per example).
   """
   batch = low_res.shape[0]
   aug_level = jnp.broadcast_to(jnp.asarray(aug_level, jnp.float32), (batch,))
   if noise is None:
     if key is None:
       raise ValueError("noise_augment needs a key or the noise.")
-    noise = jax.random.normal(key, low_res.shape, low_res.dtype)
+    noise = rng.normal(key, low_res.shape, low_res.dtype)
   noised = q_sample(x=low_res, eps=noise, logsnr=schedule.logsnr(aug_level))
   return jnp.where((aug_level > 0)[:, None, None, None], noised, low_res), aug_level

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.thresholding import dynamic_threshold
 
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")
@@ -166,19 +167,19 @@ def sample(
   model_fn(x_t, t) -> (eps, variance_value), each [*shape], t an int32 scalar step (already
   guided: IF guides eps only and keeps the variance of the text branch). `x_T` (the starting
   noise) and `noises` [len(steps), *shape] replace the draws from `key` (to replay another
-  sampler's run). `progress`, if given, is called on the host with the step index after every
-  step."""
+  sampler's run); `key` may be keys [B], one per example (diffusion.rng). `progress`, if given,
+  is called on the host with the step index after every step."""
   steps = np.asarray(steps, np.int32)
   previous = np.append(steps[1:], -1).astype(np.int32)
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
-  key_init, key_steps = jax.random.split(key)
-  x = jax.random.normal(key_init, shape, jnp.float32) if x_T is None else jnp.asarray(x_T)
+  key_init, key_steps = rng.split(key)
+  x = rng.normal(key_init, shape) if x_T is None else jnp.asarray(x_T)
 
   def body(x, inputs):
     i, t, t_prev = inputs
     eps, value = model_fn(x, t)
     if noises is None:
-      noise = jax.random.normal(jax.random.fold_in(key_steps, i), shape, jnp.float32)
+      noise = rng.normal(rng.fold_in(key_steps, i), shape)
     else:
       noise = jnp.asarray(noises)[i]
     x, _ = learned_range_step(

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.diffusion import predictions
+from imagen_jax.diffusion import predictions, rng
 from imagen_jax.diffusion.schedules import Schedule
 from imagen_jax.diffusion.thresholding import check_threshold
 from imagen_jax.diffusion.thresholding import threshold as threshold_fn
@@ -109,6 +109,8 @@ def sample(
 
   model_fn(z, t): z [B, ...] float32, t [B] in [0, 1]; returns the prediction named by
   `objective` ("eps", "x" or "v"), already guided. It must be pure and traceable.
+  `key` is one PRNG key, or keys [B], one per example, so that each sample depends on its own
+  key alone (not on its batch).
   A pure function: called as it is, its scan runs eagerly (compiled on every call); inside the
   caller's `jax.jit` (with everything but arrays static) it compiles once, with the model.
   `threshold` ("none", "static", "dynamic") is applied to x_hat at every step. `spacing` is the
@@ -138,8 +140,8 @@ def sample(
   else:
     t_grid = jnp.asarray(times, jnp.float32)
   lam_grid = logsnr_grid(schedule, t_grid)
-  key_init, key_steps = jax.random.split(key)
-  z = jax.random.normal(key_init, shape, jnp.float32)
+  key_init, key_steps = rng.split(key)
+  z = rng.normal(key_init, shape)
 
   def body(carry, xs):
     z, x_prev, h_prev = carry
@@ -151,7 +153,7 @@ def sample(
     if threshold != "none":
       x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile, max_value=threshold_max)
       eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
-    noise = jax.random.normal(jax.random.fold_in(key_steps, i), shape, jnp.float32)
+    noise = rng.normal(rng.fold_in(key_steps, i), shape)
     h = 0.5 * (lam_s - lam_t)
     if sampler == "ddpm":
       z = ddpm_step(z, x_hat, noise, lam_t=lam_t, lam_s=lam_s, logvar_interp=logvar_interp)

@@ -19,18 +19,18 @@ from imagen_jax.models.stage import Stage
 
 
 class StageSampler:
-  """Samples one stage: `sampler(params, text, mask, key, steps=..., ...)` -> images [B, S, S, 3]
+  """Samples one stage: `sampler(params, key, text, mask, steps=..., ...)` -> images [B, S, S, 3]
   in [-1, 1] (the arguments of Stage.sample; an imported stage, pretrained.IFStage, has the
   same)."""
 
   def __init__(self, stage: Stage):
     self.stage = stage
     self._compiled: dict[tuple, object] = {}
-    self._bar = None  # the progress bar of the call in flight
+    self._on_step = None  # the host callback of the call in flight
 
   def _step_done(self, step) -> None:
-    if self._bar is not None:
-      self._bar.update(1)
+    if self._on_step is not None:
+      self._on_step(int(step))
 
   def _function(self, steps: int, sampler: str, guided: bool, threshold: str, size, progress: bool):
     options = (steps, sampler, guided, threshold, size, progress)
@@ -52,9 +52,9 @@ class StageSampler:
   def __call__(
     self,
     params,
+    key,
     text,
     mask,
-    key,
     *,
     steps: int,
     sampler: str = "ddpm",
@@ -63,31 +63,31 @@ class StageSampler:
     low_res=None,
     aug_level: float = 0.0,
     size: int | None = None,
-    progress_bar=None,
+    on_step=None,
     null_text=None,
     null_mask=None,
   ):
     """Images [B, size, size, 3] in [-1, 1]. Guidance w = 1 is the plain conditional model (one
     U-Net call per step); other values make one call on a doubled batch, whose unconditional
-    half reads null_text and null_mask (default: the stage's null text). `progress_bar` (tqdm)
-    advances by one per step."""
+    half reads null_text and null_mask (default: the stage's null text). `on_step(step)` is
+    called on the host after each step (0-based) while the computation runs."""
     guided = float(guidance) != 1.0
-    fn = self._function(int(steps), sampler, guided, threshold, size, progress_bar is not None)
-    self._bar = progress_bar
+    fn = self._function(int(steps), sampler, guided, threshold, size, on_step is not None)
+    self._on_step = on_step
     try:
       images = fn(
         params,
+        key,
         text,
         mask,
-        key,
         guidance=jnp.float32(guidance),
         low_res=low_res,
         aug_level=jnp.float32(aug_level),
         null_text=null_text,
         null_mask=null_mask,
       )
-      if progress_bar is not None:
-        images.block_until_ready()  # the bar's steps arrive while the computation runs
+      if on_step is not None:
+        images.block_until_ready()  # the steps are reported while the computation runs
       return images
     finally:
-      self._bar = None
+      self._on_step = None

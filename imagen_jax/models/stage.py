@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from imagen_jax import diffusion, hardware
@@ -88,9 +87,9 @@ class Stage:
   def sample(
     self,
     params,
+    key,
     text,
     mask,
-    key,
     *,
     steps: int,
     sampler: str = "ddpm",
@@ -104,10 +103,13 @@ class Stage:
     null_text=None,
     null_mask=None,
   ):
-    """Images [B, size, size, 3] in [-1, 1]: the stage's sampler as a pure function (its caller
-    jits it, with everything after `key` but guidance, aug_level and the null text static).
+    """Images [B, size, size, 3] in [-1, 1]: the stage's sampler as a pure function, to call
+    inside your own `jax.jit` (or shard_map) with the keyword options static except guidance,
+    aug_level, low_res and the null text (models.StageSampler does so for the package).
 
-    text [B, L, D] and mask [B, L] condition it; the unconditional half of guidance reads
+    `key` is one PRNG key or keys [B], one per example (then an example's image depends on its
+    own key alone, whatever else is in the batch). text [B, L, D] and mask [B, L] condition it;
+    the unconditional half of guidance reads
     null_text and null_mask (default: zeros with an empty mask, the null text of training);
     SR stages take low_res [B, h, w, 3] in [-1, 1], upsampled to `size` (default: the stage's
     output size, or low-res size x factor) and noise-augmented at aug_level.
@@ -120,7 +122,7 @@ class Stage:
       size = size or low_res.shape[1] * self.factor
     else:
       size = size or self.output_size
-    key_aug, key_sample = jax.random.split(key)
+    key_aug, key_sample = diffusion.rng.split(key)
     cond = {"text": text, "mask": mask}
     if self.super_res:
       cond["cond_image"], cond["aug"] = self.cond_image(

@@ -22,9 +22,11 @@ import numpy as np
 from etils import epath
 
 from imagen_jax import parallel
+from imagen_jax.diffusion import rng
 from imagen_jax.images import antialiased_resize, to_float, to_uint8
+from imagen_jax.pipeline import requests
 from imagen_jax.pipeline.loading import LoadedStage, load_pretrained_stage, load_stage
-from imagen_jax.text import TextEncoder, check_texts
+from imagen_jax.text import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,33 @@ class StageOutput:
   index: int
   images: np.ndarray
   seconds: float
+
+
+@dataclasses.dataclass
+class StageTiming:
+  """`stage` (0-based index) ran `steps` steps in `seconds` of wall-clock time (its first call
+  with a new batch shape or options includes compilation)."""
+
+  stage: int
+  steps: int
+  seconds: float
+
+
+@dataclasses.dataclass
+class ImagenOutput(Sequence):
+  """The result of Imagen.sample: `images`, one entry per stage run (in the form output_type
+  asked for; with start_image, the start image first), `timings` (StageTiming per stage run),
+  and `prompts`, the prompt of each row. It indexes and iterates as `images`."""
+
+  images: list
+  timings: list[StageTiming]
+  prompts: list[str]
+
+  def __getitem__(self, index):
+    return self.images[index]
+
+  def __len__(self) -> int:
+    return len(self.images)
 
 
 class Imagen:
@@ -144,9 +173,19 @@ class Imagen:
 
   def sample(
     self,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | None = None,
     *,
-    seed: int = 0,
+    key=None,
+    seed: int | None = None,
+    negative_prompt: str | Sequence[str] | None = None,
+    num_images_per_prompt: int = 1,
+    prompt_embeds=None,
+    prompt_mask=None,
+    negative_embeds=None,
+    negative_mask=None,
+    batch_size: int | None = None,
+    output_type: str = "np",
+    callback: Callable[[int, int], None] | None = None,
     guidance=None,
     steps=None,
     sampler=None,
@@ -156,99 +195,165 @@ class Imagen:
     start_image=None,
     progress: bool = False,
     on_stage: Callable[[StageOutput], None] | None = None,
-  ) -> list[np.ndarray]:
-    """Images for `prompts`: a list with one uint8 array [B, H, W, 3] per stage run.
+  ) -> ImagenOutput:
+    """Images for `prompts`, each stage's: an ImagenOutput (`.images`, one entry per stage run,
+    `.timings`, `.prompts`; indexing it indexes `.images`, so `out[-1]` is the last stage's).
+
+    Rows are (prompt, image index) pairs, num_images_per_prompt per prompt, prompt-major; each
+    row draws from its own key, made from `key` (a jax PRNG key) or `seed` (default 0), the
+    prompt's text and the image index (pipeline/requests.py), so a prompt gives the same picture
+    alone or anywhere in any batch. `prompt_embeds` [B, L, D] (with `prompt_mask` [B, L],
+    default all True) replace the prompts' encoding. The unconditional half of guidance reads
+    `negative_prompt` (one text, or one per prompt) or `negative_embeds` / `negative_mask`;
+    by default the null text (zeros for self-trained stages, the encoding of "" for DeepFloyd
+    IF). `batch_size` caps the rows per device call (the rows are run in chunks).
+    `output_type`: "np" (uint8 [N, H, W, 3]), "pil" (lists of PIL images) or "jax" (float
+    arrays in [-1, 1], on the devices).
 
     guidance, steps, sampler, aug_level (SR stages) and threshold take one value for all stages
     or one per stage; None uses each stage's config.sample values. `stop_at_stage` (1-based)
-    stops early. `start_image` (uint8 [H, W, 3] or [B, H, W, 3]) replaces the base stage's output:
-    it is resized to the base resolution and super-resolved by the later stages. `progress`
-    shows a progress bar per stage; `on_stage` is called with the StageOutput (images and
-    seconds) of each stage it runs, as the stage finishes.
+    stops early. `start_image` (uint8 [H, W, 3] or one per prompt [B, H, W, 3]) replaces the
+    base stage's output: it is resized to the base resolution and super-resolved by the later
+    stages (it is then images[0]). `progress` shows a bar per stage; `callback(stage, step)`
+    (both 0-based) runs on the host after every step; `on_stage` receives each stage's
+    StageOutput as it finishes (once per chunk).
     """
-    prompts = check_texts(prompts)
+    if output_type not in requests.OUTPUT_TYPES:
+      raise ValueError(f"output_type must be one of {requests.OUTPUT_TYPES}, got {output_type!r}.")
     n = len(self.stages)
     last = n if stop_at_stage is None else stop_at_stage
     if not 1 <= last <= n:
       raise ValueError(f"stop_at_stage must be between 1 and {n}, got {stop_at_stage}.")
     configs = [s.config.sample for s in self.stages]
-    guidance = _per_stage(guidance, n, "guidance", [c.guidance for c in configs])
-    steps = _per_stage(steps, n, "steps", [c.steps for c in configs])
-    sampler = _per_stage(sampler, n, "sampler", [c.sampler for c in configs])
-    aug_level = _per_stage(aug_level, n, "aug_level", [c.aug_level for c in configs])
-    threshold = _per_stage(threshold, n, "threshold", [c.threshold for c in configs])
-
-    # The batch is padded to split evenly over the devices; a padding row is the null text.
-    batch = len(prompts)
-    emb, mask = self.text_encoder(prompts)
-    emb = parallel.pad_batch(emb.astype(jnp.float32), self.mesh)
-    mask = parallel.pad_batch(mask, self.mesh)
-    emb = jax.device_put(emb, parallel.batch_sharding(self.mesh, 3))
-    mask = jax.device_put(mask, parallel.batch_sharding(self.mesh, 2))
-    null = {}
-    if self.text_encoder.if_style:  # IF's null text is the encoding of "", not zeros
-      null_emb, null_mask = self.text_encoder([""] * emb.shape[0])
-      null["null_text"] = jax.device_put(
-        null_emb.astype(jnp.float32), parallel.batch_sharding(self.mesh, 3)
-      )
-      null["null_mask"] = jax.device_put(null_mask, parallel.batch_sharding(self.mesh, 2))
-    key = jax.random.key(seed)
-
-    outputs, images, first = [], None, 0
+    options = {
+      "guidance": _per_stage(guidance, n, "guidance", [c.guidance for c in configs]),
+      "steps": _per_stage(steps, n, "steps", [c.steps for c in configs]),
+      "sampler": _per_stage(sampler, n, "sampler", [c.sampler for c in configs]),
+      "aug_level": _per_stage(aug_level, n, "aug_level", [c.aug_level for c in configs]),
+      "threshold": _per_stage(threshold, n, "threshold", [c.threshold for c in configs]),
+    }
+    cond = requests.conditioning(
+      self.text_encoder,
+      prompts,
+      prompt_embeds=prompt_embeds,
+      prompt_mask=prompt_mask,
+      negative_prompt=negative_prompt,
+      negative_embeds=negative_embeds,
+      negative_mask=negative_mask,
+      images_per_prompt=num_images_per_prompt,
+      null_is_encoded=self.text_encoder.if_style,
+    )
+    rows = cond.text.shape[0]
+    keys = requests.row_keys(
+      requests.base_key(key, seed), cond.texts, rows // num_images_per_prompt, num_images_per_prompt
+    )
+    start = None
     if start_image is not None:
-      images = self._start_images(start_image, batch, emb.shape[0])
-      outputs.append(StageOutput(0, np.asarray(to_uint8(images))[:batch], 0.0))
-      first = 1
+      start = self._start_images(start_image, rows // num_images_per_prompt)
+      start = np.repeat(start, num_images_per_prompt, axis=0)
+    chunk = rows if batch_size is None else batch_size
+    if not isinstance(chunk, (int, np.integer)) or chunk < 1:
+      raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+
+    first = 0 if start is None else 1
+    per_stage = {i: [] for i in range(first, last)}
+    seconds = dict.fromkeys(per_stage, 0.0)
+    for lo in range(0, rows, chunk):
+      part = slice(lo, min(rows, lo + chunk))
+      low = None if start is None else start[part]
+      for i, images, took in self._run_rows(
+        cond, keys, part, low, first, last, options, progress, callback
+      ):
+        per_stage[i].append(images)
+        seconds[i] += took
+        if on_stage is not None:
+          on_stage(StageOutput(i, np.asarray(to_uint8(images)), took))
+    results = [jnp.concatenate(per_stage[i]) for i in per_stage]
+    if start is not None:
+      results.insert(0, to_float(jnp.asarray(start)))
+    timings = [StageTiming(i, int(options["steps"][i]), seconds[i]) for i in per_stage]
+    return ImagenOutput([requests.convert(r, output_type) for r in results], timings, cond.prompts)
+
+  def _run_rows(
+    self, cond, keys, part: slice, low, first: int, last: int, options, progress, callback
+  ):
+    """Yields (stage index, float images [rows, H, W, 3] on the devices, seconds) for the rows
+    `part`, padded to split evenly over the mesh (a padding row repeats the first)."""
+    count = part.stop - part.start
+
+    def put(array, rank):
+      if array is None:
+        return None
+      array = jnp.asarray(array)[part]
+      padded = parallel.pad_batch(array, self.mesh)
+      return jax.device_put(padded, parallel.batch_sharding(self.mesh, rank))
+
+    text, mask = put(cond.text, 3), put(cond.mask, 2)
+    null = {"null_text": put(cond.null_text, 3), "null_mask": put(cond.null_mask, 2)}
+    row_keys = keys[part]
+    extra = text.shape[0] - count
+    row_keys = jnp.concatenate([row_keys, jnp.repeat(row_keys[:1], extra)]) if extra else row_keys
+    images = None if low is None else put(to_float(jnp.asarray(low)), 4)
     for i in range(first, last):
       loaded = self.stages[i]
       t0 = time.perf_counter()
-      bar = None
-      if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-          total=steps[i], desc=f"stage {i + 1} ({loaded.stage.output_size}px)", unit="step"
-        )
+      on_step, bar = _step_reporter(i, loaded, int(options["steps"][i]), progress, callback)
       try:
         images = loaded.sampler(
           loaded.params,
-          emb,
+          rng.fold_in(row_keys, i),
+          text,
           mask,
-          jax.random.fold_in(key, i),
-          steps=int(steps[i]),
-          sampler=sampler[i],
-          guidance=float(guidance[i]),
-          threshold=threshold[i],
+          steps=int(options["steps"][i]),
+          sampler=options["sampler"][i],
+          guidance=float(options["guidance"][i]),
+          threshold=options["threshold"][i],
           low_res=images,
-          aug_level=float(aug_level[i]),
+          aug_level=float(options["aug_level"][i]),
           size=loaded.stage.output_size,
-          progress_bar=bar,
+          on_step=on_step,
           **null,
         )
-        out = np.asarray(to_uint8(images))[:batch]
+        images.block_until_ready()
       finally:
         if bar is not None:
           bar.close()
-      outputs.append(StageOutput(i, out, time.perf_counter() - t0))
-      if on_stage is not None:
-        on_stage(outputs[-1])
-    return [o.images for o in outputs]
+      yield i, images[:count], time.perf_counter() - t0
 
-  def _start_images(self, start_image, batch: int, padded: int):
+  def _start_images(self, start_image, prompts: int) -> np.ndarray:
+    """uint8 [prompts, S, S, 3] at the base stage's output size S."""
     if len(self.stages) < 2:
       raise ValueError("start_image needs a cascade with a super-resolution stage after the base.")
     image = np.asarray(start_image)
     if image.ndim == 3:
-      image = np.broadcast_to(image, (batch, *image.shape))
+      image = np.broadcast_to(image, (prompts, *image.shape))
     if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.uint8:
       raise ValueError(
         f"start_image must be uint8 [H, W, 3] or [B, H, W, 3], got {image.dtype} {image.shape}."
       )
-    if image.shape[0] != batch:
-      raise ValueError(f"start_image has {image.shape[0]} images for {batch} prompts.")
+    if image.shape[0] != prompts:
+      raise ValueError(f"start_image has {image.shape[0]} images for {prompts} prompts.")
     size = self.stages[0].stage.output_size
     if image.shape[1:3] != (size, size):
       log.info("resizing start_image from %s to %dx%d", image.shape[1:3], size, size)
       image = np.stack([antialiased_resize(im, size) for im in image])
-    image = np.concatenate([image, np.repeat(image[:1], padded - batch, axis=0)])
-    return jax.device_put(to_float(jnp.asarray(image)), parallel.batch_sharding(self.mesh, 4))
+    return image
+
+
+def _step_reporter(index: int, loaded, steps: int, progress: bool, callback):
+  """(on_step for the stage's sampler or None, the tqdm bar or None)."""
+  bar = None
+  if progress:
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, desc=f"stage {index + 1} ({loaded.stage.output_size}px)", unit="step")
+  if bar is None and callback is None:
+    return None, None
+
+  def on_step(step: int) -> None:
+    if bar is not None:
+      bar.update(1)
+    if callback is not None:
+      callback(index, step)
+
+  return on_step, bar

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax import diffusion
-from imagen_jax.diffusion import discrete
+from imagen_jax.diffusion import discrete, rng
 from imagen_jax.diffusion.thresholding import check_threshold
 from imagen_jax.images import bilinear_resize_align_corners
 from imagen_jax.models.unet import UNet
@@ -65,9 +64,9 @@ class IFStage:
   def sample(
     self,
     params,
+    key,
     text,
     mask,
-    key,
     *,
     steps: int,
     sampler: str = "ddpm",
@@ -96,7 +95,7 @@ class IFStage:
       raise ValueError("Guided IF sampling needs null_text: the encoding of the empty prompt.")
     num_train = len(self.alpha_bar)
     batch = text.shape[0]
-    key_noise, key_sample = jax.random.split(key)
+    key_noise, key_sample = rng.split(key)
     cond = level = None
     if self.super_res:
       if low_res is None:
@@ -104,7 +103,7 @@ class IFStage:
       size = size or low_res.shape[1] * self.factor
       up = bilinear_resize_align_corners(low_res, size)
       level = jnp.full((batch,), jnp.round(aug_level), jnp.int32)
-      noise = jax.random.normal(key_noise, up.shape, jnp.float32)
+      noise = rng.normal(key_noise, up.shape)
       cond = discrete.add_noise(up, noise, level, self.noise_alpha_bar)
     else:
       size = size or self.output_size

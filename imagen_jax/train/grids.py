@@ -31,9 +31,9 @@ class GridSampler:
     low = to_float(batch["low_res"]) if self.stage.super_res else None
     images = self._sampler(
       ema_params,
+      key,
       text,
       mask,
-      key,
       steps=s.steps,
       sampler=s.sampler,
       guidance=s.guidance,
