@@ -252,3 +252,34 @@ def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
   reference = loaded.sampler(loaded.params, keys, emb, mask, steps=3)
   assert images.shape == (8, 16, 16, 3)
   np.testing.assert_allclose(np.asarray(images), np.asarray(reference), atol=1e-4)
+
+
+def _size(path):
+  return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_an_exported_cascade_samples_identically_and_is_a_fraction_of_the_workdirs(
+  demo, imagen, tmp_path
+):
+  out, _ = demo
+  proc = run_cli(
+    "export",
+    "--stages",
+    *(str(out / s) for s in ("base", "sr1", "sr2")),
+    "--out",
+    str(tmp_path / "shared"),
+  )
+  assert "wrote" in proc.stdout
+  folder = tmp_path / "shared"
+  assert _size(folder) < 0.35 * sum(_size(out / s) for s in ("base", "sr1", "sr2"))
+  assert "builtin:shapes-tiny" in (folder / "README.md").read_text()
+  kw = dict(seed=7, steps=3, guidance=3.0)
+  expected = imagen.sample(["a red circle", "a blue star"], **kw)
+  for loaded in (Imagen.from_pretrained(str(folder)), Imagen.load([str(folder)])):
+    got = loaded.sample(["a red circle", "a blue star"], **kw)
+    for a, b in zip(got, expected):
+      np.testing.assert_array_equal(a, b)
+  again = imagen.save_pretrained(tmp_path / "again")
+  assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in folder.iterdir())
+  with pytest.raises(FileExistsError, match="not empty"):
+    imagen.save_pretrained(folder)

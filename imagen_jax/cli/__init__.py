@@ -15,6 +15,7 @@ VERBS = {
   "demo": ("imagen_jax.cli.demo", "offline: build demo data, train 3 tiny stages, sample"),
   "train": ("imagen_jax.cli.train", "train one stage from a config"),
   "sample": ("imagen_jax.cli.sample", "generate images from prompts with trained stages"),
+  "export": ("imagen_jax.cli.export", "a cascade's EMA parameters and configs, to share"),
   "prepare-data": ("imagen_jax.cli.prepare_data", "build a dataset once, locally or on gs://"),
   "encode-text": ("imagen_jax.cli.encode_text", "precompute text embeddings for a dataset"),
   "preflight": ("imagen_jax.cli.preflight", "check devices, workdir, data, text encoder, hosts"),

@@ -39,7 +39,7 @@ class SafetensorsFile:
       if header_len > 100 * 2**20:
         raise ValueError(f"{self.path} is not a safetensors file (header of {header_len} bytes).")
       header = json.loads(f.read(header_len))
-    header.pop("__metadata__", None)
+    self.metadata = header.pop("__metadata__", None) or {}
     self._header = header
     self._data_start = 8 + header_len
     self._mmap = None

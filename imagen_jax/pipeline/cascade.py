@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -24,7 +25,7 @@ from etils import epath
 from imagen_jax import parallel
 from imagen_jax.diffusion import rng
 from imagen_jax.images import antialiased_resize, to_float, to_uint8
-from imagen_jax.pipeline import requests
+from imagen_jax.pipeline import export, requests
 from imagen_jax.pipeline.loading import LoadedStage, load_pretrained_stage, load_stage
 from imagen_jax.text import TextEncoder
 
@@ -93,11 +94,13 @@ class Imagen:
   def load(
     cls, paths: Sequence[str], *, text_encoder: TextEncoder | None = None, mesh=None
   ) -> Imagen:
-    """Loads the stages in cascade order (base first) from workdirs or checkpoint dirs."""
+    """Loads the stages in cascade order (base first) from workdirs, checkpoint dirs or exported
+    stage folders; an exported cascade's folder (save_pretrained) stands for all its stages."""
     if isinstance(paths, (str, epath.Path)):
       paths = [paths]
     if not paths:
       raise ValueError("Imagen.load needs the stage directories, base first.")
+    paths = [s for p in paths for s in (export.stage_dirs(p) if export.is_export(p) else [p])]
     mesh = mesh or parallel.make_mesh({"data": -1})
     stages = [load_stage(p, mesh=mesh) for p in paths]
     text = stages[0].config.text
@@ -126,7 +129,8 @@ class Imagen:
     variant: str | None = "fp16",
   ) -> Imagen:
     """DeepFloyd IF's stages (hub ids such as "DeepFloyd/IF-I-XL-v1.0", downloaded on request,
-    or saved pipeline folders), base first; the first one's T5 encoder serves the cascade.
+    or saved pipeline folders), base first; the first one's T5 encoder serves the cascade. A
+    folder written by save_pretrained (or `imagen-jax export`) loads as Imagen.load does.
 
     `dtype` is the compute dtype (default: bfloat16 on accelerators, float32 on CPU) and
     `param_dtype` that of the stored parameters (default: dtype). Parameters are created sharded
@@ -138,6 +142,8 @@ class Imagen:
       names = [names]
     if not names:
       raise ValueError("Imagen.from_pretrained needs the IF stages, base first.")
+    if len(names) == 1 and export.is_export(names[0]):  # a cascade this package exported
+      return cls.load(names, text_encoder=None, mesh=mesh)
     mesh = mesh or parallel.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
     stages, first_dir = [], None
     for i, name in enumerate(names):
@@ -153,6 +159,11 @@ class Imagen:
       first_dir, dtype=compute, param_dtype=param_dtype or compute, mesh=mesh
     )
     return cls(stages, text_encoder, mesh)
+
+  def save_pretrained(self, folder) -> pathlib.Path:
+    """Writes the stages' EMA parameters and configs (and a README card) to a new folder that
+    Imagen.from_pretrained(folder) and Imagen.load([folder]) read (pipeline/export.py)."""
+    return export.save_stages(self.stages, folder)
 
   def _check_chain(self) -> None:
     first = self.stages[0]

@@ -15,6 +15,7 @@ from imagen_jax import hardware, parallel
 from imagen_jax.errors import short_error
 from imagen_jax.models.sampler import StageSampler
 from imagen_jax.models.stage import Stage
+from imagen_jax.pipeline import export
 from imagen_jax.train import checkpoint
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,12 @@ def load_pretrained_stage(
 def load_stage(path, *, mesh=None) -> LoadedStage:
   """A stage's EMA parameters (replicated over `mesh`, default: all local devices) and config,
   from the newest checkpoint of a workdir that can be read (older ones are tried, with a
-  warning, when newer ones are damaged) or from one given checkpoint directory."""
+  warning, when newer ones are damaged), from one given checkpoint directory, or from an
+  exported stage folder (pipeline/export.py)."""
   mesh = mesh or parallel.make_mesh({"data": -1})
+  if export.is_exported_stage(path):
+    stage, params, config, step = export.load_exported_stage(path, mesh)
+    return LoadedStage(stage, params, config, str(path), step)
   candidates = checkpoint.checkpoint_dirs(path)
   errors = []
   for step_dir in candidates:

@@ -1,0 +1,132 @@
+"""Sharing a trained cascade: each stage's EMA parameters and config in a folder a fraction of its
+workdir's size (no optimizer state, no other checkpoints, no logs), loadable by
+`Imagen.from_pretrained(folder)` and `Imagen.load([folder])`.
+
+    folder/
+      imagen_jax.json          {"format": "imagen_jax.cascade", "version": 1, "stages": [...]}
+      README.md                what it is, how it was trained, how to load it
+      stage_1/config.json      the stage's training config
+      stage_1/params.safetensors   EMA parameters, float32, named by their paths ("a/b/kernel")
+      stage_2/...
+
+The text encoder is named in each config (`text.encoder`: a hub id, a folder or a builtin
+encoder); its weights are not copied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from imagen_jax import parallel, paths
+from imagen_jax.models.safetensors_io import SafetensorsFile, save_file
+from imagen_jax.models.stage import Stage
+
+log = logging.getLogger(__name__)
+
+INDEX = "imagen_jax.json"
+FORMAT = "imagen_jax.cascade"
+PARAMS = "params.safetensors"
+
+
+def is_export(path) -> bool:
+  return (pathlib.Path(path) / INDEX).exists()
+
+
+def is_exported_stage(path) -> bool:
+  path = pathlib.Path(path)
+  return (path / PARAMS).exists() and (path / "config.json").exists()
+
+
+def stage_dirs(folder) -> list[pathlib.Path]:
+  """The stage folders of an exported cascade, base first."""
+  folder = pathlib.Path(folder)
+  index = json.loads((folder / INDEX).read_text())
+  if index.get("format") != FORMAT:
+    raise ValueError(f"{folder / INDEX} is not an imagen_jax cascade export.")
+  return [folder / name for name in index["stages"]]
+
+
+def save_stages(stages, folder) -> pathlib.Path:
+  """Writes LoadedStages (self-trained, base first) as an export folder; returns its path."""
+  folder = pathlib.Path(paths.absolute(folder))
+  if is_export(folder) or (folder.exists() and any(folder.iterdir())):
+    raise FileExistsError(f"{folder} exists and is not empty: export into a new folder.")
+  for loaded in stages:
+    if not isinstance(loaded.stage, Stage):
+      raise ValueError(
+        f"{loaded.path} is an imported stage; share it as the pipeline folder it came from."
+      )
+  folder.mkdir(parents=True, exist_ok=True)
+  names = []
+  for i, loaded in enumerate(stages, 1):
+    name = f"stage_{i}"
+    (folder / name).mkdir()
+    config = loaded.config.to_dict()
+    (folder / name / "config.json").write_text(json.dumps(config, indent=1, default=list) + "\n")
+    flat = {
+      "/".join(path): np.asarray(jax.device_get(value))
+      for path, value in flatten_dict(loaded.params).items()
+    }
+    save_file(folder / name / PARAMS, flat, {"source": loaded.path, "step": loaded.step})
+    names.append(name)
+  index = {"format": FORMAT, "version": 1, "stages": names}
+  (folder / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+  (folder / "README.md").write_text(_card(stages, names))
+  return folder
+
+
+def load_exported_stage(path, mesh=None):
+  """(Stage, EMA parameters replicated over `mesh`, config, step) of an exported stage folder."""
+  path = pathlib.Path(path)
+  config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
+  stage = Stage.from_config(config)
+  file = SafetensorsFile(path / PARAMS)
+  params = unflatten_dict({tuple(name.split("/")): file.get(name) for name in file.names()})
+  expected = {k: a.shape for k, a in flatten_dict(nn.unbox(stage.abstract_params())).items()}
+  got = {k: v.shape for k, v in flatten_dict(params).items()}
+  if got != expected:
+    missing = sorted("/".join(k) for k in set(expected) - set(got))[:5]
+    raise ValueError(f"{path / PARAMS} does not fit its config.json (missing e.g. {missing}).")
+  params = jax.device_put(jax.tree.map(np.asarray, params), parallel.replicated(mesh))
+  return stage, params, config, int(file.metadata.get("step", -1))
+
+
+def _card(stages, names) -> str:
+  from imagen_jax.models.unets import count_params
+
+  rows = []
+  for name, loaded in zip(names, stages):
+    stage = loaded.stage
+    kind = "super-resolution" if stage.super_res else "base"
+    size = (
+      f"{stage.output_size // stage.factor} -> {stage.output_size} px"
+      if stage.super_res
+      else f"{stage.output_size} px"
+    )
+    rows.append(
+      f"| {name} | {kind} | {size} | {count_params(loaded.params):,} | {loaded.step} | "
+      f"`{loaded.path}` |"
+    )
+  text = stages[0].config.text
+  return (
+    "# An imagen_jax cascade\n\n"
+    "Text-to-image stages trained with imagen_jax (Imagen in JAX/Flax): each stage's EMA "
+    "parameters and training config, exported by `imagen-jax export`.\n\n"
+    "| stage | kind | resolution | parameters | trained steps | from |\n"
+    "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n\n"
+    f"Text encoder: `{text.encoder}` ({text.max_length} tokens of width {text.dim}); its weights "
+    "are not in this folder (a hub id is downloaded on first use, a builtin encoder needs "
+    "nothing).\n\n"
+    "```python\nfrom imagen_jax import Imagen\n\n"
+    'imagen = Imagen.from_pretrained("path/to/this/folder")\n'
+    'images = imagen.sample(["a prompt"], seed=0)[-1]\n```\n\n'
+    "or `imagen-jax sample --stages path/to/this/folder --prompt ... --out grid.png`.\n"
+  )
