@@ -9,12 +9,12 @@ label=${1:?usage: benchmarks/baseline.sh LABEL}
 out="benchmarks/baseline/$label"
 mkdir -p "$out"
 for stage in base sr1 sr2; do
-  imagen-jax bench --config "configs/demo.py:$stage" --what train --batch 32 \
-    --out "$out/demo_${stage}_train.json"
+  imagen-jax bench --config "configs/demo.py:$stage" --what train --batch-size 32 \
+    --json "$out/demo_${stage}_train.json"
 done
-imagen-jax bench --config configs/demo.py --what sample --batch 8 --out "$out/demo_cascade_sample.json"
+imagen-jax bench --config configs/demo.py --what sample --batch-size 8 --json "$out/demo_cascade_sample.json"
 for config in base64 sr256 sr1024; do  # one device: one image a step
   XLA_FLAGS=--xla_force_host_platform_device_count=1 \
-    imagen-jax bench --config "configs/$config.py" --what train --batch 1 --iters 1 \
-    --out "$out/${config}_train.json"
+    imagen-jax bench --config "configs/$config.py" --what train --batch-size 1 --iters 1 \
+    --json "$out/${config}_train.json"
 done

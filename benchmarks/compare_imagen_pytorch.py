@@ -151,9 +151,9 @@ def bench_ours(args) -> dict:
   from imagen_jax.perf.inspect import inspect_config
 
   batch, iters = str(args.batch), str(args.iters)
-  train = _imagen_jax_bench("--what", "train", "--batch", batch, "--iters", iters)
+  train = _imagen_jax_bench("--what", "train", "--batch-size", batch, "--iters", iters)
   sample = _imagen_jax_bench(
-    "--what", "sample", "--batch", str(args.sample_batch), "--steps", str(args.steps),
+    "--what", "sample", "--batch-size", str(args.sample_batch), "--steps", str(args.steps),
     "--sampler", "ddpm", "--guidance", "3", "--iters", "2",
   )  # fmt: skip
   return {

@@ -58,11 +58,11 @@ def test_bench_cli_writes_json_and_a_summary_line(tmp_path):
     "configs/demo.py:sr1",
     "--what",
     "train",
-    "--batch",
+    "--batch-size",
     "2",
     "--iters",
     "1",
-    "--out",
+    "--json",
     str(out),
     *tiny_overrides("sr1", tmp_path),
   )

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import run_cli
+from PIL import Image
 
 from imagen_jax import Imagen
 from imagen_jax.models import Stage
@@ -123,25 +124,47 @@ def test_stages_that_do_not_chain_are_a_clear_error(demo):
     Imagen.load([str(out / "sr1"), str(out / "sr2")])
 
 
-def test_sample_command_writes_images_and_a_grid_and_prints_timings(demo, tmp_path):
+def test_sample_command_writes_each_picture_with_its_settings_and_a_grid(demo, tmp_path):
   out, _ = demo
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("a red circle\n\na blue star\n")
   proc = run_cli(
-    "sample",
-    "--stages",
-    str(out / "base"),
-    str(out / "sr1"),
-    "--prompt",
-    "a red circle",
-    "--prompt",
-    "a blue star",
-    "--steps",
-    "3",
-    "--out",
-    str(tmp_path / "grid.png"),
-  )
-  assert (tmp_path / "grid.png").exists()
-  assert (tmp_path / "grid_0.png").exists() and (tmp_path / "grid_1.png").exists()
+    "sample", "--stages", str(out / "base"), str(out / "sr1"), "--prompt", "a green square",
+    "--prompts-file", str(prompts), "--num-images", "2", "--negative-prompt", "a red circle",
+    "--steps", "3", "--seed", "4", "--batch-size", "4", "--save-stages", "--out",
+    str(tmp_path / "pictures"), "--debug",
+  )  # fmt: skip
+  folder = tmp_path / "pictures"
+  records = json.loads((folder / "samples.json").read_text())
+  assert len(records) == 12  # 3 prompts x 2 pictures x 2 stages
+  final = [r for r in records if r["stage"] == 2]
+  assert [r["prompt"] for r in final[:3]] == ["a green square", "a green square", "a red circle"]
+  assert [r["image_index"] for r in final[:3]] == [0, 1, 0]
+  png = Image.open(folder / final[2]["file"])
+  assert png.size == (32, 32) and png.text["prompt"] == "a red circle"
+  assert png.text["seed"] == "4" and png.text["negative_prompt"] == "a red circle"
+  assert (folder / "grid.png").exists() and (folder / "stage1" / "image_005.png").exists()
   assert "stage 1:" in proc.stdout and "stage 2:" in proc.stdout
+  # One picture of the set, reproduced alone from the settings its PNG carries.
+  alone = tmp_path / "alone"
+  run_cli(
+    "sample", "--stages", str(out / "base"), str(out / "sr1"), "--prompt", png.text["prompt"],
+    "--negative-prompt", png.text["negative_prompt"], "--steps", "3", "--seed", png.text["seed"],
+    "--out", str(alone),
+  )  # fmt: skip
+  np.testing.assert_array_equal(np.asarray(Image.open(alone / "image_000.png")), np.asarray(png))
+
+
+def test_sample_command_labels_stages_after_a_start_image(demo, tmp_path):
+  out, _ = demo
+  start = tmp_path / "start.png"
+  Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(start)
+  proc = run_cli(
+    "sample", "--stages", *(str(out / s) for s in ("base", "sr1", "sr2")), "--prompt", "x",
+    "--steps", "2", "--start-image", str(start), "--out", str(tmp_path / "sr"),
+  )  # fmt: skip
+  assert "stage 1: the given --start-image" in proc.stdout
+  assert "stage 2:" in proc.stdout and "stage 3:" in proc.stdout and "of 64px" in proc.stdout
 
 
 def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
@@ -152,7 +175,7 @@ def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
     "--prompt",
     "x",
     "--out",
-    str(tmp_path / "g.png"),
+    str(tmp_path / "g"),
     check=False,
   )
   assert proc.returncode == 2

@@ -26,6 +26,30 @@ def test_the_design_verbs_exist():
   assert {"demo", "train", "sample", "encode-text", "inspect", "bench", "preflight"} <= set(VERBS)
 
 
+def test_every_option_with_a_default_shows_it_and_one_name_serves_each_concept():
+  parser = cli.build_parser()
+  verbs = next(a for a in parser._actions if a.dest == "verb").choices
+  names = set()
+  for verb, sub in verbs.items():
+    formatter = sub._get_formatter()
+    for action in sub._actions:
+      names.update(action.option_strings)
+      shown = action.option_strings and action.dest != "help"
+      if shown and action.default not in (None, False, "==SUPPRESS=="):
+        help_text = formatter._expand_help(action)  # as --help prints it
+        assert str(action.default) in help_text, (verb, action.option_strings, help_text)
+  assert "--batch" not in names and "--batch-size" in names  # not two names for one thing
+
+
+def test_debug_after_the_verb_shows_the_traceback_and_transformers_stays_quiet(tmp_path):
+  args = ("sample", "--stages", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path))
+  quiet = run_cli(*args, check=False)
+  assert "Traceback" not in quiet.stderr and "--debug" in quiet.stderr
+  assert "PyTorch was not found" not in quiet.stderr + quiet.stdout
+  loud = run_cli(*args, "--debug", check=False)
+  assert "Traceback" in loud.stderr and "does not exist" in loud.stderr
+
+
 def test_unknown_config_key_is_a_clear_error_without_a_traceback(tmp_path):
   proc = run_cli(
     "train",

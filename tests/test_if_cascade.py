@@ -119,7 +119,7 @@ def test_hub_ids_are_not_fetched_offline_and_say_what_to_do(monkeypatch):
 
 
 def test_the_sample_command_runs_if_pipelines(pipelines, tmp_path):
-  out = tmp_path / "owl.png"
+  out = tmp_path / "owl"
   proc = run_cli(
     "sample",
     "--stages",
@@ -133,7 +133,7 @@ def test_the_sample_command_runs_if_pipelines(pipelines, tmp_path):
     str(out),
   )
   assert "stage 2" in proc.stdout
-  assert Image.open(tmp_path / "owl_0.png").size == (64, 64)
+  assert Image.open(out / "image_000.png").size == (64, 64)
   mixed = run_cli(
     "sample",
     "--stages",

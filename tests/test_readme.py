@@ -127,4 +127,4 @@ def test_readme_training_resumes_and_samples_with_relative_paths(tmp_path):
   assert (tmp_path / "tfds" / "imagen_shapes").is_dir()
   run_cli(*sample[1:], "--steps", "2", cwd=tmp_path, script=True)
   assert (tmp_path / "samples" / "grid.png").exists()
-  assert (tmp_path / "samples" / "grid_0.png").exists()
+  assert (tmp_path / "samples" / "image_000.png").exists()

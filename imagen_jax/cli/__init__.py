@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+DEBUG_HELP = "show full tracebacks for configuration and input errors"
 # verb -> (module with add_arguments(parser) and run(args), one-line help)
 VERBS = {
   "demo": ("imagen_jax.cli.demo", "offline: build demo data, train 3 tiny stages, sample"),
@@ -24,6 +25,21 @@ VERBS = {
 }
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+  """Shows each option's default in its help, when it has one worth showing."""
+
+  def _get_help_string(self, action):
+    text = action.help or ""
+    default = action.default
+    if (
+      "%(default)" in text
+      or default in (None, False, argparse.SUPPRESS)
+      or not action.option_strings
+    ):
+      return text
+    return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
   from imagen_jax import __version__
 
@@ -32,13 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     description="Imagen text-to-image diffusion in JAX/Flax: train, sample, inspect, benchmark.",
   )
   parser.add_argument("--version", action="version", version=f"imagen-jax {__version__}")
-  parser.add_argument(
-    "--debug", action="store_true", help="show full tracebacks for configuration and input errors"
-  )
+  parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
   sub = parser.add_subparsers(dest="verb", metavar="VERB")
   for verb, (module, help_text) in VERBS.items():
-    p = sub.add_parser(verb, help=help_text, description=help_text)
+    p = sub.add_parser(verb, help=help_text, description=help_text, formatter_class=_HelpFormatter)
     importlib.import_module(module).add_arguments(p)
+    # Also after the verb, where the error messages' hint puts it.
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
   return parser
 
 
@@ -70,6 +86,9 @@ def split_host_cpu() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  # transformers (read here for tokenizers and configs only) announces at import that PyTorch,
+  # which this package does not use, is missing.
+  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   if args.verb is None:

@@ -15,19 +15,23 @@ def add_arguments(parser):
     help="a stage config; configs/demo.py without an argument means all three "
     "demo stages (a cascade for --what sample)",
   )
-  parser.add_argument("--what", choices=["train", "sample"], default="train")
   parser.add_argument(
-    "--batch",
+    "--what", choices=["train", "sample"], default="train", help="the train step or the sampler"
+  )
+  parser.add_argument(
+    "--batch-size",
     type=int,
     default=None,
     help="global batch (train default: the config's, or 1 per device on CPU; "
     "sample default: 1 per device)",
   )
   parser.add_argument("--steps", type=int, nargs="+", help="sampling steps per stage")
-  parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpm++2m"])
+  parser.add_argument(
+    "--sampler", choices=["ddpm", "ddim", "dpm++2m"], help="default: each config's"
+  )
   parser.add_argument("--guidance", type=float, help="guidance scale for every stage")
   parser.add_argument("--iters", type=int, default=5, help="timed calls (median reported)")
-  parser.add_argument("--out", help="also write the JSON to this file")
+  parser.add_argument("--json", metavar="FILE", help="also write the report to this file")
 
 
 def run(args) -> int:
@@ -41,10 +45,10 @@ def run(args) -> int:
   jax.config.update("jax_enable_compilation_cache", False)
   configs = bench.load_configs(args.config, args.overrides)
   if args.what == "train":
-    reports = [bench.bench_train(c, batch=args.batch, iters=args.iters) for c in configs]
+    reports = [bench.bench_train(c, batch=args.batch_size, iters=args.iters) for c in configs]
     result = reports[0] if len(reports) == 1 else reports
   else:
-    batch = args.batch or jax.device_count()
+    batch = args.batch_size or jax.device_count()
     reports = [
       bench.bench_sample(
         configs,
@@ -58,8 +62,8 @@ def run(args) -> int:
     result = reports[0]
   text = json.dumps(result, indent=1)
   print(text)
-  if args.out:
-    with open(args.out, "w") as f:
+  if args.json:
+    with open(args.json, "w") as f:
       f.write(text + "\n")
   for report in reports:
     print(bench.summary_line(report), file=sys.stderr)

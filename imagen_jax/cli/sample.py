@@ -1,10 +1,16 @@
-"""`imagen-jax sample`: text to images through trained stages or DeepFloyd IF's."""
+"""`imagen-jax sample`: text to images through trained stages or DeepFloyd IF's.
+
+Writes into the --out folder: one PNG per picture (image_000.png, ...; with --save-stages also
+each earlier stage's, stageK/image_000.png), grid.png of the final pictures, and samples.json;
+each PNG carries its prompt, seed, image index and settings as text chunks, so one picture of a
+grid is reproduced by its prompt and seed alone.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
-import time
 
 # --pretrained NAME -> IF's stages (IF's model cards pair IF-I-XL and -L with IF-II-L).
 PRETRAINED = {
@@ -20,8 +26,9 @@ def add_arguments(parser):
     "--stages",
     nargs="+",
     metavar="STAGE",
-    help="base first: training workdirs or checkpoint directories, or DeepFloyd IF stages "
-    "(hub ids such as DeepFloyd/IF-I-XL-v1.0 DeepFloyd/IF-II-L-v1.0, or saved pipeline folders)",
+    help="base first: training workdirs, checkpoint directories or an exported cascade, or "
+    "DeepFloyd IF stages (hub ids such as DeepFloyd/IF-I-XL-v1.0 DeepFloyd/IF-II-L-v1.0, or "
+    "saved pipeline folders)",
   )
   what.add_argument(
     "--pretrained",
@@ -29,23 +36,36 @@ def add_arguments(parser):
     help="DeepFloyd IF's two stages, e.g. if-xl = IF-I-XL + IF-II-L (gated on the hub: accept "
     "the license and log in first)",
   )
+  parser.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+  parser.add_argument("--prompts-file", help="a text file with one prompt per line")
+  parser.add_argument("--out", required=True, help="the folder to write the pictures into")
+  parser.add_argument("--seed", type=int, default=0, help="the seed of every picture")
+  parser.add_argument("--num-images", type=int, default=1, help="pictures per prompt")
   parser.add_argument(
-    "--prompt", action="append", required=True, help="a prompt (repeat for several)"
+    "--negative-prompt", help="what guidance steers away from (default: the null text)"
   )
-  parser.add_argument("--out", required=True, help="grid PNG to write; images go beside it")
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+    "--batch-size", type=int, help="pictures per device call (default: all at once)"
+  )
   parser.add_argument("--guidance", type=float, nargs="+", help="w per stage (1 = no guidance)")
   parser.add_argument("--steps", type=int, nargs="+", help="sampling steps per stage")
-  parser.add_argument("--sampler", nargs="+", choices=["ddpm", "ddim", "dpm++2m"])
+  parser.add_argument(
+    "--sampler", nargs="+", choices=["ddpm", "ddim", "dpm++2m"], help="sampler per stage"
+  )
   parser.add_argument("--aug-level", type=float, nargs="+", help="noise augmentation per stage")
-  parser.add_argument("--threshold", nargs="+", choices=["none", "static", "dynamic"])
+  parser.add_argument(
+    "--threshold", nargs="+", choices=["none", "static", "dynamic"], help="per stage"
+  )
   parser.add_argument("--stop-at-stage", type=int, help="run only the first K stages")
   parser.add_argument("--start-image", help="an image to super-resolve instead of the base stage")
+  parser.add_argument(
+    "--save-stages", action="store_true", help="also write every earlier stage's pictures"
+  )
   parser.add_argument(
     "--variant",
     default="fp16",
     help="IF hub downloads: the weight files to fetch ('fp16' halves the download; 'none' for "
-    "float32); default: %(default)s",
+    "float32)",
   )
 
 
@@ -73,13 +93,37 @@ def _load(args):
   )
 
 
+def _prompts(args) -> list[str]:
+  prompts = list(args.prompt or [])
+  if args.prompts_file:
+    path = pathlib.Path(args.prompts_file)
+    if not path.is_file():
+      raise FileNotFoundError(f"--prompts-file {path} does not exist.")
+    prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+  if not prompts:
+    raise ValueError("No prompts: give --prompt (repeatable) or --prompts-file.")
+  return prompts
+
+
 def _one_or_many(values):
   if values is None:
     return None
   return values[0] if len(values) == 1 else values
 
 
+def _png_info(record: dict):
+  from PIL.PngImagePlugin import PngInfo
+
+  info = PngInfo()
+  for key, value in record.items():
+    if key != "file":
+      info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+  return info
+
+
 def run(args) -> int:
+  import time
+
   import numpy as np
   from PIL import Image
 
@@ -87,20 +131,32 @@ def run(args) -> int:
   from imagen_jax.images import grid
 
   logs.setup()
+  prompts = _prompts(args)
   out = pathlib.Path(args.out)
-  if out.suffix.lower() != ".png":
-    raise ValueError(f"--out must be a .png file, got {out}.")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  t0 = time.perf_counter()
-  imagen = _load(args)
-  load_seconds = time.perf_counter() - t0
+  if out.suffix.lower() == ".png":
+    raise ValueError(f"--out is the folder to write into, not a PNG file: {out}.")
   start = None
   if args.start_image:
     start = np.asarray(Image.open(args.start_image).convert("RGB"))
-  timings = []
-  per_stage = imagen.sample(
-    args.prompt,
+  out.mkdir(parents=True, exist_ok=True)
+  t0 = time.perf_counter()
+  imagen = _load(args)
+  load_seconds = time.perf_counter() - t0
+  settings = {
+    "stages": PRETRAINED[args.pretrained] if args.pretrained else args.stages,
+    "guidance": args.guidance,
+    "steps": args.steps,
+    "sampler": args.sampler,
+    "aug_level": args.aug_level,
+    "threshold": args.threshold,
+    "start_image": args.start_image,
+  }
+  result = imagen.sample(
+    prompts,
     seed=args.seed,
+    negative_prompt=args.negative_prompt,
+    num_images_per_prompt=args.num_images,
+    batch_size=args.batch_size,
     guidance=_one_or_many(args.guidance),
     steps=_one_or_many(args.steps),
     sampler=_one_or_many(args.sampler),
@@ -109,17 +165,33 @@ def run(args) -> int:
     stop_at_stage=args.stop_at_stage,
     start_image=start,
     progress=True,
-    on_stage=timings.append,
   )
-  final = per_stage[-1]
-  for i, image in enumerate(final):
-    Image.fromarray(image).save(out.with_name(f"{out.stem}_{i}.png"))
-  Image.fromarray(grid(final)).save(out)
+  records = []
+  stages = range(len(result)) if args.save_stages else [len(result) - 1]
+  for k in stages:
+    folder = out if k == len(result) - 1 else out / f"stage{k + 1}"
+    folder.mkdir(exist_ok=True)
+    for n, image in enumerate(result[k]):
+      record = {
+        "file": str((folder / f"image_{n:03d}.png").relative_to(out)),
+        "prompt": result.prompts[n],
+        "negative_prompt": args.negative_prompt or "",
+        "seed": args.seed,
+        "image_index": n % args.num_images,
+        "stage": k + 1,
+        "settings": settings,
+      }
+      Image.fromarray(image).save(out / record["file"], pnginfo=_png_info(record))
+      records.append(record)
+  Image.fromarray(grid(result[-1])).save(out / "grid.png")
+  (out / "samples.json").write_text(json.dumps(records, indent=1) + "\n")
   print(f"loaded {len(imagen.stages)} stage(s) in {load_seconds:.1f}s")
-  for stage in timings:
+  if start is not None:
+    print("stage 1: the given --start-image")
+  for t in result.timings:
     print(
-      f"stage {stage.index + 1}: {stage.seconds:.1f}s for {len(args.prompt)} image(s) "
-      f"({stage.images.shape[1]}px, first call includes compilation)"
+      f"stage {t.stage + 1}: {t.seconds:.1f}s for {len(result.prompts)} picture(s) of "
+      f"{result[t.stage].shape[1]}px, {t.steps} steps (the first call includes compilation)"
     )
-  print(f"wrote {out} and {len(final)} image(s) {out.stem}_N.png beside it")
+  print(f"wrote {len(result.prompts)} picture(s), grid.png and samples.json into {out}")
   return 0

@@ -186,7 +186,7 @@ def bench_sample(
       size=stage.output_size,
     )
     run = lambda sample=sample, params=params, text=text, mask=mask, kw=kw: sample(
-      params, text, mask, jax.random.key(0), **kw
+      params, jax.random.key(0), text, mask, **kw
     )
     t0 = time.perf_counter()
     out = jax.block_until_ready(run())  # the first call compiles
