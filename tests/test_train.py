@@ -41,9 +41,42 @@ def test_each_demo_stage_trains_and_the_loss_falls(tmp_path, stage):
   assert {"grad_norm", "learning_rate", "steps_per_s", "images_per_s", "mfu"} <= set(records[-1])
   assert summary["compile_seconds"] > 0 and summary["flops_per_step_per_device"] > 0
   (events,) = (tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*")
-  # Two sample grids (steps 15 and 30): PNG images under the tag "samples".
-  assert events.read_bytes().count(b"\x89PNG") == 2 and b"samples" in events.read_bytes()
+  # Two sample grids (steps 15 and 30): PNG images under the tag "samples", with their captions;
+  # the base stage draws config.sample.prompts. The config as text and hparams.
+  data = events.read_bytes()
+  assert data.count(b"\x89PNG") == 2 and b"samples/captions" in data
+  if stage == "base":
+    assert config.sample.prompts[0].encode() in data
+  assert b"hparams" in data and b"train.learning_rate" in data
   assert json.loads((tmp_path / "run" / "config.json").read_text())["stage"] == config.stage
+  grid_records = [r for r in records if r["step"] in (15, 30)]  # each reports its grid's time
+  assert all(r["grid_s"] > 0 for r in grid_records) and records[0]["grid_s"] == 0
+
+
+def test_records_give_window_means_and_reach_a_hook(tmp_path):
+  """A record logged every 3 steps holds the mean loss and gradient norm of its 3 steps (those
+  of a run logging every step), and on_metrics receives every record as it is written."""
+  runs = {}
+  for every in (1, 3):
+    seen = []
+    config = tiny_config("base", tmp_path, STEPS, f"--config.train.log_every={every}")
+    train_and_evaluate(
+      config,
+      tmp_path / f"every{every}",
+      progress=False,
+      max_steps=6,
+      on_metrics=lambda step, record, seen=seen: seen.append((step, record)),
+    )
+    runs[every] = read_metrics(tmp_path / f"every{every}")
+    assert [r for _, r in seen] == runs[every]
+  single, windowed = runs[1], runs[3]
+  assert [r["step"] for r in windowed] == [3, 6]
+  for record, first in zip(windowed, (0, 3)):
+    for key in ("loss", "grad_norm"):
+      expected = np.mean([r[key] for r in single[first : first + 3]])
+      np.testing.assert_allclose(record[key], expected, rtol=1e-5)
+    assert record["window_steps"] == 3 and record["time"] > 1.7e9
+    assert {"checkpoint_s", "grid_s", "steps_per_s"} <= set(record)
 
 
 def _free_port():

@@ -1,6 +1,6 @@
-"""Sample grids during training: the EMA model sampled on a fixed batch of the data, as one
-image for TensorBoard. For SR stages each row shows the upsampled low-res input, the sample and
-the target."""
+"""Sample grids during training: the EMA model sampled on fixed prompts (a base stage, from
+config.sample.prompts) or a fixed batch of the data, as one image for TensorBoard with its
+captions. For SR stages each row shows the upsampled low-res input, the sample and the target."""
 
 from __future__ import annotations
 
@@ -18,11 +18,16 @@ class GridSampler:
   """Samples `batch` (a local batch of EXAMPLES examples) with the EMA parameters; its sampler is
   compiled on the first grid and reused for the run."""
 
-  def __init__(self, stage, config, batch: dict, text_encoder=None, text_params=None):
+  def __init__(self, stage, config, batch: dict, text_encoder=None, text_params=None, captions=()):
     self.stage, self.options = stage, config.sample
+    self.captions = list(captions)
     self.batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "index"}
     self.text_encoder, self.text_params = text_encoder, text_params
     self._sampler = StageSampler(stage)
+
+  def caption_text(self) -> str:
+    """The grid's captions, one line per picture (per row for SR stages), in grid order."""
+    return "\n\n".join(f"{i}. {c}" for i, c in enumerate(self.captions, 1))
 
   def __call__(self, ema_params, key) -> np.ndarray:
     """uint8 [H, W, 3]: the grid of samples for the fixed batch."""

@@ -8,14 +8,17 @@ sample grids and checkpoints. The same code runs on one CPU and on a TPU pod.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from etils import epath
 from tqdm import tqdm
 
@@ -43,13 +46,21 @@ from imagen_jax.train.step import make_train_step
 log = logging.getLogger(__name__)
 
 
-def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int | None = None):
+def train_and_evaluate(
+  config,
+  workdir,
+  *,
+  progress: bool = True,
+  max_steps: int | None = None,
+  on_metrics: Callable[[int, dict], None] | None = None,
+):
   """Trains the stage of `config` in `workdir`, resuming from its checkpoints if any.
 
   Returns a summary dict (final step, last loss, compile time, FLOPs per step, ...; `stopped_by`
   names a signal that stopped it early). `max_steps` stops early after that many steps of this
-  call (for tests and smoke runs); train.steps still defines the schedule. The workdir is locked
-  for the run: a second trainer on it raises workdir.WorkdirBusyError.
+  call (for tests and smoke runs); train.steps still defines the schedule. `on_metrics(step,
+  record)` receives every metrics.jsonl record on process 0 (to forward it to another logger).
+  The workdir is locked for the run: a second trainer on it raises workdir.WorkdirBusyError.
   """
   parallel.initialize_distributed(config)
   if jax.process_index() == 0:
@@ -59,7 +70,9 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
   with workdir_lib.hold(workdir):
     checkpointer = Checkpointer(workdir, keep=config.train.keep_checkpoints)
     try:
-      summary = _train(config, workdir, checkpointer, progress=progress, max_steps=max_steps)
+      summary = _train(
+        config, workdir, checkpointer, progress=progress, max_steps=max_steps, on_metrics=on_metrics
+      )
     except KeyboardInterrupt:
       raise  # a second Ctrl-C: at once, not after a save in flight (it finishes or is dropped)
     except BaseException:
@@ -69,7 +82,9 @@ def train_and_evaluate(config, workdir, *, progress: bool = True, max_steps: int
     return summary
 
 
-def _train(config, workdir, checkpointer, *, progress: bool, max_steps: int | None) -> dict:
+def _train(
+  config, workdir, checkpointer, *, progress: bool, max_steps: int | None, on_metrics=None
+) -> dict:
   config_dict = json.loads(config.to_json())
   checkpointer.check_config(config_dict)  # before data and compilation: a refusal comes at once
   mesh = parallel.make_mesh(dict(config.mesh))
@@ -96,7 +111,10 @@ def _train(config, workdir, checkpointer, *, progress: bool, max_steps: int | No
   step = run.compile_step(first)
   memory = _memory_check(step, config.train.compile_memory_check)
   grid_sampler = _grid_sampler(config, stage, source, transform, text)
-  writer = MetricsWriter(workdir, enabled=jax.process_index() == 0, step=start)
+  writer = MetricsWriter(
+    workdir, enabled=jax.process_index() == 0, step=start, on_metrics=on_metrics
+  )
+  writer.write_config(start, config_dict)
   try:
     summary = run.loop(
       step, state, start, first, data_iter, writer, grid_sampler, progress, max_steps
@@ -184,11 +202,21 @@ def _dataset(config, source, transform, *, grid: bool = False):
 
 
 def _grid_sampler(config, stage, source, transform, text: _Text):
-  """The sampler of the run's sample grids (None when train.sample_every is 0)."""
+  """The sampler of the run's sample grids (None when train.sample_every is 0): a base stage
+  draws config.sample.prompts (when the text is encoded in the step); SR stages, and runs on
+  stored embeddings, a fixed batch of the data. Either way the grid's captions are recorded."""
   if not config.train.sample_every:
     return None
+  prompts = list(config.sample.prompts or ())
+  if not stage.super_res and prompts and text.tokenizer is not None:
+    ids, mask = tokenize(text.tokenizer, prompts, config.text.max_length)
+    batch = {"input_ids": ids, "text_mask": mask}
+    return grids.GridSampler(stage, config, batch, text.module, text.params, captions=prompts)
   batch = next(iter(_dataset(config, source, transform, grid=True)))
-  return grids.GridSampler(stage, config, batch, text.module, text.params)
+  captions = [
+    transform.caption({**source[int(i)], "index": int(i)}) for i in np.asarray(batch["index"])
+  ]
+  return grids.GridSampler(stage, config, batch, text.module, text.params, captions=captions)
 
 
 def _memory_check(step: compile_lib.Compiled, enabled: bool) -> dict:
@@ -274,7 +302,7 @@ class _Run:
       dynamic_ncols=True,
     )
     pending = None  # the previous step's metrics: read one step late to keep the device busy
-    window_start, window_steps = time.perf_counter(), 0
+    window = _Window()
     step = last_saved = start
     save_due = False  # a save waits for a sound state (train.state.unsound_reason)
     try:
@@ -283,24 +311,30 @@ class _Run:
           batch = parallel.global_batch({k: v for k, v in local.items() if k != "index"}, self.mesh)
           state, step_metrics = step_fn.call(state, batch, self.key, self.text.params)
           step += 1
-          window_steps += 1
+          window.add(step_metrics["window"])
           if pending is not None:
             check_finite(pending, config.train.max_bad_steps, step - 1)
           pending = step_metrics
+          if grid_sampler is not None and step % config.train.sample_every == 0:
+            with window.pause("grid_s"):
+              image = grid_sampler(state.ema_params, jax.random.fold_in(self.key, step))
+              writer.write_image(step, "samples", image)
+              writer.write_text(step, "samples/captions", grid_sampler.caption_text())
+          save_due = save_due or step % config.train.checkpoint_every == 0
+          with window.pause("checkpoint_s"):
+            saved = save_due and checkpointer.save(step, state, data_iter, self.config_dict)
+          if saved:
+            save_due, last_saved = False, step
+          # Logged after the grid and the save, so that its record reports their time.
           if step % config.train.log_every == 0 or step == stop:
             values = jax.device_get(step_metrics)
             check_finite(values, config.train.max_bad_steps, step)
-            steps_per_s = window_steps / (time.perf_counter() - window_start)
-            writer.write(step, _record(values, steps_per_s, config, step_fn.flops, peak))
-            bar.set_postfix(loss=f"{float(values['loss']):.4f}", refresh=False)
-            summary["loss"] = float(values["loss"])
-            window_start, window_steps = time.perf_counter(), 0
-          if grid_sampler is not None and step % config.train.sample_every == 0:
-            image = grid_sampler(state.ema_params, jax.random.fold_in(self.key, step))
-            writer.write_image(step, "samples", image)
-          save_due = save_due or step % config.train.checkpoint_every == 0
-          if save_due and checkpointer.save(step, state, data_iter, self.config_dict):
-            save_due, last_saved = False, step
+            record = window.record(values, config, step_fn.flops, peak)
+            writer.write(step, record)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+            summary["loss"] = record["loss"]
+            window = _Window()
+          if saved:
             writer.sync()  # on an object store: what a resume from this checkpoint keeps
           bar.update(1)
           if stop_requests.check(step):
@@ -318,14 +352,45 @@ class _Run:
     return summary
 
 
-def _record(values, steps_per_s: float, config, flops_per_step: float, peak: float) -> dict:
-  """The metrics.jsonl record of a logged step (FLOPs and peak per device)."""
-  return {
-    "loss": values["loss"],
-    "grad_norm": values["grad_norm"],
-    "learning_rate": values["learning_rate"],
-    "steps_per_s": steps_per_s,
-    "images_per_s": steps_per_s * config.train.batch_size,
-    "mfu": flops_per_step * steps_per_s / peak,
-    "skipped": values["skipped"],
-  }
+class _Window:
+  """The steps between two logged records: on-device sums of the loss and gradient norm (one
+  add per step, read once per record), and the time spent on sample grids and checkpoints,
+  which the throughput leaves out and the record reports apart."""
+
+  def __init__(self):
+    self.start = time.perf_counter()
+    self.steps = 0
+    self.sums = None
+    self.paused = {"grid_s": 0.0, "checkpoint_s": 0.0}
+
+  def add(self, sums) -> None:
+    self.steps += 1
+    self.sums = sums if self.sums is None else self.sums + sums
+
+  @contextlib.contextmanager
+  def pause(self, name: str):
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.paused[name] += time.perf_counter() - t0
+
+  def record(self, values, config, flops_per_step: float, peak: float) -> dict:
+    """The metrics.jsonl record: window means of loss and grad_norm (over the steps not skipped),
+    throughput of the steps alone, the time grids and checkpoints took, and the wall clock."""
+    loss_sum, norm_sum, finite = (float(v) for v in jax.device_get(self.sums))
+    seconds = time.perf_counter() - self.start - sum(self.paused.values())
+    steps_per_s = self.steps / max(seconds, 1e-9)
+    mean = lambda total: total / finite if finite else float("nan")
+    return {
+      "loss": mean(loss_sum),
+      "grad_norm": mean(norm_sum),
+      "learning_rate": values["learning_rate"],
+      "steps_per_s": steps_per_s,
+      "images_per_s": steps_per_s * config.train.batch_size,
+      "mfu": flops_per_step * steps_per_s / peak,
+      "skipped": values["skipped"],
+      "window_steps": self.steps,
+      **{k: round(v, 3) for k, v in self.paused.items()},
+      "time": round(time.time(), 3),
+    }

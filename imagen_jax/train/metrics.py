@@ -1,5 +1,9 @@
 """Training metrics: metrics.jsonl (one JSON object per logged step, with `step` and `loss`),
-TensorBoard scalars and image grids."""
+TensorBoard scalars, image grids with their captions, and the run's config as text and hparams.
+
+Forwarding records to another logger (Weights & Biases, MLflow, ...): pass
+`on_metrics=fn` to train.train_and_evaluate; fn(step, record) receives every record written to
+metrics.jsonl, on process 0, as it is written."""
 
 from __future__ import annotations
 
@@ -29,10 +33,19 @@ class MetricsWriter:
   a resume keeps is uploaded) and on close. They need nothing beyond the filesystem the
   checkpoints use (gcsfs for gs://)."""
 
-  def __init__(self, workdir, *, enabled: bool = True, step: int = 0, upload_seconds: float = 60.0):
+  def __init__(
+    self,
+    workdir,
+    *,
+    enabled: bool = True,
+    step: int = 0,
+    upload_seconds: float = 60.0,
+    on_metrics=None,
+  ):
     """Continues the records of a run resumed at `step` (0: a fresh start); TensorBoard hides
-    events past it."""
+    events past it. `on_metrics(step, record)` also receives every record."""
     self.enabled = enabled
+    self.on_metrics = on_metrics
     workdir = epath.Path(paths.absolute(workdir))
     self.path = workdir / "metrics.jsonl"
     self.tensorboard = workdir / "tensorboard"
@@ -83,9 +96,39 @@ class MetricsWriter:
     else:
       self._records.append(record)
     for k, v in record.items():
-      if k != "step" and isinstance(v, (int, float)):
+      if k not in ("step", "time") and isinstance(v, (int, float)):
         self._tb.add_scalar(f"train/{k}", v, step)
     self._flush()
+    if self.on_metrics is not None:
+      self.on_metrics(int(step), record)
+
+  def write_config(self, step: int, config: dict) -> None:
+    """The run's config: as text (the JSON) and as TensorBoard hparams (its scalar leaves)."""
+    if not self.enabled:
+      return
+    from tensorboardX.summary import hparams
+
+    self._tb.add_text("config", "```\n" + json.dumps(config, indent=1) + "\n```", step)
+    flat = {}
+
+    def walk(prefix, node):
+      for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+          walk(name + ".", value)
+        elif isinstance(value, (bool, int, float, str)):
+          flat[name] = value
+
+    walk("", config)
+    writer = self._tb._get_file_writer()
+    for summary in hparams(flat, {"train/loss": float("nan")}):
+      writer.add_summary(summary)
+    self._flush()
+
+  def write_text(self, step: int, name: str, text: str) -> None:
+    if self.enabled:
+      self._tb.add_text(name, text, step)
+      self._flush()
 
   def write_image(self, step: int, name: str, image: np.ndarray) -> None:
     if self.enabled:

@@ -137,6 +137,11 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
       "finite": finite,
       "bad_steps": new_state.bad_steps,
       "skipped": new_state.skipped,
+      # Summed over the steps between two logged records, for their means (skipped steps, whose
+      # loss may not be finite, count for nothing).
+      "window": jnp.stack(
+        [jnp.where(finite, loss, 0.0), jnp.where(finite, grad_norm, 0.0), finite.astype(loss.dtype)]
+      ),
     }
     return new_state, metrics
 
