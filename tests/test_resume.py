@@ -171,7 +171,7 @@ def test_sampling_falls_back_from_a_damaged_newest_checkpoint(tmp_path, finished
   assert imagen.sample(["a red circle"], steps=2)[0].shape == (1, 16, 16, 3)
   _damage(tmp_path / "run" / "checkpoints" / "4")
   proc = run_cli(
-    "sample", "--stages", str(tmp_path / "run"), "--prompt", "a", "--out", "x.png", check=False
+    "sample", "--stages", str(tmp_path / "run"), "--prompt", "a", "--out", "x", check=False
   )
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
   assert "No checkpoint of" in proc.stderr and len(proc.stderr.splitlines()) < 12
