@@ -55,6 +55,9 @@ def stage_defaults() -> ml_collections.ConfigDict:
   c.data.path = ""  # image_text_folder: the folder of images and captions
   c.data.data_dir = ""  # TFDS data_dir ("" = ~/tensorflow_datasets)
   c.data.split = "train"
+  # A held-out split for train.eval_every, e.g. "test", or a slice held out of a single split
+  # ("train[:98%]" for data.split and "train[98%:]" here).
+  c.data.eval_split = ""
   c.data.image_key = "image"
   c.data.text_key = "caption"
   c.data.num_examples = 20_000  # imagen_shapes: examples to generate
@@ -85,6 +88,8 @@ def stage_defaults() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.log_every = 50
   c.train.sample_every = 0  # 0: no sample grids during training
+  c.train.eval_every = 0  # > 0: the EMA model's loss on data.eval_split every N steps
+  c.train.eval_batches = 4  # global batches of data.eval_split in that loss
   c.train.max_bad_steps = 10  # stop after this many non-finite updates in a row
   c.train.compute_dtype = "auto"  # "auto" (bfloat16 on TPU/GPU), "float32" or "bfloat16"
   c.train.compile_memory_check = True
@@ -288,6 +293,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"train.{name} must be a positive whole number, got {t[name]!r}.")
   if t.sample_every < 0:
     raise ValueError(f"train.sample_every must be 0 (no grids) or positive, got {t.sample_every}.")
+  if t.eval_every < 0 or t.eval_batches < 1:
+    raise ValueError("train.eval_every must be 0 (no held-out loss) or positive, eval_batches > 0.")
+  if t.eval_every and not config.data.eval_split:
+    raise ValueError(
+      "train.eval_every needs data.eval_split: a held-out split, e.g. 'test', or a slice such "
+      "as 'train[98%:]' (with data.split='train[:98%]')."
+    )
+  if t.eval_every and config.text.store:
+    raise ValueError("train.eval_every does not work with text.store (it indexes data.split).")
   if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
     raise ValueError(f"train.learning_rate must be a positive number, got {t.learning_rate}.")
   if t.warmup_steps < 0 or t.decay_steps < 0:

@@ -219,3 +219,22 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
   multi = [r["loss"] for r in read_metrics(tmp_path / "multi")]
   assert len(multi) == 4
   np.testing.assert_allclose(multi, single, rtol=1e-5)
+
+
+def test_a_held_out_loss_is_recorded_every_eval_every_steps(tmp_path):
+  config = tiny_config(
+    "base",
+    tmp_path,
+    STEPS,
+    "--config.train.log_every=3",
+    "--config.train.eval_every=3",
+    "--config.train.eval_batches=2",
+    "--config.data.split=train[:75%]",
+    "--config.data.eval_split=train[75%:]",
+  )
+  train_and_evaluate(config, tmp_path / "run", progress=False, max_steps=6)
+  records = read_metrics(tmp_path / "run")
+  assert [r["step"] for r in records] == [3, 6]
+  assert all(np.isfinite(r["eval_loss"]) and r["eval_s"] > 0 for r in records)
+  with pytest.raises(ValueError, match=r"needs data\.eval_split"):
+    tiny_config("base", tmp_path, "--config.train.eval_every=3")

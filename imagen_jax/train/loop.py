@@ -41,7 +41,7 @@ from imagen_jax.train.guards import (
 from imagen_jax.train.metrics import MetricsWriter
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
-from imagen_jax.train.step import make_train_step
+from imagen_jax.train.step import make_eval_loss, make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,14 @@ def _train(
   step = run.compile_step(first)
   memory = _memory_check(step, config.train.compile_memory_check)
   grid_sampler = _grid_sampler(config, stage, source, transform, text)
+  held_out = _HeldOut.create(config, stage, mesh, transform, text, run.key)
   writer = MetricsWriter(
     workdir, enabled=jax.process_index() == 0, step=start, on_metrics=on_metrics
   )
   writer.write_config(start, config_dict)
   try:
     summary = run.loop(
-      step, state, start, first, data_iter, writer, grid_sampler, progress, max_steps
+      step, state, start, first, data_iter, writer, grid_sampler, progress, max_steps, held_out
     )
   finally:
     writer.close()
@@ -219,6 +220,49 @@ def _grid_sampler(config, stage, source, transform, text: _Text):
   return grids.GridSampler(stage, config, batch, text.module, text.params, captions=captions)
 
 
+@dataclasses.dataclass
+class _HeldOut:
+  """The held-out loss: the EMA parameters' mean loss over train.eval_batches fixed global
+  batches of data.eval_split, with one fixed key (the same t, noise and text dropout every
+  time, so the figures compare across steps). Each host keeps its own rows of those batches."""
+
+  batches: list
+  fn: object
+  key: object
+  text_params: object
+  mesh: object
+
+  @classmethod
+  def create(cls, config, stage, mesh, transform, text, key):
+    if not config.train.eval_every:
+      return None
+    eval_config = config.copy_and_resolve_references()
+    eval_config.data.split = config.data.eval_split
+    source = pipeline.open_source(eval_config, build=False)
+    stream = iter(
+      pipeline.make_dataset(
+        source,
+        transform,
+        seed=config.seed + 2,
+        global_batch=config.train.batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        shuffle=False,
+      )
+    )
+    local = [next(stream) for _ in range(config.train.eval_batches)]
+    batches = [
+      parallel.global_batch({k: v for k, v in b.items() if k != "index"}, mesh) for b in local
+    ]
+    fn = jax.jit(make_eval_loss(stage, config, text_encoder=text.module))
+    log.info("held-out loss: %d batches of %s", len(batches), config.data.eval_split)
+    return cls(batches, fn, jax.random.fold_in(key, 2**31 - 1), text.params, mesh)
+
+  def loss(self, params) -> float:
+    losses = [self.fn(params, b, self.key, self.text_params) for b in self.batches]
+    return float(sum(jax.device_get(losses)) / len(losses))
+
+
 def _memory_check(step: compile_lib.Compiled, enabled: bool) -> dict:
   """Per-device bytes of the compiled step; raises TrainingError when it exceeds the device."""
   need = step.bytes_per_device
@@ -284,7 +328,17 @@ class _Run:
     return step
 
   def loop(
-    self, step_fn, state, start, local, data_iter, writer, grid_sampler, progress, max_steps
+    self,
+    step_fn,
+    state,
+    start,
+    local,
+    data_iter,
+    writer,
+    grid_sampler,
+    progress,
+    max_steps,
+    held_out=None,
   ) -> dict:
     """Steps from `start` (with `local`, the first local batch) to train.steps or `max_steps`
     more, logging, sampling grids and saving on the config's intervals; saves on the way out."""
@@ -320,6 +374,9 @@ class _Run:
               image = grid_sampler(state.ema_params, jax.random.fold_in(self.key, step))
               writer.write_image(step, "samples", image)
               writer.write_text(step, "samples/captions", grid_sampler.caption_text())
+          if held_out is not None and step % config.train.eval_every == 0:
+            with window.pause("eval_s"):
+              window.extra["eval_loss"] = held_out.loss(state.ema_params)
           save_due = save_due or step % config.train.checkpoint_every == 0
           with window.pause("checkpoint_s"):
             saved = save_due and checkpointer.save(step, state, data_iter, self.config_dict)
@@ -361,7 +418,8 @@ class _Window:
     self.start = time.perf_counter()
     self.steps = 0
     self.sums = None
-    self.paused = {"grid_s": 0.0, "checkpoint_s": 0.0}
+    self.paused = {"grid_s": 0.0, "checkpoint_s": 0.0, "eval_s": 0.0}
+    self.extra = {}  # the held-out loss, when it was measured in the window
 
   def add(self, sums) -> None:
     self.steps += 1
@@ -392,5 +450,6 @@ class _Window:
       "skipped": values["skipped"],
       "window_steps": self.steps,
       **{k: round(v, 3) for k, v in self.paused.items()},
+      **self.extra,
       "time": round(time.time(), 3),
     }

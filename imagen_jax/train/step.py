@@ -40,57 +40,79 @@ def text_condition(batch, text_encoder: T5Encoder | None, text_params):
   return jnp.where(mask[..., None], emb, 0.0), mask
 
 
+def _draw_inputs(stage: Stage, dc, batch, key, text_encoder, text_params):
+  """(the per-example inputs of the loss, the dropout key): t, eps, the text (dropped with
+  probability cond_drop_prob) and, for SR stages, the noise-augmented low-res image."""
+  k_t, k_eps, k_drop, k_aug, k_aug_eps, k_dropout = jax.random.split(key, 6)
+  x = to_float(batch["image"])
+  b = x.shape[0]
+  text, mask = text_condition(batch, text_encoder, text_params)
+  drop = jax.random.uniform(k_drop, (b,)) < dc.cond_drop_prob
+  inputs = {
+    "x": x,
+    "t": jax.random.uniform(k_t, (b,)),
+    "eps": jax.random.normal(k_eps, x.shape),
+    "text": jnp.where(drop[:, None, None], 0.0, text),
+    "mask": mask & ~drop[:, None],
+  }
+  if stage.super_res:
+    aug = jax.random.uniform(k_aug, (b,), maxval=dc.aug_max_level)
+    up = bicubic_resize(to_float(batch["low_res"]), x.shape[1])
+    inputs["cond"], inputs["aug"] = diffusion.noise_augment(
+      up, aug_level=aug, schedule=stage.schedule, noise=jax.random.normal(k_aug_eps, up.shape)
+    )
+  return inputs, k_dropout
+
+
+def _loss(stage: Stage, dc, params, mb, key, *, train: bool):
+  logsnr = stage.schedule.logsnr(mb["t"])
+  z = diffusion.q_sample(x=mb["x"], eps=mb["eps"], logsnr=logsnr)
+  pred = stage.apply(
+    params,
+    z,
+    mb["t"],
+    mb["text"],
+    mb["mask"],
+    mb.get("cond"),
+    mb.get("aug"),
+    train=train,
+    rngs={"dropout": key} if train else None,
+  )
+  loss = diffusion.diffusion_loss(
+    pred,
+    x=mb["x"],
+    eps=mb["eps"],
+    logsnr=logsnr,
+    objective=stage.objective,
+    min_snr_gamma=dc.min_snr_gamma or None,
+  )
+  return jnp.mean(loss)
+
+
+def make_eval_loss(stage: Stage, config, *, text_encoder: T5Encoder | None = None):
+  """A pure (params, batch, key, text_params) -> the batch's mean loss, drawn as the train step
+  draws it, without dropout: the held-out loss (with a fixed key, comparable across steps)."""
+  dc = config.diffusion
+
+  def eval_loss(params, batch, key, text_params):
+    inputs, _ = _draw_inputs(stage, dc, batch, key, text_encoder, text_params)
+    return _loss(stage, dc, params, inputs, None, train=False)
+
+  return eval_loss
+
+
 def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder | None = None):
   tc, dc = config.train, config.diffusion
   accum = tc.grad_accum
   optimizer = optax.with_extra_args_support(optimizer)  # it is given grad_norm=
   lr_schedule = learning_rate_schedule(tc)
-  min_snr = dc.min_snr_gamma or None
 
   def loss_fn(params, mb, key):
-    logsnr = stage.schedule.logsnr(mb["t"])
-    z = diffusion.q_sample(x=mb["x"], eps=mb["eps"], logsnr=logsnr)
-    pred = stage.apply(
-      params,
-      z,
-      mb["t"],
-      mb["text"],
-      mb["mask"],
-      mb.get("cond"),
-      mb.get("aug"),
-      train=True,
-      rngs={"dropout": key},
-    )
-    loss = diffusion.diffusion_loss(
-      pred,
-      x=mb["x"],
-      eps=mb["eps"],
-      logsnr=logsnr,
-      objective=stage.objective,
-      min_snr_gamma=min_snr,
-    )
-    return jnp.mean(loss)
+    return _loss(stage, dc, params, mb, key, train=True)
 
   def step(state: TrainState, batch, key, text_params):
     key = jax.random.fold_in(key, state.step)
-    k_t, k_eps, k_drop, k_aug, k_aug_eps, k_dropout = jax.random.split(key, 6)
-    x = to_float(batch["image"])
-    b = x.shape[0]
-    text, mask = text_condition(batch, text_encoder, text_params)
-    drop = jax.random.uniform(k_drop, (b,)) < dc.cond_drop_prob
-    inputs = {
-      "x": x,
-      "t": jax.random.uniform(k_t, (b,)),
-      "eps": jax.random.normal(k_eps, x.shape),
-      "text": jnp.where(drop[:, None, None], 0.0, text),
-      "mask": mask & ~drop[:, None],
-    }
-    if stage.super_res:
-      aug = jax.random.uniform(k_aug, (b,), maxval=dc.aug_max_level)
-      up = bicubic_resize(to_float(batch["low_res"]), x.shape[1])
-      inputs["cond"], inputs["aug"] = diffusion.noise_augment(
-        up, aug_level=aug, schedule=stage.schedule, noise=jax.random.normal(k_aug_eps, up.shape)
-      )
+    inputs, k_dropout = _draw_inputs(stage, dc, batch, key, text_encoder, text_params)
     grad_fn = jax.value_and_grad(loss_fn)
     if accum == 1:
       loss, grads = grad_fn(state.params, inputs, k_dropout)
