@@ -275,6 +275,17 @@ def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
   reference = loaded.sampler(loaded.params, keys, emb, mask, steps=3)
   assert images.shape == (8, 16, 16, 3)
   np.testing.assert_allclose(np.asarray(images), np.asarray(reference), atol=1e-4)
+  # The same inside shard_map: each device samples its own rows with their own keys.
+  per_device = jax.jit(
+    jax.shard_map(
+      lambda p, k, t, m: loaded.stage.sample(p, k, t, m, steps=3, guided=False),
+      mesh=mesh,
+      in_specs=(PartitionSpec(), *(PartitionSpec("batch"),) * 3),
+      out_specs=PartitionSpec("batch"),
+    )
+  )
+  sharded = per_device(params, *(jax.device_put(a, rows) for a in (keys, emb, mask)))
+  np.testing.assert_allclose(np.asarray(sharded), np.asarray(reference), atol=1e-4)
 
 
 def _size(path):
