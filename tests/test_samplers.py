@@ -226,3 +226,16 @@ def test_bad_sampler_options_are_clear_errors(kwargs, match):
   options = {"schedule": schedule, "steps": 4, **kwargs}
   with pytest.raises(ValueError, match=match):
     diffusion.sample(lambda z, t: z, (2, 1), jax.random.key(0), **options)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++2m"])
+def test_every_sampler_runs_inside_a_callers_jit(sampler):
+  """The log-SNR grid of dpm++2m is computed at trace time even inside a caller's jit."""
+  schedule = diffusion.get_schedule("cosine")
+  eps_fn = gaussian_eps(schedule, 0.3, 0.5)
+  run = jax.jit(
+    lambda key, steps=7: diffusion.sample(
+      eps_fn, (4, 1), key, schedule=schedule, steps=steps, sampler=sampler
+    )
+  )
+  assert run(jax.random.key(0)).shape == (4, 1)

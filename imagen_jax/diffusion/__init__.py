@@ -3,6 +3,7 @@ guidance, thresholding, noise-conditioning augmentation and samplers."""
 
 from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.augmentation import noise_augment
+from imagen_jax.diffusion.editing import Edit
 from imagen_jax.diffusion.guidance import combine_guidance, guided_model
 from imagen_jax.diffusion.losses import diffusion_loss
 from imagen_jax.diffusion.predictions import (
@@ -36,6 +37,7 @@ __all__ = [
   "SAMPLERS",
   "THRESHOLDS",
   "CosineSchedule",
+  "Edit",
   "LinearSchedule",
   "Schedule",
   "ShiftedSchedule",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.diffusion import predictions, rng
+from imagen_jax.diffusion.editing import Edit, paste_known, renoise, start_steps
 from imagen_jax.diffusion.schedules import Schedule
 from imagen_jax.diffusion.thresholding import check_threshold
 from imagen_jax.diffusion.thresholding import threshold as threshold_fn
@@ -40,7 +41,8 @@ def time_grid(schedule: Schedule, steps: int, spacing: str = "time") -> np.ndarr
   if spacing == "time":
     return np.linspace(1.0, 0.0, steps + 1, dtype=np.float32)
   dense_t = np.linspace(0.0, 1.0, 100_001)
-  dense_lam = np.asarray(schedule.logsnr(dense_t), np.float64)  # decreasing in t
+  with jax.ensure_compile_time_eval():  # a constant of the program, also inside a caller's jit
+    dense_lam = np.asarray(schedule.logsnr(dense_t), np.float64)  # decreasing in t
   lam = np.linspace(max(LOGSNR_SPAN[0], dense_lam[-1]), min(LOGSNR_SPAN[1], dense_lam[0]), steps)
   t = np.interp(lam, dense_lam[::-1], dense_t[::-1])
   t[0] = 1.0
@@ -103,6 +105,7 @@ def sample(
   spacing: str | None = None,
   times=None,
   threshold_max: float = float("inf"),
+  edit: Edit | None = None,
   progress=None,
 ):
   """Draws samples [*shape] (float32) from a model of the reverse process.
@@ -117,6 +120,10 @@ def sample(
   time grid ("time" or "logsnr"; None picks the sampler's default); `times` [steps + 1], from
   near 1 down to 0, replaces it (discrete.step_times visits given steps of a discrete schedule).
   `threshold_max` caps the dynamic threshold's scale (DeepFloyd IF: 1.5 or 1).
+  `edit` (diffusion.editing.Edit) edits a source image: with strength s < 1 the scan starts from
+  the source noised to t = s and runs round(steps x s) steps over [s, 0] (image-to-image); with
+  a mask, the known region is the source noised to each step's level and, at the end, the
+  source itself (inpainting); `edit.resample` > 1 adds RePaint's jumps back and forth.
   `progress`, if given, is called on the host with the step index after every step.
   """
   if sampler not in SAMPLERS:
@@ -133,8 +140,14 @@ def sample(
     raise ValueError(f"Unknown time spacing {spacing!r}; choose one of {SPACINGS}.")
   check_threshold(threshold)
   predictions.check_objective(objective)
+  strength = 1.0
+  if edit is not None:
+    edit.check()
+    strength = float(edit.strength)
+    if strength < 1.0 and times is None:
+      steps = start_steps(steps, strength)
   if times is None:
-    t_grid = jnp.asarray(time_grid(schedule, steps, spacing))
+    t_grid = jnp.asarray(time_grid(schedule, steps, spacing)) * strength
   elif len(times) != steps + 1 or times[-1] != 0:
     raise ValueError(f"times must hold {steps + 1} times ending at 0, got {len(times)}.")
   else:
@@ -142,10 +155,29 @@ def sample(
   lam_grid = logsnr_grid(schedule, t_grid)
   key_init, key_steps = rng.split(key)
   z = rng.normal(key_init, shape)
+  if edit is not None:
+    if strength < 1.0:  # SDEdit: the source at the first time of the grid
+      z = predictions.q_sample(x=edit.source, eps=z, logsnr=lam_grid[0])
+    z = paste_known(z, edit, logsnr=lam_grid[0], noise=rng.normal(rng.fold_in(key_init, 1), shape))
+  resample = 1 if edit is None else int(edit.resample)
 
   def body(carry, xs):
     z, x_prev, h_prev = carry
     i, t, lam_t, lam_s = xs
+    step_key = rng.fold_in(key_steps, i)
+    for jump in range(resample):
+      key = step_key if jump == 0 else rng.fold_in(step_key, 2 + jump)
+      z_s, x_hat, h = one_step(z, x_prev, h_prev, i, t, lam_t, lam_s, key)
+      if edit is not None:
+        z_s = paste_known(z_s, edit, logsnr=lam_s, noise=rng.normal(rng.fold_in(key, 1), shape))
+      if jump < resample - 1:  # RePaint: back to time t, and the step again
+        z = renoise(z_s, rng.normal(rng.fold_in(key, 2), shape), lam_t=lam_t, lam_s=lam_s)
+    if progress is not None:
+      jax.debug.callback(progress, i)
+    return (z_s, x_hat, h), None
+
+  def one_step(z, x_prev, h_prev, i, t, lam_t, lam_s, key):
+    """z at the next time of the grid, with this step's x_hat and half-log-SNR step h."""
     pred = model_fn(z, jnp.full((shape[0],), t, jnp.float32)).astype(jnp.float32)
     x_hat, eps_hat = predictions.x_and_eps_from_prediction(
       pred, z=z, logsnr=lam_t, objective=objective
@@ -153,7 +185,7 @@ def sample(
     if threshold != "none":
       x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile, max_value=threshold_max)
       eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
-    noise = rng.normal(rng.fold_in(key_steps, i), shape)
+    noise = rng.normal(key, shape)
     h = 0.5 * (lam_s - lam_t)
     if sampler == "ddpm":
       z = ddpm_step(z, x_hat, noise, lam_t=lam_t, lam_s=lam_s, logvar_interp=logvar_interp)
@@ -164,9 +196,7 @@ def sample(
       r = h_prev / jnp.where(first_order, 1.0, h)
       data_pred = jnp.where(first_order, x_hat, x_hat + (x_hat - x_prev) / (2 * r))
       z = dpm_solver_2m_step(z, data_pred, lam_t=lam_t, lam_s=lam_s)
-    if progress is not None:
-      jax.debug.callback(progress, i)
-    return (z, x_hat, h), None
+    return z, x_hat, h
 
   xs = (jnp.arange(steps), t_grid[:-1], lam_grid[:-1], lam_grid[1:])
   (z, _, _), _ = jax.lax.scan(body, (z, jnp.zeros_like(z), jnp.ones((), jnp.float32)), xs)
