@@ -317,3 +317,82 @@ def test_an_exported_cascade_samples_identically_and_is_a_fraction_of_the_workdi
   assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in folder.iterdir())
   with pytest.raises(FileExistsError, match="not empty"):
     imagen.save_pretrained(folder)
+
+
+def _half_black_half_white(size=40):
+  image = np.zeros((size, size, 3), np.uint8)
+  image[:, : size // 2] = 255
+  return image
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "dpm++2m"])
+def test_inpainting_keeps_the_known_region_at_every_stage(imagen, sampler):
+  from imagen_jax.images import antialiased_resize
+
+  init = _half_black_half_white()
+  mask = np.zeros((40, 40), bool)
+  mask[:, 20:] = True  # draw on the right
+  kw = dict(seed=3, steps=3, guidance=3.0, sampler=sampler)
+  out = imagen.sample(["a red circle", "a blue star"], init_image=init, mask=mask, **kw)
+  for images in out:
+    size = images.shape[1]
+    np.testing.assert_array_equal(
+      images[:, :, : size // 2], np.broadcast_to(antialiased_resize(init, size)[:, : size // 2],
+                                                 (2, size, size // 2, 3)),
+    )  # fmt: skip
+  again = imagen.sample(["a red circle", "a blue star"], init_image=init, mask=mask, **kw)
+  for a, b in zip(out, again):
+    np.testing.assert_array_equal(a, b)  # same seed, same edit
+
+
+def test_full_and_empty_masks_and_a_tiny_strength(imagen):
+  from imagen_jax.images import antialiased_resize
+
+  init = _half_black_half_white()
+  kw = dict(seed=5, steps=3, guidance=3.0)
+  plain = imagen.sample(["a green star"], **kw)
+  full = imagen.sample(["a green star"], init_image=init, mask=np.ones((40, 40), bool), **kw)
+  empty = imagen.sample(["a green star"], init_image=init, mask=np.zeros((40, 40), np.uint8), **kw)
+  for p, f, e in zip(plain, full, empty):
+    np.testing.assert_array_equal(f, p)  # everything drawn: plain sampling
+    np.testing.assert_array_equal(e[0], antialiased_resize(init, e.shape[1]))  # nothing drawn
+  near = imagen.sample(["a green star"], init_image=init, strength=0.001, stop_at_stage=1, **kw)
+  assert np.abs(near[0][0].astype(int) - antialiased_resize(init, 16).astype(int)).max() <= 8
+  for bad, message in [
+    (dict(init_image=init, strength=0.0), "strength must be in"),
+    (dict(init_image=init), "changes nothing"),
+    (dict(mask=np.ones((40, 40))), "init_image"),
+    (dict(init_image=init, mask=np.ones((30, 40))), "init_image's size"),
+    (dict(init_image=init[..., :2], strength=0.5), "RGB"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      imagen.sample(["x"], **kw, **bad)
+
+
+def test_the_sample_command_edits_with_an_init_image_and_a_mask(demo, tmp_path):
+  out, _ = demo
+  init, mask = tmp_path / "init.png", tmp_path / "mask.png"
+  Image.fromarray(_half_black_half_white()).save(init)
+  m = np.zeros((40, 40), np.uint8)
+  m[:, 20:] = 255
+  Image.fromarray(m).save(mask)
+  stages = [str(out / s) for s in ("base", "sr1")]
+  args = ["sample", "--stages", *stages, "--prompt", "a red circle", "--steps", "2"]
+  run_cli(*args, "--init-image", str(init), "--mask", str(mask), "--strength", "0.8",
+          "--out", str(tmp_path / "edit"))  # fmt: skip
+  picture = np.asarray(Image.open(tmp_path / "edit" / "image_000.png"))
+  from imagen_jax.images import antialiased_resize
+
+  kept = antialiased_resize(_half_black_half_white(), 32)[:, :16]  # the source at 32 px
+  assert picture.shape == (32, 32, 3)
+  np.testing.assert_array_equal(picture[:, :16], kept)
+  Image.fromarray(np.zeros((40, 40), np.uint8)).save(tmp_path / "black.png")
+  Image.fromarray(m[:20]).save(tmp_path / "small.png")
+  for extra, message in [
+    (["--mask", str(tmp_path / "black.png")], "nothing to draw"),
+    (["--mask", str(tmp_path / "small.png")], "give a mask of the picture's size"),
+    (["--strength", "1.5"], "--strength must be in"),
+  ]:
+    proc = run_cli(*args, "--init-image", str(init), *extra, "--out", str(tmp_path / "x"),
+                   check=False)  # fmt: skip
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -59,6 +59,21 @@ def add_arguments(parser):
   parser.add_argument("--stop-at-stage", type=int, help="run only the first K stages")
   parser.add_argument("--start-image", help="an image to super-resolve instead of the base stage")
   parser.add_argument(
+    "--init-image", help="a picture to edit: redrawn from --strength and/or inpainted by --mask"
+  )
+  parser.add_argument(
+    "--strength",
+    type=float,
+    default=1.0,
+    help="with --init-image: the fraction of the noise schedule to start from (1 = from noise)",
+  )
+  parser.add_argument(
+    "--mask", help="with --init-image: a PNG of its size, white where new content is drawn"
+  )
+  parser.add_argument(
+    "--resample", type=int, default=1, help="with --mask: RePaint's jumps per step"
+  )
+  parser.add_argument(
     "--save-stages", action="store_true", help="also write every earlier stage's pictures"
   )
   parser.add_argument(
@@ -105,6 +120,37 @@ def _prompts(args) -> list[str]:
   return prompts
 
 
+def _edit_inputs(args):
+  """(init_image uint8 [H, W, 3] or None, mask bool [H, W] or None) from --init-image, --mask."""
+  import numpy as np
+  from PIL import Image
+
+  if args.init_image is None:
+    if args.mask or args.strength != 1.0:
+      raise ValueError("--strength and --mask edit a picture: give it with --init-image.")
+    return None, None
+  if not 0.0 < args.strength <= 1.0:
+    raise ValueError(f"--strength must be in (0, 1] (1 starts from noise), got {args.strength}.")
+  image = Image.open(args.init_image)
+  if image.mode not in ("RGB", "RGBA", "L", "P"):
+    raise ValueError(f"--init-image {args.init_image} is {image.mode}; give an RGB picture.")
+  init = np.asarray(image.convert("RGB"))
+  if args.mask is None:
+    if args.strength == 1.0:
+      raise ValueError("--init-image at --strength 1 without --mask changes nothing.")
+    return init, None
+  mask_image = Image.open(args.mask)
+  if mask_image.size != image.size:
+    raise ValueError(
+      f"--mask is {mask_image.size[0]}x{mask_image.size[1]} but --init-image is "
+      f"{image.size[0]}x{image.size[1]}: give a mask of the picture's size."
+    )
+  mask = np.asarray(mask_image.convert("L")) >= 128  # white: draw
+  if not mask.any():
+    raise ValueError(f"--mask {args.mask} has no white pixel: nothing to draw.")
+  return init, mask
+
+
 def _one_or_many(values):
   if values is None:
     return None
@@ -135,6 +181,7 @@ def run(args) -> int:
   out = pathlib.Path(args.out)
   if out.suffix.lower() == ".png":
     raise ValueError(f"--out is the folder to write into, not a PNG file: {out}.")
+  init_image, mask = _edit_inputs(args)
   start = None
   if args.start_image:
     start = np.asarray(Image.open(args.start_image).convert("RGB"))
@@ -150,6 +197,10 @@ def run(args) -> int:
     "aug_level": args.aug_level,
     "threshold": args.threshold,
     "start_image": args.start_image,
+    "init_image": args.init_image,
+    "strength": args.strength,
+    "mask": args.mask,
+    "resample": args.resample,
   }
   result = imagen.sample(
     prompts,
@@ -164,6 +215,10 @@ def run(args) -> int:
     threshold=_one_or_many(args.threshold),
     stop_at_stage=args.stop_at_stage,
     start_image=start,
+    init_image=init_image,
+    strength=args.strength,
+    mask=mask,
+    resample=args.resample,
     progress=True,
   )
   records = []

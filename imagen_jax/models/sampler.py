@@ -66,10 +66,12 @@ class StageSampler:
     on_step=None,
     null_text=None,
     null_mask=None,
+    edit=None,
   ):
     """Images [B, size, size, 3] in [-1, 1]. Guidance w = 1 is the plain conditional model (one
     U-Net call per step); other values make one call on a doubled batch, whose unconditional
-    half reads null_text and null_mask (default: the stage's null text). `on_step(step)` is
+    half reads null_text and null_mask (default: the stage's null text); `edit` is a
+    diffusion.Edit (its strength and resample are compile-time options). `on_step(step)` is
     called on the host after each step (0-based) while the computation runs."""
     guided = float(guidance) != 1.0
     fn = self._function(int(steps), sampler, guided, threshold, size, on_step is not None)
@@ -85,6 +87,7 @@ class StageSampler:
         aug_level=jnp.float32(aug_level),
         null_text=null_text,
         null_mask=null_mask,
+        edit=edit,
       )
       if on_step is not None:
         images.block_until_ready()  # the steps are reported while the computation runs

@@ -102,6 +102,7 @@ class Stage:
     progress=None,
     null_text=None,
     null_mask=None,
+    edit=None,
   ):
     """Images [B, size, size, 3] in [-1, 1]: the stage's sampler as a pure function, to call
     inside your own `jax.jit` (or shard_map) with the keyword options static except guidance,
@@ -109,7 +110,8 @@ class Stage:
 
     `key` is one PRNG key or keys [B], one per example (then an example's image depends on its
     own key alone, whatever else is in the batch). text [B, L, D] and mask [B, L] condition it;
-    the unconditional half of guidance reads
+    `edit` (diffusion.Edit, at this stage's size) edits a source picture (image-to-image,
+    inpainting); the unconditional half of guidance reads
     null_text and null_mask (default: zeros with an empty mask, the null text of training);
     SR stages take low_res [B, h, w, 3] in [-1, 1], upsampled to `size` (default: the stage's
     output size, or low-res size x factor) and noise-augmented at aug_level.
@@ -151,5 +153,6 @@ class Stage:
       sampler=sampler,
       threshold=threshold,
       objective=self.objective,
+      edit=edit,
       progress=progress,
     )

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from imagen_jax import parallel
+from imagen_jax import diffusion, parallel
 from imagen_jax.diffusion import rng
 from imagen_jax.images import antialiased_resize, to_float, to_uint8
 from imagen_jax.pipeline import export, requests
@@ -204,6 +204,10 @@ class Imagen:
     threshold=None,
     stop_at_stage: int | None = None,
     start_image=None,
+    init_image=None,
+    strength: float = 1.0,
+    mask=None,
+    resample: int = 1,
     progress: bool = False,
     on_stage: Callable[[StageOutput], None] | None = None,
   ) -> ImagenOutput:
@@ -225,9 +229,19 @@ class Imagen:
     or one per stage; None uses each stage's config.sample values. `stop_at_stage` (1-based)
     stops early. `start_image` (uint8 [H, W, 3] or one per prompt [B, H, W, 3]) replaces the
     base stage's output: it is resized to the base resolution and super-resolved by the later
-    stages (it is then images[0]). `progress` shows a bar per stage; `callback(stage, step)`
-    (both 0-based) runs on the host after every step; `on_stage` receives each stage's
-    StageOutput as it finishes (once per chunk).
+    stages (it is then images[0]).
+
+    Editing: `init_image` (uint8 [H, W, 3] for all prompts or [B, H, W, 3], any size: resized
+    for each stage) is redrawn from `strength` in (0, 1], the fraction of the noise schedule
+    the base stage starts from (image-to-image; it runs round(steps x strength) steps), and/or
+    inpainted where `mask` (bool or uint8 [H, W] / [B, H, W], nonzero where new content is
+    drawn) says: every stage keeps the rest of the picture, at its own resolution, exactly.
+    `resample` > 1 adds RePaint's jumps per step for coherent boundaries (that many U-Net calls
+    per step). SR stages otherwise super-resolve as usual.
+
+    `progress` shows a bar per stage; `callback(stage, step)` (both 0-based) runs on the host
+    after every step; `on_stage` receives each stage's StageOutput as it finishes (once per
+    chunk).
     """
     if output_type not in requests.OUTPUT_TYPES:
       raise ValueError(f"output_type must be one of {requests.OUTPUT_TYPES}, got {output_type!r}.")
@@ -258,6 +272,12 @@ class Imagen:
     keys = requests.row_keys(
       requests.base_key(key, seed), cond.texts, rows // num_images_per_prompt, num_images_per_prompt
     )
+    edit = requests.edit_inputs(
+      init_image, mask, strength, prompts=rows // num_images_per_prompt,
+      images_per_prompt=num_images_per_prompt,
+    )  # fmt: skip
+    if edit is not None and start_image is not None:
+      raise ValueError("Give start_image (super-resolve it) or init_image (edit it), not both.")
     start = None
     if start_image is not None:
       start = self._start_images(start_image, rows // num_images_per_prompt)
@@ -272,8 +292,10 @@ class Imagen:
     for lo in range(0, rows, chunk):
       part = slice(lo, min(rows, lo + chunk))
       low = None if start is None else start[part]
+      part_edit = None if edit is None else tuple(None if a is None else a[part] for a in edit)
+      edit_options = (part_edit, float(strength), int(resample))
       for i, images, took in self._run_rows(
-        cond, keys, part, low, first, last, options, progress, callback
+        cond, keys, part, low, first, last, options, progress, callback, edit_options
       ):
         per_stage[i].append(images)
         seconds[i] += took
@@ -286,18 +308,28 @@ class Imagen:
     return ImagenOutput([requests.convert(r, output_type) for r in results], timings, cond.prompts)
 
   def _run_rows(
-    self, cond, keys, part: slice, low, first: int, last: int, options, progress, callback
+    self,
+    cond,
+    keys,
+    part: slice,
+    low,
+    first: int,
+    last: int,
+    options,
+    progress,
+    callback,
+    edit_options=(None, 1.0, 1),
   ):
     """Yields (stage index, float images [rows, H, W, 3] on the devices, seconds) for the rows
     `part`, padded to split evenly over the mesh (a padding row repeats the first)."""
     count = part.stop - part.start
 
-    def put(array, rank):
-      if array is None:
-        return None
-      array = jnp.asarray(array)[part]
-      padded = parallel.pad_batch(array, self.mesh)
+    def put_part(array, rank, rows):
+      padded = parallel.pad_batch(jnp.asarray(array)[rows], self.mesh)
       return jax.device_put(padded, parallel.batch_sharding(self.mesh, rank))
+
+    def put(array, rank):
+      return None if array is None else put_part(array, rank, part)
 
     text, mask = put(cond.text, 3), put(cond.mask, 2)
     null = {"null_text": put(cond.null_text, 3), "null_mask": put(cond.null_mask, 2)}
@@ -305,8 +337,21 @@ class Imagen:
     extra = text.shape[0] - count
     row_keys = jnp.concatenate([row_keys, jnp.repeat(row_keys[:1], extra)]) if extra else row_keys
     images = None if low is None else put(to_float(jnp.asarray(low)), 4)
+    rows_edit, strength, resample = edit_options
+    whole = slice(0, count)  # the edit arrays are this part's rows already
     for i in range(first, last):
       loaded = self.stages[i]
+      edit = None
+      at_size = requests.edit_at(rows_edit, loaded.stage.output_size)
+      if at_size is not None and (i == 0 or at_size[1] is not None):
+        source, keep = at_size
+
+        def put_rows(array, rank):
+          return None if array is None else put_part(array, rank, whole)
+
+        edit = diffusion.Edit(
+          put_rows(source, 4), strength if i == 0 else 1.0, put_rows(keep, 4), resample
+        )
       t0 = time.perf_counter()
       on_step, bar = _step_reporter(i, loaded, int(options["steps"][i]), progress, callback)
       try:
@@ -323,6 +368,7 @@ class Imagen:
           aug_level=float(options["aug_level"][i]),
           size=loaded.stage.output_size,
           on_step=on_step,
+          edit=edit,
           **null,
         )
         images.block_until_ready()

@@ -11,14 +11,17 @@ keyed by their position instead.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.images import to_uint8
+from imagen_jax.images import antialiased_resize, to_float, to_uint8
 from imagen_jax.text import check_texts
+
+log = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("np", "pil", "jax")
 
@@ -156,3 +159,60 @@ def convert(images, output_type: str):
   from PIL import Image
 
   return [Image.fromarray(a) for a in array]
+
+
+def edit_inputs(init_image, mask, strength, *, prompts: int, images_per_prompt: int):
+  """(source uint8 [N, H, W, 3], keep bool [N, H, W] or None) for editing, one row per picture;
+  None when nothing is edited. `mask` is nonzero where new content is drawn."""
+  if init_image is None:
+    if mask is not None or strength != 1.0:
+      raise ValueError("strength < 1 and mask edit a picture: give it as init_image.")
+    return None
+  if not 0.0 < float(strength) <= 1.0:
+    raise ValueError(f"strength must be in (0, 1] (1 starts from pure noise), got {strength}.")
+  image = np.asarray(init_image)
+  if image.ndim == 3:
+    image = image[None]
+  if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise ValueError(
+      f"init_image must be uint8 [H, W, 3] or [B, H, W, 3] (RGB), got {image.dtype} {image.shape}."
+    )
+  if image.shape[0] not in (1, prompts):
+    raise ValueError(f"init_image has {image.shape[0]} pictures for {prompts} prompts.")
+  image = np.broadcast_to(image, (prompts, *image.shape[1:]))
+  keep = None
+  if mask is not None:
+    mask = np.asarray(mask)
+    if mask.ndim == 2:
+      mask = mask[None]
+    if mask.ndim != 3 or mask.shape[1:] != image.shape[1:3]:
+      raise ValueError(
+        f"mask must be [H, W] or [B, H, W] with the init_image's size {image.shape[1:3]}, "
+        f"got {mask.shape}."
+      )
+    if mask.shape[0] not in (1, prompts):
+      raise ValueError(f"mask has {mask.shape[0]} masks for {prompts} prompts.")
+    keep = np.broadcast_to(mask == 0, (prompts, *mask.shape[1:]))
+    if strength == 1.0 and keep.all():
+      log.warning("the mask draws nothing: the pictures are the init_image")
+  elif strength == 1.0:
+    raise ValueError("init_image at strength 1 without a mask changes nothing: lower strength.")
+  rep = lambda a: np.repeat(a, images_per_prompt, axis=0)
+  return rep(image), None if keep is None else rep(keep)
+
+
+def edit_at(edit: tuple | None, size: int):
+  """(source float [N, size, size, 3] in [-1, 1], keep float [N, size, size, 1] or None) of
+  edit_inputs' arrays at a stage's resolution (antialiased for the picture, nearest for the
+  mask)."""
+  if edit is None:
+    return None
+  image, keep = edit
+  if image.shape[1:3] != (size, size):
+    image = np.stack([antialiased_resize(im, size) for im in image])
+  source = to_float(jnp.asarray(image))
+  if keep is None:
+    return source, None
+  rows = np.arange(size) * keep.shape[1] // size
+  cols = np.arange(size) * keep.shape[2] // size
+  return source, jnp.asarray(keep[:, rows][:, :, cols][..., None], jnp.float32)

@@ -79,6 +79,7 @@ class IFStage:
     progress=None,
     null_text=None,
     null_mask=None,
+    edit=None,
   ):
     """Images [B, size, size, 3] in [-1, 1], as models.Stage.sample; text [B, L, D] is IF's
     (unmasked) T5 states, `null_text` the encoding of "" (needed when guided), `aug_level` the
@@ -88,6 +89,8 @@ class IFStage:
     from pure noise at a leading spacing's first step (900 of 1000 for 10 steps) leaves the
     deterministic samplers off (tests/test_if_scheduler.py measures it on Gaussian data)."""
     del mask, null_mask  # IF's U-Nets attend to every token
+    if edit is not None:
+      raise ValueError("Editing (init_image, mask) with DeepFloyd IF stages is not supported yet.")
     if sampler not in SAMPLERS:
       raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
     check_threshold(threshold)
