@@ -78,3 +78,34 @@ def test_repaint_resampling_keeps_the_known_region_and_the_law():
 def test_bad_edits_are_clear_errors(kwargs, message):
   with pytest.raises(ValueError, match=message):
     _run(diffusion.Edit(jnp.zeros((4, 1)), **kwargs), shape=(4, 1), steps=4)
+
+
+def test_discrete_image_to_image_and_inpainting_follow_the_same_laws():
+  """IF's sampler (discrete DDPM with the posterior variance) from x0 noised to step t_s, and
+  with a mask: the closed-form law, and the known region exactly the source."""
+  from imagen_jax.diffusion import discrete
+
+  alpha_bar = discrete.alphas_cumprod(discrete.betas(1000))
+  table = jnp.asarray(alpha_bar)
+
+  def model_fn(x, t):
+    a = table[t]
+    eps = jnp.sqrt(1 - a) * (x - jnp.sqrt(a) * MU) / (a * STD**2 + 1 - a)
+    return eps, -jnp.ones_like(x)
+
+  steps = discrete.edit_steps(discrete.inference_steps(1000, 1000), 0.5)
+  x0 = -0.8
+  a = float(alpha_bar[steps[0]])
+  alpha, sigma = np.sqrt(a), np.sqrt(1 - a)
+  k = alpha * STD**2 / (alpha**2 * STD**2 + sigma**2)
+  mean = MU + k * alpha * (x0 - MU)
+  var = STD**2 * sigma**2 / (alpha**2 * STD**2 + sigma**2) + k**2 * sigma**2
+  source = jnp.full((N, 2), x0)
+  keep = jnp.array([[0.0, 1.0]]) * jnp.ones((N, 1))
+  edit = diffusion.Edit(source, strength=0.5, keep=keep)
+  x = jax.jit(
+    lambda key: discrete.sample(model_fn, (N, 2), key, alpha_bar=alpha_bar, steps=steps, edit=edit)
+  )(jax.random.key(4))
+  np.testing.assert_array_equal(x[:, 1], source[:, 1])
+  assert abs(float(x[:, 0].mean()) - mean) < 0.02
+  assert abs(float(x[:, 0].std()) - np.sqrt(var)) < 0.02

@@ -146,3 +146,23 @@ def test_the_sample_command_runs_if_pipelines(pipelines, tmp_path):
     check=False,
   )
   assert mixed.returncode != 0 and "mixes DeepFloyd IF stages" in mixed.stderr
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_if_stages_inpaint_and_redraw(imagen, sampler):
+  from imagen_jax.images import antialiased_resize
+
+  init = np.zeros((32, 32, 3), np.uint8)
+  init[:, :16] = 255
+  mask = np.zeros((32, 32), bool)
+  mask[:, 16:] = True
+  out = imagen.sample(["an owl"], seed=0, steps=[3, 2], sampler=sampler, init_image=init, mask=mask)
+  for images in out:
+    size = images.shape[1]
+    np.testing.assert_array_equal(
+      images[0, :, : size // 2], antialiased_resize(init, size)[:, : size // 2]
+    )
+  redrawn = imagen.sample(
+    ["an owl"], seed=0, steps=[4, 2], sampler=sampler, init_image=init, strength=0.5
+  )
+  assert [im.shape for im in redrawn] == [(1, 16, 16, 3), (1, 64, 64, 3)]

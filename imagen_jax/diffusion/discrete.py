@@ -103,6 +103,22 @@ class Discrete:
     return jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
 
 
+def edit_steps(steps, strength: float) -> np.ndarray:
+  """The last max(1, int(len(steps) x strength)) of decreasing steps: where image-to-image at
+  `strength` starts (as diffusers' IF img2img pipelines cut their schedules)."""
+  steps = np.asarray(steps)
+  return steps[len(steps) - max(1, int(len(steps) * strength)) :]
+
+
+def _paste(x, edit, t, alpha_bar, noise):
+  """x with its known region the source noised to step t (the source itself for t = -1)."""
+  if edit.keep is None:
+    return x
+  a = jnp.where(t >= 0, jnp.asarray(alpha_bar)[jnp.maximum(t, 0)], 1.0)
+  known = jnp.sqrt(a) * edit.source + jnp.sqrt(1.0 - a) * noise
+  return edit.keep * known + (1.0 - edit.keep) * x
+
+
 def add_noise(x, noise, t, alpha_bar):
   """The forward process at step t ([B] or scalar): sqrt(alpha_bar) x + sqrt(1 - alpha_bar) eps
   (IF's stage II noises its upsampled input so, at the noise level it is told)."""
@@ -159,6 +175,7 @@ def sample(
   max_value: float = float("inf"),
   x_T=None,
   noises=None,
+  edit=None,
   progress=None,
 ):
   """Ancestral sampling over the training steps `steps` (decreasing, e.g. inference_steps) as
@@ -168,34 +185,54 @@ def sample(
   guided: IF guides eps only and keeps the variance of the text branch). `x_T` (the starting
   noise) and `noises` [len(steps), *shape] replace the draws from `key` (to replay another
   sampler's run); `key` may be keys [B], one per example (diffusion.rng). `progress`, if given,
-  is called on the host with the step index after every step."""
+  is called on the host with the step index after every step. `edit` (diffusion.editing.Edit):
+  with strength < 1 the scan starts from the source noised to steps[0] (pass the steps to run:
+  edit_steps cuts a schedule's), with a mask the known region is the source noised to each
+  step's level and the source itself after the last; resample > 1 adds RePaint's jumps."""
   steps = np.asarray(steps, np.int32)
   previous = np.append(steps[1:], -1).astype(np.int32)
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
   key_init, key_steps = rng.split(key)
   x = rng.normal(key_init, shape) if x_T is None else jnp.asarray(x_T)
+  if edit is not None:
+    edit.check()
+    if float(edit.strength) < 1.0:
+      x = add_noise(edit.source, x, int(steps[0]), alpha_bar)
+    x = _paste(x, edit, int(steps[0]), alpha_bar, rng.normal(rng.fold_in(key_init, 1), shape))
+  resample = 1 if edit is None else int(edit.resample)
 
   def body(x, inputs):
     i, t, t_prev = inputs
-    eps, value = model_fn(x, t)
-    if noises is None:
-      noise = rng.normal(rng.fold_in(key_steps, i), shape)
-    else:
-      noise = jnp.asarray(noises)[i]
-    x, _ = learned_range_step(
-      x,
-      eps,
-      value,
-      noise,
-      t=t,
-      t_prev=t_prev,
-      alpha_bar=alpha_bar,
-      threshold_percentile=threshold_percentile,
-      max_value=max_value,
-    )
+    step_key = rng.fold_in(key_steps, i)
+    for jump in range(resample):
+      key = step_key if jump == 0 else rng.fold_in(step_key, 2 + jump)
+      eps, value = model_fn(x, t)
+      if noises is None:
+        noise = rng.normal(key, shape)
+      else:
+        noise = jnp.asarray(noises)[i]
+      x_prev, _ = learned_range_step(
+        x,
+        eps,
+        value,
+        noise,
+        t=t,
+        t_prev=t_prev,
+        alpha_bar=alpha_bar,
+        threshold_percentile=threshold_percentile,
+        max_value=max_value,
+      )
+      if edit is not None:
+        x_prev = _paste(x_prev, edit, t_prev, alpha_bar, rng.normal(rng.fold_in(key, 1), shape))
+      if jump < resample - 1:  # RePaint: back to step t, and the step again
+        a_t = alpha_bar[t]
+        a_prev = jnp.where(t_prev >= 0, alpha_bar[jnp.maximum(t_prev, 0)], 1.0)
+        x = jnp.sqrt(a_t / a_prev) * x_prev + jnp.sqrt(1.0 - a_t / a_prev) * rng.normal(
+          rng.fold_in(key, 2), shape
+        )
     if progress is not None:
       jax.debug.callback(progress, i)
-    return x, None
+    return x_prev, None
 
   x, _ = jax.lax.scan(body, x, (jnp.arange(len(steps)), jnp.asarray(steps), jnp.asarray(previous)))
   return x

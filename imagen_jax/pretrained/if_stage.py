@@ -89,8 +89,6 @@ class IFStage:
     from pure noise at a leading spacing's first step (900 of 1000 for 10 steps) leaves the
     deterministic samplers off (tests/test_if_scheduler.py measures it on Gaussian data)."""
     del mask, null_mask  # IF's U-Nets attend to every token
-    if edit is not None:
-      raise ValueError("Editing (init_image, mask) with DeepFloyd IF stages is not supported yet.")
     if sampler not in SAMPLERS:
       raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
     check_threshold(threshold)
@@ -116,6 +114,8 @@ class IFStage:
       steps_run = discrete.inference_steps(num_train, steps, self.spacing, self.steps_offset)
     else:
       steps_run = discrete.inference_steps(num_train, steps, "trailing")
+    if edit is not None and float(edit.strength) < 1.0:
+      steps_run = discrete.edit_steps(steps_run, float(edit.strength))
     max_value = 1.0 if threshold == "static" else self.max_value  # s = 1: clip to [-1, 1]
 
     def eps_and_variance(x, t):
@@ -131,6 +131,7 @@ class IFStage:
         steps=steps_run,
         threshold_percentile=None if threshold == "none" else self.percentile,
         max_value=max_value,
+        edit=edit,
         progress=progress,
       )
     schedule = discrete.Discrete(self.alpha_bar)
@@ -139,11 +140,12 @@ class IFStage:
       shape,
       key_sample,
       schedule=schedule,
-      steps=steps,
+      steps=len(steps_run),
       sampler=sampler,
       threshold=threshold,
       percentile=self.percentile,
       threshold_max=max_value,
       times=discrete.step_times(steps_run, num_train),
+      edit=edit,
       progress=progress,
     )
