@@ -10,6 +10,7 @@ from PIL import Image
 
 from imagen_jax import Imagen
 from imagen_jax.models import Stage
+from imagen_jax.pipeline import load_stage
 
 pytestmark = pytest.mark.xdist_group("cascade")
 
@@ -184,7 +185,6 @@ def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
 
 def test_loaded_parameters_are_the_ema_parameters(demo):
   out, _ = demo
-  from imagen_jax.pipeline import load_stage
 
   loaded = load_stage(str(out / "base"))
   assert loaded.step == json.loads((out / "summary.json").read_text())["stages"]["base"]["step"]
@@ -261,7 +261,6 @@ def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
   with the batch sharded over `devices` CPU devices, it gives the package's images."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-  from imagen_jax.pipeline import load_stage
 
   out, _ = demo
   loaded = load_stage(str(out / "base"))
@@ -396,3 +395,20 @@ def test_the_sample_command_edits_with_an_init_image_and_a_mask(demo, tmp_path):
     proc = run_cli(*args, "--init-image", str(init), *extra, "--out", str(tmp_path / "x"),
                    check=False)  # fmt: skip
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_an_interrupted_export_leaves_no_half_folder(demo, tmp_path, monkeypatch):
+  from imagen_jax.pipeline import export
+
+  out, _ = demo
+  stages = [load_stage(str(out / "base"))]
+
+  def fail(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(export, "_card", fail)  # the last file written
+  with pytest.raises(KeyboardInterrupt):
+    export.save_stages(stages, tmp_path / "shared")
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.undo()
+  assert export.save_stages(stages, tmp_path / "shared").is_dir()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import shutil
+import tempfile
 
 import flax.linen as nn
 import jax
@@ -64,7 +66,21 @@ def save_stages(stages, folder) -> pathlib.Path:
       raise ValueError(
         f"{loaded.path} is an imported stage; share it as the pipeline folder it came from."
       )
-  folder.mkdir(parents=True, exist_ok=True)
+  folder.parent.mkdir(parents=True, exist_ok=True)
+  # Written beside it and renamed when complete: an interrupted export leaves no half folder.
+  partial = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+  try:
+    _write(stages, partial)
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
+  if folder.exists():
+    folder.rmdir()  # empty (checked above)
+  partial.rename(folder)
+  return folder
+
+
+def _write(stages, folder: pathlib.Path) -> None:
   names = []
   for i, loaded in enumerate(stages, 1):
     name = f"stage_{i}"
@@ -80,7 +96,6 @@ def save_stages(stages, folder) -> pathlib.Path:
   index = {"format": FORMAT, "version": 1, "stages": names}
   (folder / INDEX).write_text(json.dumps(index, indent=1) + "\n")
   (folder / "README.md").write_text(_card(stages, names))
-  return folder
 
 
 def load_exported_stage(path, mesh=None):
@@ -94,7 +109,11 @@ def load_exported_stage(path, mesh=None):
   got = {k: v.shape for k, v in flatten_dict(params).items()}
   if got != expected:
     missing = sorted("/".join(k) for k in set(expected) - set(got))[:5]
-    raise ValueError(f"{path / PARAMS} does not fit its config.json (missing e.g. {missing}).")
+    wrong = sorted("/".join(k) for k in set(expected) & set(got) if expected[k] != got[k])[:5]
+    raise ValueError(
+      f"{path / PARAMS} does not fit its config.json (missing e.g. {missing}; other shapes e.g. "
+      f"{wrong})."
+    )
   params = jax.device_put(jax.tree.map(np.asarray, params), parallel.replicated(mesh))
   return stage, params, config, int(file.metadata.get("step", -1))
 
