@@ -261,7 +261,6 @@ def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
   with the batch sharded over `devices` CPU devices, it gives the package's images."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-
   out, _ = demo
   loaded = load_stage(str(out / "base"))
   emb, mask = Imagen.load([str(out / "base")]).text_encoder(["a red circle"] * 8)
