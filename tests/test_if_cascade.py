@@ -5,7 +5,6 @@ guidance mixes eps only, stage II reads its noise level."""
 
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -115,7 +114,6 @@ def test_hub_ids_are_not_fetched_offline_and_say_what_to_do(monkeypatch):
   patterns = if_pipeline.hub_patterns("fp16", text_encoder=False)
   assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
   assert not any(p.startswith("text_encoder") for p in patterns)
-  assert jax.device_count() >= 1
 
 
 def test_the_sample_command_runs_if_pipelines(pipelines, tmp_path):

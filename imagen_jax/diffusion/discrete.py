@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.diffusion import rng
+from imagen_jax.diffusion.editing import paste_known, renoise
+from imagen_jax.diffusion.schedules import Schedule
 from imagen_jax.diffusion.thresholding import dynamic_threshold
 
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")
@@ -74,15 +76,17 @@ def step_times(steps, num_train: int) -> np.ndarray:
   return np.append((np.asarray(steps, np.float64) + 1) / num_train, 0.0).astype(np.float32)
 
 
-class Discrete:
+class Discrete(Schedule):
   """A discrete schedule seen in continuous time, for the samplers of imagen_jax.diffusion:
   time t in [0, 1] is the training step t T - 1, and logsnr interpolates linearly between steps
   (exact at every step). Hashable: `alpha_bar` is kept as a tuple."""
 
   def __init__(self, alpha_bar):
-    self.alpha_bar = tuple(float(a) for a in np.asarray(alpha_bar))
-    self.name = f"discrete{len(self.alpha_bar)}"
-    self._lam = logsnr_of_steps(self.alpha_bar)
+    alpha_bar = tuple(float(a) for a in np.asarray(alpha_bar))
+    # Schedule is a frozen dataclass: its fields are set once, here.
+    object.__setattr__(self, "alpha_bar", alpha_bar)
+    object.__setattr__(self, "name", f"discrete{len(alpha_bar)}")
+    object.__setattr__(self, "_lam", logsnr_of_steps(alpha_bar))
 
   def __hash__(self):
     return hash(self.alpha_bar)
@@ -98,10 +102,6 @@ class Discrete:
     steps = jnp.asarray(t, jnp.float32) * len(self.alpha_bar) - 1
     return jnp.interp(steps, jnp.arange(len(self._lam)), jnp.asarray(self._lam, jnp.float32))
 
-  def alpha_sigma(self, t):
-    lam = self.logsnr(t)
-    return jnp.sqrt(jax.nn.sigmoid(lam)), jnp.sqrt(jax.nn.sigmoid(-lam))
-
 
 def edit_steps(steps, strength: float) -> np.ndarray:
   """The last max(1, int(len(steps) x strength)) of decreasing steps: where image-to-image at
@@ -110,13 +110,14 @@ def edit_steps(steps, strength: float) -> np.ndarray:
   return steps[len(steps) - max(1, int(len(steps) * strength)) :]
 
 
-def _paste(x, edit, t, alpha_bar, noise):
-  """x with its known region the source noised to step t (the source itself for t = -1)."""
-  if edit.keep is None:
-    return x
-  a = jnp.where(t >= 0, jnp.asarray(alpha_bar)[jnp.maximum(t, 0)], 1.0)
-  known = jnp.sqrt(a) * edit.source + jnp.sqrt(1.0 - a) * noise
-  return edit.keep * known + (1.0 - edit.keep) * x
+def alpha_bar_at(alpha_bar, t):
+  """alpha_bar[t], and 1 (clean data) for t = -1, the step after the last."""
+  return jnp.where(t >= 0, jnp.asarray(alpha_bar)[jnp.maximum(t, 0)], 1.0)
+
+
+def _logsnr(a):
+  """log(a / (1 - a)), +inf at a = 1 (where editing.paste_known gives the source itself)."""
+  return jnp.log(a) - jnp.log1p(-a)
 
 
 def add_noise(x, noise, t, alpha_bar):
@@ -147,7 +148,7 @@ def learned_range_step(
   is dynamically thresholded (at that percentile, s at most `max_value`)."""
   alpha_bar = jnp.asarray(alpha_bar)
   a_t = alpha_bar[t]
-  a_prev = jnp.where(t_prev >= 0, alpha_bar[jnp.maximum(t_prev, 0)], 1.0)
+  a_prev = alpha_bar_at(alpha_bar, t_prev)
   beta_t = 1.0 - a_t / a_prev
   x0 = (x_t - jnp.sqrt(1.0 - a_t) * eps) / jnp.sqrt(a_t)
   if threshold_percentile is not None:
@@ -198,7 +199,8 @@ def sample(
     edit.check()
     if float(edit.strength) < 1.0:
       x = add_noise(edit.source, x, int(steps[0]), alpha_bar)
-    x = _paste(x, edit, int(steps[0]), alpha_bar, rng.normal(rng.fold_in(key_init, 1), shape))
+    first = _logsnr(alpha_bar[int(steps[0])])
+    x = paste_known(x, edit, logsnr=first, noise=rng.normal(rng.fold_in(key_init, 1), shape))
   resample = 1 if edit is None else int(edit.resample)
 
   def body(x, inputs):
@@ -222,14 +224,12 @@ def sample(
         threshold_percentile=threshold_percentile,
         max_value=max_value,
       )
+      lam_t, lam_prev = _logsnr(alpha_bar[t]), _logsnr(alpha_bar_at(alpha_bar, t_prev))
       if edit is not None:
-        x_prev = _paste(x_prev, edit, t_prev, alpha_bar, rng.normal(rng.fold_in(key, 1), shape))
+        noise_known = rng.normal(rng.fold_in(key, 1), shape)
+        x_prev = paste_known(x_prev, edit, logsnr=lam_prev, noise=noise_known)
       if jump < resample - 1:  # RePaint: back to step t, and the step again
-        a_t = alpha_bar[t]
-        a_prev = jnp.where(t_prev >= 0, alpha_bar[jnp.maximum(t_prev, 0)], 1.0)
-        x = jnp.sqrt(a_t / a_prev) * x_prev + jnp.sqrt(1.0 - a_t / a_prev) * rng.normal(
-          rng.fold_in(key, 2), shape
-        )
+        x = renoise(x_prev, rng.normal(rng.fold_in(key, 2), shape), lam_t=lam_t, lam_s=lam_prev)
     if progress is not None:
       jax.debug.callback(progress, i)
     return x_prev, None
