@@ -90,7 +90,7 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     # Training aug levels ~ U(0, 0.1) rather than the paper's U(0, 1): in a run this short, the
     # model learns to copy its input far better.
     config.diffusion.aug_max_level = 0.1
-    config.train.steps = 1000
+    config.train.steps = 1500
     config.sample.guidance = 1.0
     # Ancestral (DDPM, the default) sampling from the clean input (aug level 0).
     config.sample.steps = 128 if sr2 else 64

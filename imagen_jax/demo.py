@@ -69,6 +69,36 @@ def sr_consistency(per_stage: list[np.ndarray]) -> list[dict]:
   return report
 
 
+def evaluate_cascade(imagen, samples: int = EVAL_SAMPLES, *, seed: int = 1, steps=None) -> dict:
+  """Prompt following of the cascade: `samples` one-shape prompts (colour, shape, position) at
+  the final stage and per stage, the same for `samples` two-shape prompts (both colours, both
+  shapes, the relation), the reader's own accuracy on rendered ground truth at each stage's size
+  (the ceiling of each figure), and each SR stage's agreement with its input."""
+  prompts, scenes = shapes_eval.evaluation_prompts(samples, seed=1234)
+  images = imagen.sample(prompts, seed=seed, steps=steps).images
+  report = shapes_eval.evaluate(images[-1], scenes)
+  two_prompts, two_scenes = shapes_eval.evaluation_prompts(samples, seed=1234, two=True)
+  two = imagen.sample(two_prompts, seed=seed, steps=steps).images
+  report["per_stage"] = [
+    {
+      "size": int(one.shape[1]),
+      **shapes_eval.evaluate(one, scenes),
+      "reader_on_ground_truth": shapes_eval.reader_accuracy(200, size=int(one.shape[1])),
+    }
+    for one in images
+  ]
+  report["two_shapes"] = [
+    {
+      "size": int(pair.shape[1]),
+      **shapes_eval.evaluate_two(pair, two_scenes),
+      "reader_on_ground_truth": shapes_eval.reader_accuracy(200, size=int(pair.shape[1]), two=True),
+    }
+    for pair in two
+  ]
+  report["sr_stages"] = sr_consistency(images)
+  return report
+
+
 def _save_grid(images: np.ndarray, path: pathlib.Path, columns: int) -> None:
   Image.fromarray(grid(images, columns=columns)).save(path)
 
@@ -123,14 +153,8 @@ def run_demo(
   _save_grid(np.stack(rows), out / "samples.png", columns=len(per_stage))
 
   if evaluate and not quick:  # untrained --quick models would only measure noise
-    prompts, scenes = shapes_eval.evaluation_prompts(EVAL_SAMPLES, seed=1234)
     t0 = time.perf_counter()
-    images = imagen.sample(prompts, seed=1, steps=steps)
-    report = shapes_eval.evaluate(images[-1], scenes)
-    report["per_stage"] = [
-      {"size": int(im.shape[1]), **shapes_eval.evaluate(im, scenes)} for im in images
-    ]
-    report["sr_stages"] = sr_consistency(images)
+    report = evaluate_cascade(imagen)
     report["sample_seconds"] = round(time.perf_counter() - t0, 1)
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     summary["eval"] = report

@@ -362,7 +362,7 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
     max_length=72,
     dim=64,
     num_examples=48,
-    dataset="imagen_shapes/32px_48_seed0/1.1.0",
+    dataset="imagen_shapes/32px_48_seed0/1.2.0",
   )
   rows = [full.get(i) for i in range(16)]
   writer.write(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))

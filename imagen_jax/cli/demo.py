@@ -47,9 +47,19 @@ def run(args) -> int:
   print(f"  {out}/base, sr1, sr2       checkpoints, metrics.jsonl; tensorboard --logdir {out}")
   if "eval" in summary:
     e = summary["eval"]
+    one, two = e["per_stage"][-1], e["two_shapes"][-1]
+    truth, two_truth = one["reader_on_ground_truth"], two["reader_on_ground_truth"]
+
+    def figures(report, reader, names):
+      return "   ".join(f"{n} {report[k]:.0%} / {reader[k]:.0%}" for n, k in names)
+
     print(
-      f"  {out}/eval.json            {e['samples']} samples: colour {e['color_accuracy']:.0%},"
-      f" shape {e['shape_accuracy']:.0%}, position {e['position_accuracy']:.0%}, all three "
-      f"{e['all_accuracy']:.0%}"
+      f"  {out}/eval.json            prompt following at {one['size']} px "
+      "(the model / the reader on rendered pictures):"
     )
+    one_names = [("colour", "color_accuracy"), ("shape", "shape_accuracy")]
+    one_names.append(("position", "position_accuracy"))
+    two_names = [("both shapes", "shapes_accuracy"), ("relation", "relation_accuracy")]
+    print(f"    {one['samples']} one-shape prompts   {figures(one, truth, one_names)}")
+    print(f"    {two['samples']} two-shape prompts   {figures(two, two_truth, two_names)}")
   return 0

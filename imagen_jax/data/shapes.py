@@ -23,29 +23,29 @@ COLORS = {
   "orange": (250, 130, 20),
 }
 BACKGROUNDS = {"white": (245, 245, 245), "gray": (128, 128, 128), "black": (15, 15, 15)}
-# Shape extent as a fraction of the image side. Even "small" stays readable at 16 pixels (the
-# demo's base): on rendered pictures the shapes reader (shapes_eval) gets 81% of the shapes right at
-# 16 px (70% when small was 0.22), 99.7% at 32 px and 100% at 64 px.
-SIZES = {"small": 0.3, "": 0.38, "big": 0.46}
+# Shape extent as a fraction of the image side, large enough that every shape keeps its outline
+# at 16 pixels (the demo's base resolution); docs/demo.md has the reader's figures per size.
+SIZES = {"small": 0.4, "": 0.46, "big": 0.52}
 # 3x3 grid of positions (centre as a fraction of the side) and how captions name them.
 POSITIONS = {
-  "at the top left": (0.25, 0.25),
-  "at the top": (0.5, 0.25),
-  "at the top right": (0.75, 0.25),
-  "on the left": (0.25, 0.5),
+  "at the top left": (0.27, 0.27),
+  "at the top": (0.5, 0.27),
+  "at the top right": (0.73, 0.27),
+  "on the left": (0.27, 0.5),
   "in the center": (0.5, 0.5),
-  "on the right": (0.75, 0.5),
-  "at the bottom left": (0.25, 0.75),
-  "at the bottom": (0.5, 0.75),
-  "at the bottom right": (0.75, 0.75),
+  "on the right": (0.73, 0.5),
+  "at the bottom left": (0.27, 0.73),
+  "at the bottom": (0.5, 0.73),
+  "at the bottom right": (0.73, 0.73),
 }
+JITTER = 0.02  # of the centre, each axis: a big shape still fits inside the picture
 RELATIONS = {  # relation -> (first shape's centre, second shape's centre)
   "to the left of": ((0.27, 0.5), (0.73, 0.5)),
   "to the right of": ((0.73, 0.5), (0.27, 0.5)),
   "above": ((0.5, 0.27), (0.5, 0.73)),
   "below": ((0.5, 0.73), (0.5, 0.27)),
 }
-TWO_SHAPE_SIZE = 0.38
+TWO_SHAPE_SIZE = 0.4
 SUPERSAMPLE = 4
 
 
@@ -89,7 +89,7 @@ def sample_scene(rng: np.random.Generator, *, two_shape_prob: float = 0.3) -> Sc
   color = str(rng.choice(colors))
   size = str(rng.choice(list(SIZES)))
   position = str(rng.choice(list(POSITIONS)))
-  jitter = rng.uniform(-0.04, 0.04, size=2)
+  jitter = rng.uniform(-JITTER, JITTER, size=2)
   center = tuple(float(v) for v in np.add(POSITIONS[position], jitter))
   words = " ".join(w for w in (size, color, kind) if w)
   caption = f"{_article(words)} {position} on a {background} background"
