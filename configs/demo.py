@@ -94,6 +94,9 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.sample.guidance = 1.0
     # Ancestral (DDPM, the default) sampling from the clean input (aug level 0).
     config.sample.steps = 128 if sr2 else 64
+    # sr2 starts from its input noised to 30% of the schedule: it keeps the shapes sr1 drew
+    # instead of redrawing their edges (docs/demo.md).
+    config.sample.sr_strength = 0.3 if sr2 else 1.0
     # Static, not dynamic, thresholding at guidance 1: the shapes' black and white backgrounds sit
     # at -1 and 1, where dynamic thresholding's rescaling greys them.
     config.sample.threshold = "static"

@@ -99,6 +99,10 @@ def stage_defaults() -> ml_collections.ConfigDict:
   c.sample.sampler = "ddpm"
   c.sample.guidance = 5.0
   c.sample.aug_level = 0.0
+  # SR: < 1 starts from the upsampled input noised to this fraction of the schedule, as
+  # diffusers' IF img2img super-resolution does, and runs that fraction of the steps; 1 starts
+  # from pure noise, as in the paper.
+  c.sample.sr_strength = 1.0
   c.sample.threshold = "dynamic"
   c.sample.prompts = ("a red circle at the top left", "a blue square in the center")
 
@@ -310,6 +314,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"train.optimizer must be 'adam' or 'adafactor', got {t.optimizer!r}.")
   if t.compute_dtype not in ("auto", "float32", "bfloat16"):
     raise ValueError("train.compute_dtype must be 'auto', 'float32' or 'bfloat16'.")
+  if not 0.0 < config.sample.sr_strength <= 1.0:
+    raise ValueError(f"sample.sr_strength must be in (0, 1], got {config.sample.sr_strength}.")
+  if config.stage == "base" and config.sample.sr_strength != 1.0:
+    raise ValueError("sample.sr_strength is for SR stages; a base stage starts from noise.")
   if not 0.0 <= config.diffusion.cond_drop_prob < 1.0:
     raise ValueError("diffusion.cond_drop_prob must be in [0, 1).")
   _check_choices(config)

@@ -80,6 +80,23 @@ def test_guided_sampling_makes_one_batched_unet_call_per_step(imagen, monkeypatc
   assert calls == []  # compiled once, reused
 
 
+def test_sr_strength_starts_an_sr_stage_from_its_noised_input(imagen):
+  """sr_strength < 1: the SR stage runs that fraction of the steps from its upsampled input
+  noised to that level, so at a low strength the output keeps the input's picture."""
+  start = np.zeros((16, 16, 3), np.uint8)
+  start[:, 8:] = 255  # black left half, white right half
+  steps = []
+  out = imagen.sample(
+    ["a white square on the right"], seed=0, steps=8, start_image=start, sr_strength=0.1,
+    callback=lambda stage, step: steps.append(stage),
+  )  # fmt: skip
+  assert steps == [1, 2]  # round(8 x 0.1) = 1 step per SR stage
+  final = out[-1][0].astype(float)
+  assert final[:, :24].mean() < 60 and final[:, 40:].mean() > 195  # the halves stay
+  with pytest.raises(ValueError, match="strength must be in"):
+    imagen.sample(["x"], seed=0, steps=2, start_image=start, sr_strength=1.5)
+
+
 def test_stop_at_stage_and_start_image(imagen):
   images = imagen.sample(["x"], seed=0, steps=2, stop_at_stage=1)
   assert len(images) == 1

@@ -24,7 +24,7 @@ from etils import epath
 
 from imagen_jax import diffusion, parallel
 from imagen_jax.diffusion import rng
-from imagen_jax.images import antialiased_resize, to_float, to_uint8
+from imagen_jax.images import antialiased_resize, bicubic_resize, to_float, to_uint8
 from imagen_jax.pipeline import export, requests
 from imagen_jax.pipeline.loading import LoadedStage, load_pretrained_stage, load_stage
 from imagen_jax.text import TextEncoder
@@ -202,6 +202,7 @@ class Imagen:
     sampler=None,
     aug_level=None,
     threshold=None,
+    sr_strength=None,
     stop_at_stage: int | None = None,
     start_image=None,
     init_image=None,
@@ -225,8 +226,10 @@ class Imagen:
     `output_type`: "np" (uint8 [N, H, W, 3]), "pil" (lists of PIL images) or "jax" (float
     arrays in [-1, 1], on the devices).
 
-    guidance, steps, sampler, aug_level (SR stages) and threshold take one value for all stages
-    or one per stage; None uses each stage's config.sample values. `stop_at_stage` (1-based)
+    guidance, steps, sampler, aug_level and sr_strength (SR stages) and threshold take one value
+    for all stages or one per stage; None uses each stage's config.sample values. An SR stage
+    with sr_strength < 1 starts from its upsampled input noised to that fraction of the schedule
+    and runs that fraction of the steps. `stop_at_stage` (1-based)
     stops early. `start_image` (uint8 [H, W, 3] or one per prompt [B, H, W, 3]) replaces the
     base stage's output: it is resized to the base resolution and super-resolved by the later
     stages (it is then images[0]).
@@ -256,7 +259,12 @@ class Imagen:
       "sampler": _per_stage(sampler, n, "sampler", [c.sampler for c in configs]),
       "aug_level": _per_stage(aug_level, n, "aug_level", [c.aug_level for c in configs]),
       "threshold": _per_stage(threshold, n, "threshold", [c.threshold for c in configs]),
+      "sr_strength": _per_stage(
+        sr_strength, n, "sr_strength", [getattr(c, "sr_strength", 1.0) for c in configs]
+      ),
     }
+    if not all(0.0 < float(v) <= 1.0 for v in options["sr_strength"]):
+      raise ValueError(f"sr_strength must be in (0, 1], got {sr_strength}.")
     cond = requests.conditioning(
       self.text_encoder,
       prompts,
@@ -343,17 +351,23 @@ class Imagen:
       loaded = self.stages[i]
       edit = None
       at_size = requests.edit_at(rows_edit, loaded.stage.output_size)
+      sr_strength = options["sr_strength"][i] if i > 0 else 1.0
+      # An SR stage with sr_strength < 1 starts from its upsampled input, noised.
+      start = None
+      if sr_strength < 1.0:
+        start = bicubic_resize(images, loaded.stage.output_size)
       if at_size is not None and (i == 0 or at_size[1] is not None):
-        source, keep = at_size
-
-        def put_rows(array, rank):
-          return None if array is None else put_part(array, rank, whole)
-
-        edit = diffusion.Edit(
-          put_rows(source, 4), strength if i == 0 else 1.0, put_rows(keep, 4), resample
-        )
+        source, keep = (put_part(a, 4, whole) if a is not None else None for a in at_size)
+        if start is not None:  # kept pixels are pasted from the source, new ones start there
+          source = keep * source + (1.0 - keep) * start
+        edit = diffusion.Edit(source, strength if i == 0 else sr_strength, keep, resample)
+      elif start is not None:
+        edit = diffusion.Edit(start, sr_strength)
       t0 = time.perf_counter()
-      on_step, bar = _step_reporter(i, loaded, int(options["steps"][i]), progress, callback)
+      run = int(options["steps"][i])
+      if edit is not None and edit.strength < 1.0:  # the steps it runs, for the progress bar
+        run = diffusion.editing.start_steps(run, edit.strength)
+      on_step, bar = _step_reporter(i, loaded, run, progress, callback)
       try:
         images = loaded.sampler(
           loaded.params,
