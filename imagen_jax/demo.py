@@ -1,14 +1,16 @@
 """`imagen-jax demo`: offline, end to end. Builds the procedural shapes data, trains the three
-tiny stages of configs/demo.py, samples a grid for several prompts, and measures how well 64
-samples follow their prompts. Interrupted, it resumes: finished stages are skipped, and a stage
-in training continues from its last checkpoint.
+tiny stages of configs/demo.py, samples a grid for several prompts, and measures how well
+samples follow their prompts (evaluate_cascade). Interrupted, it resumes: finished stages are
+skipped, and a stage in training continues from its last checkpoint.
 
 Outputs under --out (default ./imagen_demo; a --quick run in its subfolder quick/):
   base/ sr1/ sr2/        training workdirs (checkpoints, metrics.jsonl, TensorBoard events)
   samples.png            the final-stage grid, one row per prompt
   samples_stageK.png     the grid of stage K
-  eval.json              prompt-following accuracy of 64 samples (colour, shape, position), and
-                         each SR stage's agreement with its input (sr_consistency)
+  eval.json              prompt following of 64 one-shape samples (colour, shape, position) and
+                         64 two-shape samples (both shapes, relation), per stage, next to the
+                         reader's accuracy on rendered pictures; each SR stage's agreement with
+                         its input (sr_stages)
 """
 
 from __future__ import annotations
@@ -69,16 +71,16 @@ def sr_consistency(per_stage: list[np.ndarray]) -> list[dict]:
   return report
 
 
-def evaluate_cascade(imagen, samples: int = EVAL_SAMPLES, *, seed: int = 1, steps=None) -> dict:
+def evaluate_cascade(imagen, samples: int = EVAL_SAMPLES, *, seed: int = 1) -> dict:
   """Prompt following of the cascade: `samples` one-shape prompts (colour, shape, position) at
   the final stage and per stage, the same for `samples` two-shape prompts (both colours, both
   shapes, the relation), the reader's own accuracy on rendered ground truth at each stage's size
   (the ceiling of each figure), and each SR stage's agreement with its input."""
   prompts, scenes = shapes_eval.evaluation_prompts(samples, seed=1234)
-  images = imagen.sample(prompts, seed=seed, steps=steps).images
+  images = imagen.sample(prompts, seed=seed).images
   report = shapes_eval.evaluate(images[-1], scenes)
   two_prompts, two_scenes = shapes_eval.evaluation_prompts(samples, seed=1234, two=True)
-  two = imagen.sample(two_prompts, seed=seed, steps=steps).images
+  two = imagen.sample(two_prompts, seed=seed).images
   report["per_stage"] = [
     {
       "size": int(one.shape[1]),

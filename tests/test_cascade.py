@@ -428,3 +428,15 @@ def test_an_interrupted_export_leaves_no_half_folder(demo, tmp_path, monkeypatch
   assert list(tmp_path.iterdir()) == []
   monkeypatch.undo()
   assert export.save_stages(stages, tmp_path / "shared").is_dir()
+
+
+def test_the_demo_evaluation_reports_each_stage_next_to_the_reader(imagen):
+  from imagen_jax.demo import evaluate_cascade
+
+  report = evaluate_cascade(imagen, samples=4)
+  assert [s["size"] for s in report["per_stage"]] == [16, 32, 64]
+  assert [s["size"] for s in report["two_shapes"]] == [16, 32, 64]
+  assert report["per_stage"][-1]["shape_accuracy"] == report["shape_accuracy"]
+  assert report["per_stage"][-1]["reader_on_ground_truth"]["shape_accuracy"] >= 0.98
+  assert report["two_shapes"][-1]["reader_on_ground_truth"]["shapes_accuracy"] >= 0.97
+  assert [s["size"] for s in report["sr_stages"]] == [32, 64]

@@ -18,7 +18,9 @@ def add_arguments(parser):
     help="a smoke run of every step in a few minutes (untrained pictures)",
   )
   parser.add_argument(
-    "--no-eval", action="store_true", help="skip measuring prompt following on 64 samples"
+    "--no-eval",
+    action="store_true",
+    help="skip measuring prompt following (64 one-shape and 64 two-shape prompts)",
   )
   parser.epilog = (
     "Config overrides (--config.a.b=value) apply to all three stages. An "

@@ -108,9 +108,8 @@ def _box_center(mask: np.ndarray) -> tuple[float, float]:
   """(x, y) of the centre of a bool [H, W] mask's bounding box, as fractions of the side: where
   the shape was drawn (a triangle's centroid sits a sixth of its height lower)."""
   ys, xs = np.nonzero(mask)
-  return (xs.min() + xs.max() + 1) / 2 / mask.shape[1], (ys.min() + ys.max() + 1) / 2 / mask.shape[
-    0
-  ]
+  h, w = mask.shape
+  return (xs.min() + xs.max() + 1) / (2 * w), (ys.min() + ys.max() + 1) / (2 * h)
 
 
 def _read_shape(mask: np.ndarray) -> str:
