@@ -229,10 +229,10 @@ class Imagen:
     guidance, steps, sampler, aug_level and sr_strength (SR stages) and threshold take one value
     for all stages or one per stage; None uses each stage's config.sample values. An SR stage
     with sr_strength < 1 starts from its upsampled input noised to that fraction of the schedule
-    and runs that fraction of the steps. `stop_at_stage` (1-based)
-    stops early. `start_image` (uint8 [H, W, 3] or one per prompt [B, H, W, 3]) replaces the
-    base stage's output: it is resized to the base resolution and super-resolved by the later
-    stages (it is then images[0]).
+    and runs that fraction of the steps. `stop_at_stage` (1-based) stops early. `start_image`
+    (uint8 [H, W, 3] or one per prompt [B, H, W, 3]) replaces the base stage's output: it is
+    resized to the base resolution and super-resolved by the later stages (it is then
+    images[0]).
 
     Editing: `init_image` (uint8 [H, W, 3] for all prompts or [B, H, W, 3], any size: resized
     for each stage) is redrawn from `strength` in (0, 1], the fraction of the noise schedule
