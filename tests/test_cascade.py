@@ -433,7 +433,8 @@ def test_an_interrupted_export_leaves_no_half_folder(demo, tmp_path, monkeypatch
 def test_the_demo_evaluation_reports_each_stage_next_to_the_reader(imagen):
   from imagen_jax.demo import evaluate_cascade
 
-  report = evaluate_cascade(imagen, samples=4)
+  report = evaluate_cascade(imagen, samples=4, two_samples=3)
+  assert report["samples"] == 4 and report["two_shapes"][0]["samples"] == 3
   assert [s["size"] for s in report["per_stage"]] == [16, 32, 64]
   assert [s["size"] for s in report["two_shapes"]] == [16, 32, 64]
   assert report["per_stage"][-1]["shape_accuracy"] == report["shape_accuracy"]

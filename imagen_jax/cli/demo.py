@@ -20,7 +20,7 @@ def add_arguments(parser):
   parser.add_argument(
     "--no-eval",
     action="store_true",
-    help="skip measuring prompt following (64 one-shape and 64 two-shape prompts)",
+    help="skip measuring prompt following (256 one-shape and 64 two-shape prompts)",
   )
   parser.epilog = (
     "Config overrides (--config.a.b=value) apply to all three stages. An "
