@@ -320,6 +320,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("sample.sr_strength is for SR stages; a base stage starts from noise.")
   if not 0.0 <= config.diffusion.cond_drop_prob < 1.0:
     raise ValueError("diffusion.cond_drop_prob must be in [0, 1).")
+  if not config.diffusion.min_snr_gamma >= 0.0:
+    raise ValueError(
+      "diffusion.min_snr_gamma must be >= 0 (0 turns min-SNR weighting off; 5 is usual), got "
+      f"{config.diffusion.min_snr_gamma}."
+    )
   _check_choices(config)
   if not abs(config.diffusion.logsnr_shift) <= 10.0:
     raise ValueError(
