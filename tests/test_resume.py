@@ -221,6 +221,11 @@ def test_config_fields_missing_from_an_older_checkpoint_count_as_their_defaults(
     {"seed": 0, "diffusion": {"logsnr_shift": 1.0, "schedule": "cosine"}},
   )
   assert refused == ["diffusion.logsnr_shift: 0.0 -> 1.0"]
+  # A U-Net field added since (attn_impl) counts as the module's default; how the U-Net computes
+  # (remat, attention kernels) may change on resume.
+  current = {"unet": {"type": "adm", "channels": 8, "attn_impl": "auto", "remat": "full"}}
+  refused, allowed = config_differences({"unet": {"type": "adm", "channels": 8}}, current)
+  assert refused == [] and allowed == ["unet.remat: 'none' -> 'full'"]
 
 
 def _params_of(step_dir):

@@ -11,7 +11,7 @@ from jax.sharding import PartitionSpec as P
 from imagen_jax import models, parallel
 from imagen_jax.configuration import load_config
 from imagen_jax.models import EfficientUNet, UNet
-from imagen_jax.models.layers import GroupNorm, attention, group_norm
+from imagen_jax.models.layers import GroupNorm, attention, attention_impl, group_norm
 
 TEXT_LEN, TEXT_DIM = 6, 16
 TINY_BASE = dict(
@@ -140,13 +140,15 @@ def _reference_attention(q, k, v, mask):
   return np.einsum("bhqk,bkhd->bqhd", w / w.sum(-1, keepdims=True), v)
 
 
-@pytest.mark.parametrize("chunk_size", [1024, 4])
-def test_attention_matches_a_textbook_softmax_with_masks_and_query_chunks(chunk_size):
+@pytest.mark.parametrize(
+  "chunk_size, impl", [(1024, "chunked"), (4, "chunked"), (4, "dot_product")]
+)
+def test_attention_matches_a_textbook_softmax_with_masks_and_query_chunks(chunk_size, impl):
   ks = jax.random.split(jax.random.key(0), 3)
   q = 3 * jax.random.normal(ks[0], (2, 8, 2, 4))
   k, v = (jax.random.normal(key, (2, 5, 2, 4)) for key in ks[1:])
   mask = jnp.array([[True] * 5, [True, False, True, False, False]])
-  out = attention(q, k, v, mask, chunk_size=chunk_size)
+  out = attention(q, k, v, mask, chunk_size=chunk_size, impl=impl)
   np.testing.assert_allclose(out, _reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
 
   def plain(q, k, v):  # the same maths through jax.nn.softmax, for gradients
@@ -156,11 +158,40 @@ def test_attention_matches_a_textbook_softmax_with_masks_and_query_chunks(chunk_
 
   probe = jax.random.normal(jax.random.key(1), out.shape)
   grads = jax.grad(
-    lambda *a: jnp.sum(attention(*a, mask, chunk_size=chunk_size) * probe), (0, 1, 2)
+    lambda *a: jnp.sum(attention(*a, mask, chunk_size=chunk_size, impl=impl) * probe), (0, 1, 2)
   )
   expected = jax.grad(lambda *a: jnp.sum(plain(*a) * probe), (0, 1, 2))(q, k, v)
   for got, want in zip(grads(q, k, v), expected):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_attention_takes_cudnn_only_on_gpu_in_half_precision_with_its_head_sizes():
+  assert attention_impl("auto", jnp.bfloat16, 64, "gpu") == "cudnn"
+  assert attention_impl("auto", jnp.float16, 128, "gpu") == "cudnn"
+  for args in ((jnp.float32, 64, "gpu"), (jnp.bfloat16, 12, "gpu"), (jnp.bfloat16, 256, "gpu")):
+    assert attention_impl("auto", *args) == "chunked"
+  for backend in ("cpu", "tpu"):
+    assert attention_impl("auto", jnp.bfloat16, 64, backend) == "chunked"
+  assert attention_impl("dot_product", jnp.float32, 12, "cpu") == "dot_product"
+  with pytest.raises(ValueError, match="attn_impl"):
+    attention_impl("flash", jnp.float32, 64)
+
+
+@pytest.mark.parametrize(
+  "cls, kwargs, super_res", [(UNet, TINY_BASE, False), (EfficientUNet, TINY_SR, True)]
+)
+def test_unets_compute_the_same_through_jax_dot_product_attention(cls, kwargs, super_res):
+  batch = inputs(jax.random.key(0), 2, 8, super_res)
+  ours = cls(**kwargs, attn_impl="chunked", super_res=super_res)
+  params = ours.init(jax.random.key(1), *batch)
+  # Every weight moved off its init (zero-initialised output layers would hide any difference).
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(2), len(leaves))
+  params = tree.unflatten([p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  want = ours.apply(params, *batch)
+  assert np.abs(want).mean() > 0.1
+  got = cls(**kwargs, attn_impl="dot_product", super_res=super_res).apply(params, *batch)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

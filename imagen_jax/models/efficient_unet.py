@@ -48,6 +48,7 @@ class EfficientUNet(nn.Module):
   out_channels: int = 3
   remat: str = "none"
   attn_chunk_size: int = 1024
+  attn_impl: str = "auto"  # layers.ATTENTION_IMPLS: cuDNN's fused kernel on GPU in bfloat16
   dtype: layers.Dtype = jnp.float32
 
   def __post_init__(self):
@@ -91,6 +92,7 @@ class EfficientUNet(nn.Module):
             True,
             dt,
             self.attn_chunk_size,
+            impl=self.attn_impl,
             name=f"{prefix}_{i}_attn_{j}",
           )(h, text, text_mask)
           if self.attn_ff_mult:

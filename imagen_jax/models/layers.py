@@ -242,9 +242,33 @@ class TimeEmbedding(nn.Module):
     )
 
 
-def attention(q, k, v, mask=None, *, chunk_size: int = 1024):
+# How attention is computed (the U-Nets' `attn_impl`): "chunked" is `attention` below;
+# "dot_product" is jax.nn.dot_product_attention's XLA path (the same arithmetic); "cudnn" is its
+# fused cuDNN kernel (GPU, bfloat16 or float16); "auto" takes cuDNN where it applies, else
+# "chunked".
+ATTENTION_IMPLS = ("auto", "chunked", "dot_product", "cudnn")
+
+
+def attention_impl(impl: str, dtype, head_dim: int, backend: str | None = None) -> str:
+  """The implementation `impl` resolves to for inputs of `dtype` and `head_dim` on `backend`
+  (default: JAX's default backend)."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f"Unknown attn_impl {impl!r}; choose one of {ATTENTION_IMPLS}.")
+  if impl != "auto":
+    return impl
+  backend = backend or jax.default_backend()
+  # cuDNN's fused attention takes half-precision inputs with head sizes a multiple of 8, up to
+  # 128 (jax.nn.dot_product_attention's documented limits).
+  fused = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 and head_dim <= 128
+  return "cudnn" if backend == "gpu" and fused else "chunked"
+
+
+def attention(q, k, v, mask=None, *, chunk_size: int = 1024, impl: str = "chunked"):
   """Multi-head attention: q [B, Lq, H, D], k and v [B, Lk, H, D], mask [B, Lk] (True = attend)
   -> [B, Lq, H, D]. Queries scaled by 1/sqrt(D); scores and softmax in float32.
+
+  `impl` (ATTENTION_IMPLS) chooses the computation; every one computes the same function. The
+  rest of this docstring describes "chunked".
 
   Keys and values are put heads-major ([B, H, Lk, D]) once, so both products are plain batched
   matmuls, and the softmax is normalised after the value product (a division per output rather
@@ -254,6 +278,14 @@ def attention(q, k, v, mask=None, *, chunk_size: int = 1024):
   scores never take more than chunk_size x Lk per head (Rabe & Staats 2021, query chunking);
   the backward pass recomputes each chunk.
   """
+  impl = attention_impl(impl, q.dtype, q.shape[-1])
+  if impl in ("dot_product", "cudnn"):
+    jax_mask = None if mask is None else mask[:, None, None, :]
+    if impl == "cudnn" and jax_mask is not None:  # cuDNN takes a mask over every (query, key)
+      jax_mask = jnp.broadcast_to(jax_mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
+    return jax.nn.dot_product_attention(
+      q, k, v, mask=jax_mask, implementation="xla" if impl == "dot_product" else "cudnn"
+    )
   scale = q.shape[-1] ** -0.5
   k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
   bias = None if mask is None else jnp.where(mask, 0.0, -1e30)[:, None, None, :]
@@ -329,7 +361,7 @@ class AttentionBlock(nn.Module):
   256->1024 model). heads = channels // head_dim unless `heads` is given.
   `text_kv` "imagen" makes the text keys/values with TextKeysValues (masked, with a null token),
   "added" with AddedKeysValues (DeepFloyd IF's, unmasked); `eps` and `groups` are the image
-  GroupNorm's.
+  GroupNorm's; `impl` how attention is computed (see `attention`).
   """
 
   mode: str = "self"
@@ -341,6 +373,7 @@ class AttentionBlock(nn.Module):
   text_kv: str = "imagen"
   eps: float = 1e-6
   groups: int = 32
+  impl: str = "chunked"  # ATTENTION_IMPLS
 
   def _text_keys_values(self, heads, head_dim, text, text_mask):
     if self.text_kv == "imagen":
@@ -369,7 +402,8 @@ class AttentionBlock(nn.Module):
       k, v, mask = self._text_keys_values(heads, head_dim, text, text_mask)
     else:
       raise ValueError(f"Unknown attention mode {self.mode!r}; use 'self' or 'cross'.")
-    out = attention(q, k, v, mask, chunk_size=self.chunk_size).reshape(b, h * w, c)
+    out = attention(q, k, v, mask, chunk_size=self.chunk_size, impl=self.impl)
+    out = out.reshape(b, h * w, c)
     out = dense(c, names=ROW, zero=True, dtype=self.dtype, name="out")(out)
     return x + out.reshape(b, h, w, c)
 

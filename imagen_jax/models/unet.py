@@ -146,6 +146,7 @@ class UNet(nn.Module):
   out_channels: int = 3
   remat: str = "none"
   attn_chunk_size: int = 1024
+  attn_impl: str = "auto"  # layers.ATTENTION_IMPLS: cuDNN's fused kernel on GPU in bfloat16
   dtype: layers.Dtype = jnp.float32
   # DeepFloyd IF's options (see the class docstring); the defaults are Imagen's U-Net.
   level_channels: tuple[int, ...] = ()  # default: channels x channel_mult
@@ -220,6 +221,7 @@ class UNet(nn.Module):
         self.text_kv,
         self.attn_norm_eps,
         self.norm_groups,
+        self.attn_impl,
         name=name,
       )
 

@@ -24,6 +24,7 @@ from etils import epath
 from imagen_jax import parallel, paths
 from imagen_jax.configuration import stage_defaults
 from imagen_jax.errors import short_error
+from imagen_jax.models import unets
 from imagen_jax.train.state import unsound_reason
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ RESUMABLE_CHANGES = (
   "train.decay_steps",
   "train.grad_accum",
   "train.compute_dtype",
+  # How the U-Net computes, not what: recomputation, attention chunks and kernels.
+  "unet.remat",
+  "unet.attn_chunk_size",
+  "unet.attn_impl",
   "data.data_dir",
   "text.store",
   "sample",
@@ -73,6 +78,9 @@ def config_differences(saved: dict, current: dict) -> tuple[list[str], list[str]
   'key: checkpoint -> now' lines. A field that a checkpoint of an older version lacks counts as
   its default."""
   defaults = _flatten(json.loads(stage_defaults().to_json()))
+  kind = saved.get("unet", {}).get("type")
+  if kind in unets.UNET_TYPES:  # the U-Net's fields default to its module's
+    defaults.update(_flatten({"unet": json.loads(json.dumps(unets.unet_defaults(kind)))}))
   saved, current = _flatten(saved), _flatten(current)
   refused, allowed = [], []
   for key in sorted(set(saved) | set(current)):
