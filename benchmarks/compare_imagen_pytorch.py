@@ -1,9 +1,11 @@
 """Side-by-side speed of imagen_jax and imagen-pytorch 2.1.0 on this machine's CPU.
 
-Both train and sample a base U-Net of about the same size on the same input: the demo base stage
-(configs/demo.py:base, 16x16 images, 16 text tokens of width 64, batch 32 for training), and
-sample with guidance (w = 3) at the same number of DDPM steps. Reported: train images/s and
-sampling seconds per image for each, and the ratios. Not part of the package or of CI.
+Both train and sample a base U-Net of about the same size on the same input (16 text tokens of
+width 64, batch 32 for training; sampling with guidance w = 3 at the same number of DDPM steps),
+at two sizes (SIZES): the demo base stage (configs/demo.py:base, 16x16 images) and a 32 px base
+at a size people train, FLOP-matched. Reported: parameters, forward GFLOPs per image, train
+images/s and sampling seconds per image for each, and the ratios, also per FLOP. Not part of the
+package or of CI.
 
 Setup (CPU only; keep pip away from CUDA wheels):
   pip install -e .                                   # imagen_jax
@@ -12,8 +14,8 @@ Setup (CPU only; keep pip away from CUDA wheels):
   pip install --no-deps imagen-pytorch==2.1.0        # its torchvision/kornia/accelerate are not
                                                      # needed for the U-Net and are stubbed here
 Run:
-  python benchmarks/compare_imagen_pytorch.py [--batch 32] [--sample-batch 8] [--steps 64] \
-    [--repeats 3]
+  python benchmarks/compare_imagen_pytorch.py [--sizes demo 32px] [--batch 32] \
+    [--sample-batch 8] [--steps 64] [--repeats 3] [--out FILE]
 Each side is measured `repeats` times, alternating, and its best time is kept (the host's speed
 drifts by up to 40% over hours; the best of alternating runs compares the two at their least
 disturbed); every run's figures are in the JSON too.
@@ -64,8 +66,51 @@ def _import_imagen_pytorch():
   return ip
 
 
-def bench_peer(args) -> dict:
+# The two sizes compared. "demo": the demo base stage (configs/demo.py:base, 16 px). "32px": a
+# base at a size people train, 32 px with 64-channel-scale U-Nets, ours narrowed (channels 56)
+# so that both forward passes cost the same FLOPs per image within 5% (torch's FlopCounterMode
+# for the peer, XLA's cost analysis for ours).
+SIZES = {
+  "demo": {
+    "image": 16,
+    "peer": dict(
+      dim=32,
+      dim_mults=(1, 2, 2),
+      num_resnet_blocks=1,
+      layer_attns=(False, True, True),
+      layer_cross_attns=(False, True, True),
+      attn_dim_head=16,
+      attn_heads=4,
+    ),
+    "ours": [],
+  },
+  "32px": {
+    "image": 32,
+    "peer": dict(
+      dim=64,
+      dim_mults=(1, 2, 4),
+      num_resnet_blocks=2,
+      layer_attns=(False, False, True),
+      layer_cross_attns=(False, False, True),
+      attn_dim_head=32,
+      attn_heads=8,
+    ),
+    "ours": [
+      "--config.image_size=32",
+      "--config.unet.image_size=32",
+      "--config.unet.channels=56",
+      "--config.unet.channel_mult=(1, 2, 4)",
+      "--config.unet.num_res_blocks=2",
+      "--config.unet.attn_resolutions=(8,)",
+      "--config.unet.head_dim=32",
+    ],
+  },
+}
+
+
+def bench_peer(args, size: dict) -> dict:
   import torch
+  from torch.utils.flop_counter import FlopCounterMode
 
   from imagen_jax.configuration import load_config
 
@@ -74,24 +119,13 @@ def bench_peer(args) -> dict:
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   ip = _import_imagen_pytorch()
-  # The demo base: 32 channels, multipliers (1, 2, 2), one res block per level, attention with
-  # text at the two lower resolutions, 16-dim heads.
   unet = ip.Unet(
-    dim=32,
-    dim_mults=(1, 2, 2),
-    num_resnet_blocks=1,
-    text_embed_dim=64,
-    cond_dim=64,
-    layer_attns=(False, True, True),
-    layer_cross_attns=(False, True, True),
-    attn_dim_head=16,
-    attn_heads=4,
-    max_text_len=tokens,
-    memory_efficient=False,
+    **size["peer"], text_embed_dim=64, cond_dim=64, max_text_len=tokens, memory_efficient=False
   )
+  res = size["image"]
   imagen = ip.Imagen(
     unets=(unet,),
-    image_sizes=(16,),
+    image_sizes=(res,),
     timesteps=args.steps,
     text_embed_dim=64,
     cond_drop_prob=0.1,
@@ -100,9 +134,12 @@ def bench_peer(args) -> dict:
   )
   params = sum(p.numel() for p in unet.parameters())
   opt = torch.optim.Adam(unet.parameters(), lr=1e-4)
-  images = torch.rand(args.batch, 3, 16, 16)
+  images = torch.rand(args.batch, 3, res, res)
   emb = torch.randn(args.batch, tokens, 64)
   mask = torch.ones(args.batch, tokens, dtype=torch.bool)
+  with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    unet(images[:1] * 2 - 1, torch.rand(1), text_embeds=emb[:1], text_mask=mask[:1])
+  forward_flops = counter.get_total_flops()
 
   def train_step():
     loss = imagen(images, text_embeds=emb, text_masks=mask, unet_number=1)
@@ -130,34 +167,37 @@ def bench_peer(args) -> dict:
     sample = time.perf_counter() - t0
   return {
     "params": params,
+    "forward_gflops_per_image": round(forward_flops / 1e9, 3),
     "train_step_seconds": round(step, 4),
     "train_images_per_s": round(args.batch / step, 2),
     "sample_seconds_per_image": round(sample / n, 4),
   }
 
 
-def _imagen_jax_bench(*args: str) -> dict:
-  """`imagen-jax bench ...`'s JSON: ours runs as a user runs it (on a CPU, training on one JAX
+def _imagen_jax(verb: str, *args: str) -> dict:
+  """`imagen-jax VERB ...`'s JSON: ours runs as a user runs it (on a CPU, training on one JAX
   device per core, sampling on one device)."""
-  command = ["imagen-jax", "bench", "--config", "configs/demo.py:base", *args]
+  command = ["imagen-jax", verb, "--config", "configs/demo.py:base", *args]
   proc = subprocess.run(command, capture_output=True, text=True)
   if proc.returncode:
     sys.exit(f"{' '.join(command)} failed:\n{proc.stderr}")
   return json.loads(proc.stdout)
 
 
-def bench_ours(args) -> dict:
-  from imagen_jax.configuration import load_config
-  from imagen_jax.perf.inspect import inspect_config
-
+def bench_ours(args, size: dict) -> dict:
   batch, iters = str(args.batch), str(args.iters)
-  train = _imagen_jax_bench("--what", "train", "--batch-size", batch, "--iters", iters)
-  sample = _imagen_jax_bench(
-    "--what", "sample", "--batch-size", str(args.sample_batch), "--steps", str(args.steps),
-    "--sampler", "ddpm", "--guidance", "3", "--iters", "2",
+  overrides = size["ours"]
+  train = _imagen_jax(
+    "bench", "--what", "train", "--batch-size", batch, "--iters", iters, *overrides
+  )
+  sample = _imagen_jax(
+    "bench", "--what", "sample", "--batch-size", str(args.sample_batch), "--steps",
+    str(args.steps), "--sampler", "ddpm", "--guidance", "3", "--iters", "2", *overrides,
   )  # fmt: skip
+  inspect = _imagen_jax("inspect", *overrides)
   return {
-    "params": inspect_config(load_config("configs/demo.py:base"))["params"],
+    "params": inspect["params"],
+    "forward_gflops_per_image": round(inspect["flops_per_image"]["unet_forward"] / 1e9, 3),
     "train_devices": train["devices"],
     "train_step_seconds": train["step_seconds"],
     "train_images_per_s": round(args.batch / train["step_seconds"], 2),
@@ -179,8 +219,32 @@ def _best(runs: list[dict], batch: int) -> dict:
   return best
 
 
+def _compare(args, size: dict) -> dict:
+  runs = {"imagen_jax": [], "imagen_pytorch_2.1.0": []}
+  for _ in range(args.repeats):
+    runs["imagen_jax"].append(bench_ours(args, size))
+    runs["imagen_pytorch_2.1.0"].append(bench_peer(args, size))
+  ours, peer = (_best(runs[name], args.batch) for name in runs)
+  # Per FLOP: each side's rate times the forward FLOPs its U-Net spends per image.
+  flops = ours["forward_gflops_per_image"] / peer["forward_gflops_per_image"]
+  train = ours["train_images_per_s"] / peer["train_images_per_s"]
+  sample = peer["sample_seconds_per_image"] / ours["sample_seconds_per_image"]
+  return {
+    "image_size": size["image"],
+    "imagen_jax": ours,
+    "imagen_pytorch_2.1.0": peer,
+    "flops_ratio": round(flops, 3),
+    "train_speedup": round(train, 2),
+    "sample_speedup": round(sample, 2),
+    "train_speedup_per_flop": round(train * flops, 2),
+    "sample_speedup_per_flop": round(sample * flops, 2),
+    "runs": runs,
+  }
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
   parser.add_argument("--batch", type=int, default=32, help="training batch")
   parser.add_argument("--sample-batch", type=int, default=8, help="images sampled at once")
   parser.add_argument("--steps", type=int, default=64, help="sampling steps")
@@ -188,21 +252,12 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each side")
   parser.add_argument("--out", type=pathlib.Path, help="also write the JSON here")
   args = parser.parse_args()
-  runs = {"imagen_jax": [], "imagen_pytorch_2.1.0": []}
-  for _ in range(args.repeats):
-    runs["imagen_jax"].append(bench_ours(args))
-    runs["imagen_pytorch_2.1.0"].append(bench_peer(args))
-  ours, peer = (_best(runs[name], args.batch) for name in runs)
   result = {
     "machine": f"{os.cpu_count()} CPU cores",
     "batch": args.batch,
     "sample_batch": args.sample_batch,
     "sample_steps": args.steps,
-    "imagen_jax": ours,
-    "imagen_pytorch_2.1.0": peer,
-    "train_speedup": round(ours["train_images_per_s"] / peer["train_images_per_s"], 2),
-    "sample_speedup": round(peer["sample_seconds_per_image"] / ours["sample_seconds_per_image"], 2),
-    "runs": runs,
+    "sizes": {name: _compare(args, SIZES[name]) for name in args.sizes},
   }
   text = json.dumps(result, indent=1)
   print(text)

@@ -1,12 +1,17 @@
 """`imagen-jax bench`: the figures it reports are consistent with each other and with the batch."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import pytest
 from helpers import run_cli, tiny_config, tiny_overrides
 
 from imagen_jax.perf import bench
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _check_train(report, batch):
@@ -71,3 +76,23 @@ def test_bench_cli_writes_json_and_a_summary_line(tmp_path):
   assert report["what"] == "train" and report["batch"] == 2 and report["devices"] == 1
   assert report["flops_per_call_per_device"] > 0 and report["step_seconds"] > 0
   assert "train on 1 x" in proc.stderr and "MFU" in proc.stderr
+
+
+def test_the_gpu_benchmark_runs_end_to_end_in_its_dry_mode(tmp_path):
+  """benchmarks/gpu.py --dry: every figure of the accelerator run, at tiny sizes on the CPU."""
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry", "--out", str(tmp_path)],
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  for name in ("base64_train", "sr256_train"):
+    report = summary[name]
+    assert report["compute_dtype"] == "bfloat16" and report["images_per_s_per_device"] > 0
+    assert 0 < report["mfu"] < 1
+  for name in ("base64_sample", "sr256_sample"):
+    assert summary[name]["cascade_seconds_per_image"] > 0
+  assert summary["if_sample"]["seconds_per_image"] > 0
+  assert "| base64 train |" in proc.stdout and "27.4 images/s per GPU" in proc.stdout

@@ -9,7 +9,7 @@ from helpers import run_cli
 
 from imagen_jax import cli
 from imagen_jax.configuration import load_config
-from imagen_jax.perf.inspect import inspect_config
+from imagen_jax.perf.inspect import inspect_config, saved_activation_bytes
 
 VERBS = sorted(cli.VERBS)
 
@@ -92,6 +92,7 @@ def test_inspect_reports_params_flops_and_memory():
     "4",
     "--config.mesh.data=2",
     "--config.mesh.fsdp=2",
+    "--activations",
   )
   report = json.loads(proc.stdout)
   assert report["params"] == sum(report["params_by_part"].values()) > 1_000_000
@@ -100,6 +101,17 @@ def test_inspect_reports_params_flops_and_memory():
   memory = report["memory_per_device"]
   assert memory["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1}
   assert memory["batch_per_device"] == 8
+  # Remat trades recomputation for memory: each policy keeps less for the backward pass.
+  saved = memory["saved_activations_bytes"]
+  assert saved["none"] > saved["dots"] > saved["full"] > 0
+
+
+def test_saved_activations_grow_with_the_batch_and_do_not_count_the_parameters():
+  config = load_config("configs/demo.py:sr1")
+  one, two, four = (saved_activation_bytes(config, "none", b) for b in (1, 2, 4))
+  assert four - two == 2 * (two - one) > 0  # per image, the same bytes again
+  # The bf16 copies of the weights (not per image) are small next to one image's activations.
+  assert 2 * one - two < two - one
 
 
 def test_inspect_memory_splits_the_paper_model_over_fsdp():

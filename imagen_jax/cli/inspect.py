@@ -51,6 +51,12 @@ def add_arguments(parser):
     "--chip", default=None, help="with --pretrained: say whether the weights fit, e.g. v5e, h100"
   )
   parser.add_argument(
+    "--activations",
+    action="store_true",
+    help="also the activations kept for the backward pass per device under each remat "
+    "policy (traced, not compiled: seconds, and the same on every backend)",
+  )
+  parser.add_argument(
     "--compile",
     action="store_true",
     help="also compile the train step on this machine for the per-device batch "
@@ -79,6 +85,8 @@ def run(args) -> int:
     from imagen_jax.perf.inspect import inspect_config
 
     config = load_config(args.config, args.overrides)
-    report = inspect_config(config, devices=args.devices, compile_memory=args.compile)
+    report = inspect_config(
+      config, devices=args.devices, compile_memory=args.compile, activations=args.activations
+    )
   print(json.dumps(report, indent=1))
   return 0

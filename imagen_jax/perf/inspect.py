@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec
 
 from imagen_jax import hardware, models, parallel, text
 from imagen_jax.models import t5
+from imagen_jax.models.layers import REMAT_POLICIES
 from imagen_jax.models.stage import Stage
 from imagen_jax.train import compile as compile_lib
 from imagen_jax.train.optim import make_optimizer
@@ -71,8 +72,12 @@ def _optimizer_bytes(optimizer, boxed_params, sizes) -> int:
   return sum(_sharded_bytes(a, spec, sizes) for a, spec in zip(jax.tree.leaves(opt), spec_leaves))
 
 
-def inspect_config(config, *, devices: int | None = None, compile_memory: bool = False) -> dict:
-  """The JSON report of `imagen-jax inspect` (see module docstring)."""
+def inspect_config(
+  config, *, devices: int | None = None, compile_memory: bool = False, activations: bool = False
+) -> dict:
+  """The JSON report of `imagen-jax inspect` (see module docstring). `activations` adds the
+  activations saved for the backward pass per device under each remat policy
+  (saved_activation_bytes)."""
   devices = devices or jax.device_count()
   dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
   stage = Stage.from_config(config, dtype=dtype)
@@ -143,13 +148,48 @@ def inspect_config(config, *, devices: int | None = None, compile_memory: bool =
   batch_shards = parallel.batch_shards(sizes)
   micro = config.train.batch_size // config.train.grad_accum
   mem["batch_per_device"] = micro / batch_shards
+  per_device = max(1, micro // batch_shards)
+  if activations:
+    mem["saved_activations_bytes"] = {
+      policy: saved_activation_bytes(config, policy, per_device) for policy in REMAT_POLICIES
+    }
   if compile_memory:
     mem["activations_bytes"] = _activation_bytes(
-      stage, one, optimizer, state, batch, max(1, micro // batch_shards)
+      stage, one, optimizer, state, batch, per_device
     )
-  state_bytes = sum(v for k, v in mem.items() if k.endswith("_bytes"))
+  state_bytes = sum(v for k, v in mem.items() if k.endswith("_bytes") and isinstance(v, int))
   mem["total_gib"] = round(state_bytes / GIB, 2)
   return report
+
+
+def saved_activation_bytes(config, remat: str, per_device: int) -> int:
+  """Bytes of the activations that the U-Net's forward pass keeps for its backward pass, for
+  `per_device` images under remat policy `remat`: the residuals of the loss's linearisation
+  (jax's saved_residuals) that are not its inputs. Traced, not compiled, so the figure is the
+  program's and the same on every backend (XLA:CPU's memory analysis does not show remat's
+  savings: its schedule is not memory-driven). In the compute dtype; the largest part of the
+  step's activation memory at paper sizes."""
+  from jax._src.ad_checkpoint import saved_residuals  # public as print_saved_residuals only
+
+  config = config.copy_and_resolve_references()
+  config.unet.remat = remat
+  dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
+  stage = Stage.from_config(config, dtype=dtype)
+  params = nn.unbox(stage.abstract_params())
+  args = models.unet_inputs(
+    per_device, stage.image_size, stage.text_len, stage.text_dim, stage.super_res
+  )
+
+  def loss(params, *args):
+    out = stage.apply(params, *args, train=True, rngs={"dropout": jax.random.key(0)})
+    return jnp.sum(out.astype(jnp.float32))
+
+  residuals = saved_residuals(loss, params, *args)
+  return sum(
+    math.prod(aval.shape) * aval.dtype.itemsize
+    for aval, source in residuals
+    if not source.startswith("from the argument")
+  )
 
 
 def _encoder_config(config):
