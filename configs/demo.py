@@ -65,8 +65,12 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     )
     # The cosine schedule carried from 64 px to 16 px (simple diffusion's shift, 2 log(64 / 16)).
     config.diffusion.logsnr_shift = 2 * math.log(64 / SIZES[0])
-    config.train.steps = 3000
+    config.train.steps = 4000
     config.sample.guidance = 3.0
+    # The fewest steps that draw as well as 256 DDPM steps, and the fastest sampler that does
+    # (docs/performance.md, "Time to quality").
+    config.sample.sampler = "dpm++2m"
+    config.sample.steps = 16
   elif stage in ("sr1", "sr2"):
     sr2 = stage == "sr2"
     config.stage = "sr"
@@ -95,8 +99,11 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.diffusion.min_snr_gamma = 5.0
     config.train.steps = 1500
     config.sample.guidance = 1.0
-    # Ancestral (DDPM, the default) sampling from the clean input (aug level 0).
-    config.sample.steps = 128 if sr2 else 64
+    # The fewest steps that draw as well as 256 DDPM steps (docs/performance.md): sr1 samples
+    # ancestrally (DDPM, the default; the deterministic samplers draw fewer shapes right) from
+    # the clean input (aug level 0), sr2, which starts near its input (below), with DDIM.
+    config.sample.steps = 8 if sr2 else 32
+    config.sample.sampler = "ddim" if sr2 else "ddpm"
     # sr2 starts from its input noised to 30% of the schedule: it keeps the shapes sr1 drew
     # instead of redrawing their edges (docs/demo.md).
     config.sample.sr_strength = 0.3 if sr2 else 1.0

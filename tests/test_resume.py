@@ -209,7 +209,7 @@ def test_resuming_with_safe_changes_continues_and_logs_them(tmp_path, finished_r
     summary = train_and_evaluate(config, tmp_path / "run", progress=False, max_steps=2)
   assert summary["start_step"] == 8 and summary["step"] == 10
   assert "resuming with changed settings" in caplog.text
-  for change in ("train.steps: 30 -> 40", "train.log_every: 1 -> 2", "sample.steps: 64 -> 9"):
+  for change in ("train.steps: 30 -> 40", "train.log_every: 1 -> 2", "sample.steps: 16 -> 9"):
     assert change in caplog.text
 
 
