@@ -57,13 +57,14 @@ TINY_TEXT = ["--config.unet.text_cond_dim=16", "--config.text.dim=16", "--config
 def _bench(name: str, what: str, batch: int, out: pathlib.Path, args, extra=()) -> dict:
   """One `imagen-jax bench` process; its JSON report, or {"error": ...} if it failed."""
   path = out / f"{name}_{what}.json"
+  iters = args.iters if what == "train" else min(args.iters, 2)  # a sampling call takes seconds
   overrides = ["--config.train.compute_dtype=bfloat16"]
   if args.dry:
     overrides += TINY[name] + TINY_TEXT
   config = str(ROOT / "configs" / f"{name}.py")
   cmd = [
     sys.executable, "-m", "imagen_jax.cli", "bench", "--config", config,
-    "--what", what, "--batch-size", str(batch), "--iters", str(args.iters),
+    "--what", what, "--batch-size", str(batch), "--iters", str(iters),
     "--json", str(path), *extra, *overrides,
   ]  # fmt: skip
   print(f"[{time.strftime('%H:%M:%S')}] {name} {what}, batch {batch}", flush=True)

@@ -165,6 +165,17 @@ def test_attention_matches_a_textbook_softmax_with_masks_and_query_chunks(chunk_
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_jax_attention_pads_odd_lengths_exactly():
+  # cuDNN takes even lengths only: odd ones are padded with a hidden key and a dropped query.
+  ks = jax.random.split(jax.random.key(3), 3)
+  q = jax.random.normal(ks[0], (2, 7, 2, 8))
+  k, v = (jax.random.normal(key, (2, 9, 2, 8)) for key in ks[1:])
+  mask = jnp.arange(9)[None] < jnp.array([[9], [4]])
+  got = attention(q, k, v, mask, impl="dot_product")
+  assert got.shape == (2, 7, 2, 8)
+  np.testing.assert_allclose(got, _reference_attention(q, k, v, mask), rtol=1e-5, atol=1e-6)
+
+
 def test_auto_attention_takes_cudnn_only_on_gpu_in_half_precision_with_its_head_sizes():
   assert attention_impl("auto", jnp.bfloat16, 64, "gpu") == "cudnn"
   assert attention_impl("auto", jnp.float16, 128, "gpu") == "cudnn"

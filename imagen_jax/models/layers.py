@@ -280,12 +280,7 @@ def attention(q, k, v, mask=None, *, chunk_size: int = 1024, impl: str = "chunke
   """
   impl = attention_impl(impl, q.dtype, q.shape[-1])
   if impl in ("dot_product", "cudnn"):
-    jax_mask = None if mask is None else mask[:, None, None, :]
-    if impl == "cudnn" and jax_mask is not None:  # cuDNN takes a mask over every (query, key)
-      jax_mask = jnp.broadcast_to(jax_mask, (q.shape[0], 1, q.shape[1], k.shape[1]))
-    return jax.nn.dot_product_attention(
-      q, k, v, mask=jax_mask, implementation="xla" if impl == "dot_product" else "cudnn"
-    )
+    return _jax_attention(q, k, v, mask, "xla" if impl == "dot_product" else "cudnn")
   scale = q.shape[-1] ** -0.5
   k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)
   bias = None if mask is None else jnp.where(mask, 0.0, -1e30)[:, None, None, :]
@@ -306,6 +301,23 @@ def attention(q, k, v, mask=None, *, chunk_size: int = 1024, impl: str = "chunke
   chunks = q.reshape(q.shape[0], length // chunk_size, chunk_size, *q.shape[2:])
   out = jax.lax.map(jax.checkpoint(block), jnp.moveaxis(chunks, 1, 0))
   return jnp.moveaxis(out, 0, 1).reshape(q.shape[:3] + v.shape[3:])
+
+
+def _jax_attention(q, k, v, mask, implementation: str):
+  """`attention` through jax.nn.dot_product_attention. cuDNN's kernel, with a mask and gradients,
+  takes even query and key lengths only (one image token plus the text is often odd), so odd
+  lengths get one more key that the mask hides, or one more query whose output is dropped."""
+  b, lq, lk = q.shape[0], q.shape[1], k.shape[1]
+  if mask is None:
+    mask = jnp.ones((b, lk), bool)
+  if lk % 2:
+    k, v = (jnp.pad(a, ((0, 0), (0, 1), (0, 0), (0, 0))) for a in (k, v))
+    mask = jnp.pad(mask, ((0, 0), (0, 1)))
+  padded_q = jnp.pad(q, ((0, 0), (0, lq % 2), (0, 0), (0, 0)))
+  # A mask over every (query, key) pair, as cuDNN takes it.
+  full = jnp.broadcast_to(mask[:, None, None, :], (b, 1, padded_q.shape[1], k.shape[1]))
+  out = jax.nn.dot_product_attention(padded_q, k, v, mask=full, implementation=implementation)
+  return out[:, :lq]
 
 
 class TextKeysValues(nn.Module):

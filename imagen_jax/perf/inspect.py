@@ -154,9 +154,7 @@ def inspect_config(
       policy: saved_activation_bytes(config, policy, per_device) for policy in REMAT_POLICIES
     }
   if compile_memory:
-    mem["activations_bytes"] = _activation_bytes(
-      stage, one, optimizer, state, batch, per_device
-    )
+    mem["activations_bytes"] = _activation_bytes(stage, one, optimizer, state, batch, per_device)
   state_bytes = sum(v for k, v in mem.items() if k.endswith("_bytes") and isinstance(v, int))
   mem["total_gib"] = round(state_bytes / GIB, 2)
   return report
