@@ -74,6 +74,24 @@ def tiny_config(stage: str, tmp_path, *extra):
   return load_config(f"configs/demo.py:{stage}", tiny_overrides(stage, tmp_path, *extra))
 
 
+def train_batch(config) -> dict:
+  """A host batch for a train step of `config`: random uint8 images (and low-res inputs for SR
+  stages), text embeddings of 5 tokens with masks of 1-5 tokens; seeded."""
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  b, size = config.train.batch_size, config.image_size
+  batch = {
+    "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+    "text_emb": rng.normal(size=(b, 5, config.text.dim)).astype(np.float32),
+    "text_mask": np.arange(5)[None] < rng.integers(1, 6, (b, 1)),
+  }
+  if config.stage == "sr":
+    low = config.low_res_size
+    batch["low_res"] = rng.integers(0, 256, (b, low, low, 3), dtype=np.uint8)
+  return batch
+
+
 def run_cli(*args, env=None, timeout=600, check=True, cwd=None, script=False):
   """Runs `imagen-jax ARGS` in a subprocess (1 CPU device; in `cwd` if given) and returns the
   CompletedProcess. `script=True` runs the installed `imagen-jax` command itself, as a user

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_config
+from helpers import tiny_config, train_batch
 
 from imagen_jax import parallel
 from imagen_jax.models import Stage
@@ -22,20 +22,6 @@ def _moved(params, scale):
   return tree.unflatten([p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
-def _batch(config):
-  rng = np.random.default_rng(0)
-  b, size = config.train.batch_size, config.image_size
-  batch = {
-    "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-    "text_emb": rng.normal(size=(b, 5, config.text.dim)).astype(np.float32),
-    "text_mask": np.arange(5)[None] < rng.integers(1, 6, (b, 1)),
-  }
-  if config.stage == "sr":
-    low = config.low_res_size
-    batch["low_res"] = rng.integers(0, 256, (b, low, low, 3), dtype=np.uint8)
-  return batch
-
-
 @pytest.mark.parametrize("stage_name", ["base", "sr1"])
 def test_a_bfloat16_train_step_stays_finite_and_close_to_float32(tmp_path, stage_name):
   mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
@@ -50,7 +36,7 @@ def test_a_bfloat16_train_step_stays_finite_and_close_to_float32(tmp_path, stage
     state = create_state(stage, optimizer, jax.random.key(0), shardings)
     state = state.replace(params=_moved(state.params, 0.1))
     step = jax.jit(make_train_step(stage, config, optimizer))
-    new_state, metrics = step(state, _batch(config), jax.random.key(1), None)
+    new_state, metrics = step(state, train_batch(config), jax.random.key(1), None)
     results[dtype] = jax.device_get((metrics, new_state, state.params))
   (m32, s32, p0), (m16, s16, _) = results["float32"], results["bfloat16"]
   for leaf in jax.tree.leaves((s16.params, s16.ema_params, s16.opt_state)):

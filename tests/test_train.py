@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import optax
 import pytest
-from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config
+from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config, train_batch
 
 from imagen_jax import parallel
 from imagen_jax.models import Stage
@@ -93,17 +93,7 @@ def _state_and_batch(config, mesh, key=0):
   optimizer = make_optimizer(config.train)
   _, shardings = state_shardings(stage, optimizer, mesh)
   state = create_state(stage, optimizer, jax.random.key(key), shardings)
-  rng = np.random.default_rng(0)
-  b, size = config.train.batch_size, config.image_size
-  batch = {
-    "image": rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
-    "text_emb": rng.normal(size=(b, 5, config.text.dim)).astype(np.float32),
-    "text_mask": np.arange(5)[None] < rng.integers(1, 6, (b, 1)),
-  }
-  if config.stage == "sr":
-    low = config.low_res_size
-    batch["low_res"] = rng.integers(0, 256, (b, low, low, 3), dtype=np.uint8)
-  return stage, optimizer, shardings, state, batch
+  return stage, optimizer, shardings, state, train_batch(config)
 
 
 @pytest.mark.parametrize("stage_name", ["base", "sr1"])
