@@ -1,7 +1,7 @@
 """Every accelerator figure in one run: the paper stages' train speed and MFU in bfloat16,
 their sampling time per image, and DeepFloyd IF-I-XL sampling when its weights are on disk.
 
-  python benchmarks/gpu.py --out runs/gpu                 # on a GPU (or TPU) machine, ~5 min
+  python benchmarks/gpu.py --out runs/gpu                 # on a GPU (or TPU) machine
   python benchmarks/gpu.py --dry --out /tmp/gpu_dry       # the same run on CPU at tiny sizes
 
 Each figure comes from its own `imagen-jax bench` process (a failure or an out-of-memory stops
@@ -10,8 +10,9 @@ prints a table (also summary.json) next to the published JAX-Toolbox Imagen figu
 IF-I-XL (+ IF-II-L) sampling needs local diffusers folders: --if-stages DIR_I DIR_II (the dry
 run uses the test suite's tiny IF cascade). Not part of the package.
 
-Per-device batches default to what fits a 40 GB+ GPU with the configs' full remat; --base-batch
-and --sr-batch change them.
+Per-device train batches default to 32 (sized for an 80 GB-class GPU with the configs' full
+remat: the base's train state is 24 GiB, `imagen-jax inspect`; not yet run on one); --base-batch and --sr-batch
+change them, and a figure that runs out of memory says so in its JSON.
 """
 
 from __future__ import annotations

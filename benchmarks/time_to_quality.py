@@ -41,16 +41,19 @@ def _options(imagen, stage: int, sampler: str, steps: int) -> dict:
   return {"sampler": samplers, "steps": counts, "stop_at_stage": stage + 1}
 
 
+def _steps_run(loaded, steps: int) -> int:
+  """The steps a stage runs of `steps`: an SR stage with sr_strength < 1 runs that fraction."""
+  strength = float(getattr(loaded.config.sample, "sr_strength", 1.0))
+  return editing.start_steps(steps, strength) if strength < 1.0 else steps
+
+
 def _seconds_per_step(imagen, stage: int, sampler: str, prompts, start) -> float:
   """Seconds per step and image of `stage` with `sampler`, from a warm call."""
   options = _options(imagen, stage, sampler, 16)
   kwargs = {"start_image": start} if stage > 0 else {}
   for _ in range(2):  # the first call compiles
     out = imagen.sample(prompts, seed=0, **options, **kwargs)
-  timing = out.timings[-1]
-  strength = float(getattr(imagen.stages[stage].config.sample, "sr_strength", 1.0))
-  ran = editing.start_steps(16, strength) if strength < 1.0 else 16
-  return timing.seconds / ran / len(prompts)
+  return out.timings[-1].seconds / _steps_run(imagen.stages[stage], 16) / len(prompts)
 
 
 def main(argv=None) -> int:
@@ -77,8 +80,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         kwargs = {"start_image": base_images} if stage == 1 else {}
         out = imagen.sample(prompts, seed=1, **_options(imagen, stage, sampler, steps), **kwargs)
-        strength = float(getattr(loaded.config.sample, "sr_strength", 1.0))
-        ran = editing.start_steps(steps, strength) if strength < 1.0 else steps
+        ran = _steps_run(loaded, steps)
         row = {
           "sampler": sampler,
           "steps": steps,

@@ -345,6 +345,11 @@ def _check_choices(config) -> None:
     "sample.threshold": (config.sample.threshold, THRESHOLDS),
     "data.crop": (config.data.crop, ("center", "random")),
   }
+  if "remat" in config.unet:  # a config's own U-Net section (stage_defaults() has none)
+    from imagen_jax.models.layers import ATTENTION_IMPLS, REMAT_POLICIES
+
+    choices["unet.remat"] = (config.unet.remat, tuple(REMAT_POLICIES))
+    choices["unet.attn_impl"] = (config.unet.get("attn_impl", "auto"), ATTENTION_IMPLS)
   for key, (value, allowed) in choices.items():
     if value not in allowed:
       raise ValueError(f"{key} must be one of {tuple(allowed)}, got {value!r}.")

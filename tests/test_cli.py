@@ -219,6 +219,8 @@ def test_a_config_file_imports_the_files_beside_it_and_only_those(tmp_path):
     ("--config.diffusion.schedule=cosin", "diffusion.schedule must be one of"),
     ("--config.sample.sr_strength=0.5", "sr_strength is for SR stages"),
     ("--config.diffusion.min_snr_gamma=-1", "min_snr_gamma must be >= 0"),
+    ("--config.unet.attn_impl=flash", "unet.attn_impl must be one of"),
+    ("--config.unet.remat=some", "unet.remat must be one of"),
   ],
 )
 def test_settings_that_cannot_work_are_refused_when_the_config_loads(override, message):
