@@ -10,9 +10,10 @@ prints a table (also summary.json) next to the published JAX-Toolbox Imagen figu
 IF-I-XL (+ IF-II-L) sampling needs local diffusers folders: --if-stages DIR_I DIR_II (the dry
 run uses the test suite's tiny IF cascade). Not part of the package.
 
-Per-device train batches default to 32 (sized for an 80 GB-class GPU with the configs' full
-remat: the base's train state is 24 GiB, `imagen-jax inspect`; not yet run on one); --base-batch and --sr-batch
-change them, and a figure that runs out of memory says so in its JSON.
+Per-device train batches default to 32, sized for an 80 GB-class GPU with the configs' full
+remat (the base's train state is 24 GiB by `imagen-jax inspect`; not yet run on one);
+--base-batch and --sr-batch change them, and a figure that runs out of memory says so in its
+JSON.
 """
 
 from __future__ import annotations
