@@ -67,12 +67,11 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.diffusion.logsnr_shift = 2 * math.log(64 / SIZES[0])
     config.train.steps = 4000
     # Static thresholding, as in the SR stages: dynamic thresholding's rescaling greyed the black
-    # and white backgrounds, and the SR stages, trained on true colours, then drew a third more
-    # squares with round corners. Static, guidance 1.5 draws more shapes right than 2 or 3
-    # (docs/demo.md).
+    # and white backgrounds, and the SR stages, trained on true colours, then rounded more of the
+    # squares. With static thresholding guidance 1.5 draws more shapes right than 2 or 3, and 64
+    # DDPM steps as many as 256 (docs/demo.md).
     config.sample.threshold = "static"
     config.sample.guidance = 1.5
-    # The fewest DDPM steps that draw as well as 256 (docs/performance.md, "Time to quality").
     config.sample.steps = 64
   elif stage in ("sr1", "sr2"):
     sr2 = stage == "sr2"
