@@ -68,8 +68,8 @@ def get_config(stage: str = "base") -> ml_collections.ConfigDict:
     config.train.steps = 4000
     # Static thresholding, as in the SR stages: dynamic thresholding's rescaling greyed the black
     # and white backgrounds, and the SR stages, trained on true colours, then rounded more of the
-    # squares. With static thresholding guidance 1.5 draws more shapes right than 2 or 3, and 64
-    # DDPM steps as many as 256 (docs/demo.md).
+    # squares. With static thresholding, guidance 1.5 draws more shapes right than 2 or 3, and 64
+    # DDPM steps draw as many right as 256 (docs/demo.md).
     config.sample.threshold = "static"
     config.sample.guidance = 1.5
     config.sample.steps = 64
