@@ -96,3 +96,33 @@ def test_the_gpu_benchmark_runs_end_to_end_in_its_dry_mode(tmp_path):
     assert summary[name]["cascade_seconds_per_image"] > 0
   assert summary["if_sample"]["seconds_per_image"] > 0
   assert "| base64 train |" in proc.stdout and "27.4 images/s per GPU" in proc.stdout
+
+
+def test_conv_share_finds_every_convolution_and_its_flops():
+  """benchmarks/conv_share.py times the U-Net's convolutions one by one: it must find each conv
+  layer of the model once, and their FLOPs must be most of XLA's count of the forward pass."""
+  import importlib.util
+
+  import flax.linen as nn
+
+  from imagen_jax.models.stage import Stage
+  from imagen_jax.models.unets import unet_inputs
+  from imagen_jax.perf.inspect import inspect_config
+
+  spec = importlib.util.spec_from_file_location("conv_share", ROOT / "benchmarks" / "conv_share.py")
+  conv_share = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(conv_share)
+  (config,) = bench.load_configs("configs/demo.py:base", [])
+  stage = Stage.from_config(config)
+  params = nn.unbox(stage.abstract_params())
+  args = unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
+  jaxpr = jax.make_jaxpr(lambda p, *a: stage.apply(p, *a))(params, *args).jaxpr
+  convs = conv_share._convolutions(jaxpr)
+  kernels = [k for k in jax.tree.leaves(params) if k.ndim == 4]
+  assert len(convs) == len(kernels)
+  assert sorted(c.w for c in convs) == sorted(k.shape for k in kernels)
+  # XLA's count leaves out the taps that fall on padding, which _flops counts (they run too),
+  # and includes the other layers: the two agree within a few percent at the demo's size.
+  forward = inspect_config(config, devices=1)["flops_per_image"]["unet_forward"]
+  conv_flops = sum(conv_share._flops(c, 1) for c in convs)
+  assert 0.8 * forward < conv_flops < 1.05 * forward
