@@ -38,7 +38,8 @@ PEAK_FLOPS = (
 
 
 def default_compute_dtype():
-  """bfloat16 on TPUs and GPUs, float32 on CPUs (where bfloat16 arithmetic is emulated)."""
+  """bfloat16 on TPUs and GPUs, float32 on CPUs (where XLA runs bfloat16 no faster, even on
+  cores with AVX512-BF16: docs/performance.md)."""
   return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
 
 
