@@ -30,6 +30,7 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
+from compare_imagen_pytorch import SIZES  # this folder's; imports no torch
 from jax.sharding import Mesh, PartitionSpec
 
 from imagen_jax import hardware
@@ -37,15 +38,7 @@ from imagen_jax.models.stage import Stage
 from imagen_jax.models.unets import unet_inputs
 from imagen_jax.perf.bench import load_configs
 
-SIZE_32PX = [  # the comparison's 32 px base (benchmarks/compare_imagen_pytorch.py)
-  "--config.image_size=32",
-  "--config.unet.image_size=32",
-  "--config.unet.channels=56",
-  "--config.unet.channel_mult=(1, 2, 4)",
-  "--config.unet.num_res_blocks=2",
-  "--config.unet.attn_resolutions=(8,)",
-  "--config.unet.head_dim=32",
-]
+SIZE_32PX = SIZES["32px"]["ours"]  # the comparison's FLOP-matched 32 px base
 
 Conv = collections.namedtuple("Conv", "x w padding")  # shapes NHWC / HWIO, ((lo, hi), (lo, hi))
 

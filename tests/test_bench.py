@@ -98,7 +98,7 @@ def test_the_gpu_benchmark_runs_end_to_end_in_its_dry_mode(tmp_path):
   assert "| base64 train |" in proc.stdout and "27.4 images/s per GPU" in proc.stdout
 
 
-def test_conv_share_finds_every_convolution_and_its_flops():
+def test_conv_share_finds_every_convolution_and_its_flops(monkeypatch):
   """benchmarks/conv_share.py times the U-Net's convolutions one by one: it must find each conv
   layer of the model once, and their FLOPs must be most of XLA's count of the forward pass."""
   import importlib.util
@@ -109,6 +109,7 @@ def test_conv_share_finds_every_convolution_and_its_flops():
   from imagen_jax.models.unets import unet_inputs
   from imagen_jax.perf.inspect import inspect_config
 
+  monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
   spec = importlib.util.spec_from_file_location("conv_share", ROOT / "benchmarks" / "conv_share.py")
   conv_share = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(conv_share)
