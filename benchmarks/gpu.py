@@ -134,7 +134,9 @@ def main(argv=None) -> int:
   out.mkdir(parents=True, exist_ok=True)
   if args.dry:
     os.environ["JAX_PLATFORMS"] = "cpu"
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    # One CPU device; other XLA flags stay (the test suite's fast-compile flag among them).
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, "--xla_force_host_platform_device_count=1"])
     args.base_batch = args.sr_batch = args.sample_batch = 2
     args.iters = 1
   import jax

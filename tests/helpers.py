@@ -4,6 +4,7 @@ import json
 import os
 import pathlib
 import shutil
+import site
 import subprocess
 import sys
 
@@ -92,13 +93,13 @@ def train_batch(config) -> dict:
   return batch
 
 
-def run_cli(*args, env=None, timeout=600, check=True, cwd=None, script=False):
+def run_cli(*args, env=None, timeout=600, check=True, cwd=None, script=False, command=None):
   """Runs `imagen-jax ARGS` in a subprocess (1 CPU device; in `cwd` if given) and returns the
   CompletedProcess. `script=True` runs the installed `imagen-jax` command itself, as a user
-  types it, instead of `python -m imagen_jax.cli`."""
-  command = [sys.executable, "-m", "imagen_jax.cli"]
-  if script:
+  types it, instead of `python -m imagen_jax.cli`; `command` runs another installation's."""
+  if command is None and script:
     command = [os.path.join(os.path.dirname(sys.executable), "imagen-jax")]
+  command = command or [sys.executable, "-m", "imagen_jax.cli"]
   full_env = {
     **os.environ,
     "XLA_FLAGS": os.environ["IMAGEN_JAX_TEST_XLA_FLAGS"],
@@ -200,3 +201,28 @@ def if_pipelines(root):
     {"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2"},
   )
   return one, two
+
+
+def install_wheel(folder: pathlib.Path) -> tuple[pathlib.Path, str]:
+  """Builds the package's wheel and installs it into a fresh virtual environment under `folder`:
+  (the venv, its site-packages). Offline: the wheel is built without build isolation and
+  installed without dependencies; this environment's packages stand in for them."""
+  repo = pathlib.Path(__file__).resolve().parent.parent
+  pip = [sys.executable, "-m", "pip", "-q"]
+  dist = folder / "dist"
+  subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", dist, repo], check=True)
+  (wheel,) = dist.glob("imagen_jax-*.whl")
+  venv = folder / "venv"
+  subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+  own_site = subprocess.run(
+    [venv / "bin" / "python", "-c", "import site; print(site.getsitepackages()[0])"],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout.strip()
+  # The dependencies come from this environment's site-packages (a .pth line adds the folder
+  # without running its .pth files, so the editable install of the source tree stays out).
+  (pathlib.Path(own_site) / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+  subprocess.run([*pip, "--python", venv / "bin" / "python", "install", "--no-deps", "--no-index",
+                  wheel], check=True)  # fmt: skip
+  return venv, own_site

@@ -40,6 +40,19 @@ def test_bench_train_flops_follow_the_batch(tmp_path):
   assert "images/s/device" in bench.summary_line(one)
 
 
+def test_bench_train_compiles_but_does_not_run_a_step_that_would_not_fit(tmp_path, monkeypatch):
+  """On a machine too small for the step (the 2B base on a CPU host), the report has the compiled
+  figures and says why nothing ran, instead of exhausting the host's memory."""
+  monkeypatch.setattr(bench, "_available_bytes", lambda: 2**20)
+  report = bench.bench_train(tiny_config("base", tmp_path), batch=jax.device_count(), iters=1)
+  need = report["compiled_bytes_per_device"] / 2**30
+  assert report["skipped"] == (
+    f"the train step needs {need:.1f} GiB per device; this machine has 0.0 GiB free"
+  )
+  assert report["flops_per_call_per_device"] > 0 and "step_seconds" not in report
+  assert f"not run: {report['skipped']}" in bench.summary_line(report)
+
+
 def test_bench_sample_reports_each_stage_and_the_cascade(tmp_path):
   configs = [tiny_config("base", tmp_path), tiny_config("sr1", tmp_path)]
   batch = jax.device_count()

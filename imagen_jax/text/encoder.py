@@ -200,7 +200,8 @@ class TextEncoder:
 def _builtin_params_unsharded(seed: int):
   ids = jnp.zeros((1, 8), jnp.int32)
   mask = jnp.ones((1, 8), bool)
-  variables = t5.T5Encoder(TINY_CONFIG).init(jax.random.key(seed), ids, mask)
+  # Jitted: run op by op, the init (a forward pass) took seconds in every process.
+  variables = jax.jit(t5.T5Encoder(TINY_CONFIG).init)(jax.random.key(seed), ids, mask)
   return jax.tree.map(np.asarray, nn.unbox(variables["params"]))
 
 
