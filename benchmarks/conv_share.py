@@ -36,7 +36,7 @@ from jax.sharding import Mesh, PartitionSpec
 from imagen_jax import hardware
 from imagen_jax.models.stage import Stage
 from imagen_jax.models.unets import unet_inputs
-from imagen_jax.perf.bench import _time, load_configs
+from imagen_jax.perf.bench import load_configs, time_calls
 
 SIZE_32PX = SIZES["32px"]["ours"]  # the comparison's FLOP-matched 32 px base
 
@@ -64,7 +64,7 @@ def _conv(x, w, padding):
 
 
 def _best_seconds(fn, *args, iters: int) -> float:
-  return min(_time(lambda: fn(*args), warmup=1, iters=iters))
+  return min(time_calls(lambda: fn(*args), warmup=1, iters=iters))
 
 
 def _on_each_device(fn, mesh):
@@ -175,7 +175,7 @@ def measure_torch(rows: list, global_batch: int, sample_batch: int, iters: int) 
         F.conv2d(xs, weight, padding=(top, left))
 
     xs = torch.randn(sample_batch, ci, h, w)
-    return tuple(min(_time(f, warmup=1, iters=iters)) for f in (fwd_bwd, forward))
+    return tuple(min(time_calls(f, warmup=1, iters=iters)) for f in (fwd_bwd, forward))
 
   train = sample = train_flops = sample_flops = 0.0
   for r in rows:

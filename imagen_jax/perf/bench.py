@@ -52,7 +52,8 @@ def _sharded_bytes(tree) -> int:
   )
 
 
-def _time(fn, *, warmup: int, iters: int) -> list[float]:
+def time_calls(fn, *, warmup: int, iters: int) -> list[float]:
+  """Seconds of each of `iters` calls of `fn` (its result waited for), after `warmup` calls."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
@@ -134,7 +135,7 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
     holder["state"], m = compiled.call(holder["state"], batch_arrays, key, None)
     return m["loss"]
 
-  times = _time(call, warmup=warmup, iters=iters)
+  times = time_calls(call, warmup=warmup, iters=iters)
   step_seconds = statistics.median(times)
   flops = report["flops_per_call_per_device"]
   peak = hardware.peak_flops(dtype_name=dtype_name)
@@ -208,7 +209,7 @@ def bench_sample(
     t0 = time.perf_counter()
     out = jax.block_until_ready(run())  # the first call compiles
     first = time.perf_counter() - t0
-    seconds = statistics.median(_time(run, warmup=warmup - 1 if warmup else 0, iters=iters))
+    seconds = statistics.median(time_calls(run, warmup=warmup - 1 if warmup else 0, iters=iters))
     images = out
     total += seconds
     report["stages"].append(
