@@ -8,6 +8,8 @@ import site
 import subprocess
 import sys
 
+import jax
+
 from imagen_jax.configuration import load_config
 
 TINY = {
@@ -91,6 +93,18 @@ def train_batch(config) -> dict:
     low = config.low_res_size
     batch["low_res"] = rng.integers(0, 256, (b, low, low, 3), dtype=np.uint8)
   return batch
+
+
+def moved(params, scale: float, seed: int = 7):
+  """params with every leaf moved off its init by scale * N(0, 1) noise (zero-initialised output
+  layers would make two implementations agree trivially). On the host: done eagerly, jax would
+  compile one program per leaf shape."""
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+    lambda p: (np.asarray(p) + scale * rng.standard_normal(p.shape)).astype(p.dtype), params
+  )
 
 
 def run_cli(*args, env=None, timeout=600, check=True, cwd=None, script=False, command=None):

@@ -5,21 +5,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import tiny_config, train_batch
+from helpers import moved, tiny_config, train_batch
 
 from imagen_jax import parallel
 from imagen_jax.models import Stage
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
 from imagen_jax.train.step import make_train_step
-
-
-def _moved(params, scale):
-  """params with every leaf moved off its init (zero-initialised output layers would make the
-  two precisions agree trivially)."""
-  leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(jax.random.key(7), len(leaves))
-  return tree.unflatten([p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
 @pytest.mark.parametrize("stage_name", ["base", "sr1"])
@@ -34,7 +26,7 @@ def test_a_bfloat16_train_step_stays_finite_and_close_to_float32(tmp_path, stage
     optimizer = make_optimizer(config.train)
     _, shardings = state_shardings(stage, optimizer, mesh)
     state = create_state(stage, optimizer, jax.random.key(0), shardings)
-    state = state.replace(params=_moved(state.params, 0.1))
+    state = state.replace(params=moved(state.params, 0.1))
     step = jax.jit(make_train_step(stage, config, optimizer))
     new_state, metrics = step(state, train_batch(config), jax.random.key(1), None)
     results[dtype] = jax.device_get((metrics, new_state, state.params))
@@ -43,7 +35,8 @@ def test_a_bfloat16_train_step_stays_finite_and_close_to_float32(tmp_path, stage
     if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
       assert leaf.dtype == np.float32 and np.all(np.isfinite(leaf))
   np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=0.005)
-  np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=0.03)
+  # The gradient norm's relative gap is heavy-tailed: 0.01-4.2% over 8 random perturbations.
+  np.testing.assert_allclose(m16["grad_norm"], m32["grad_norm"], rtol=0.06)
   # The update itself: the two steps move the parameters the same way.
   before = jax.tree.leaves(p0)
   d32, d16 = (
@@ -60,7 +53,7 @@ def test_a_bfloat16_sampler_stays_finite_and_close_to_float32(tmp_path, stage_na
   stage16 = Stage.from_config(config, dtype=jnp.bfloat16)
   # Moved less than for the train step: with guidance 3, bigger random weights make a model that
   # amplifies any rounding difference from step to step, as no trained one does.
-  params = _moved(stage32.init_params(jax.random.key(0)), 0.03)
+  params = moved(jax.jit(stage32.init_params)(jax.random.key(0)), 0.03)
   b, length = 4, 5
   rng = np.random.default_rng(1)
   text = jnp.asarray(rng.normal(size=(b, length, config.text.dim)), jnp.float32)
@@ -69,11 +62,15 @@ def test_a_bfloat16_sampler_stays_finite_and_close_to_float32(tmp_path, stage_na
   low_res = jnp.asarray(rng.uniform(-1, 1, (b, low, low, 3)), jnp.float32) if low else None
   kwargs = dict(steps=16, guided=True, guidance=3.0, threshold="static", low_res=low_res)
 
-  def sample(stage, key):
-    return np.asarray(jax.jit(lambda p: stage.sample(p, key, text, mask, **kwargs))(params))
-
-  x32, x16 = sample(stage32, jax.random.key(2)), sample(stage16, jax.random.key(2))
-  other = sample(stage32, jax.random.key(3))  # how far apart two different samples are
+  sample32, sample16 = (
+    jax.jit(lambda p, key, stage=stage: stage.sample(p, key, text, mask, **kwargs))
+    for stage in (stage32, stage16)
+  )
+  x32, x16 = (
+    np.asarray(sample32(params, jax.random.key(2))),
+    np.asarray(sample16(params, jax.random.key(2))),
+  )
+  other = np.asarray(sample32(params, jax.random.key(3)))  # how far apart two samples are
   assert np.all(np.isfinite(x16))
   gap, spread = np.abs(x16 - x32).mean(), np.abs(other - x32).mean()
   assert gap < 0.03 and gap < spread / 20, (gap, spread)

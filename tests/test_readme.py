@@ -9,7 +9,7 @@ import shlex
 import subprocess
 
 import pytest
-from helpers import read_metrics, run_cli, tiny_overrides
+from helpers import STEPS, read_metrics, run_cli, tiny_overrides
 
 from imagen_jax import cli
 from imagen_jax.configuration import load_config
@@ -102,22 +102,23 @@ def test_readme_training_resumes_and_samples_with_relative_paths(tmp_path):
       *command[1:],
       *tiny,
       "--config.data.data_dir=tfds",  # relative too
-      "--config.train.steps=6",
-      "--config.train.checkpoint_every=2",
+      STEPS,  # the schedule of the other tiny runs: their compiled programs are reused
+      "--config.train.checkpoint_every=3",
       "--max-steps=3",
       cwd=tmp_path,
       script=True,
     )
   base = tmp_path / "runs" / "base"
   assert [r["step"] for r in read_metrics(base)] == [1, 2, 3]
-  # The same command again resumes the base stage and finishes it.
+  # The same command again resumes the base stage and trains on.
   tiny = [o for o in tiny_overrides("base", tmp_path) if "data_dir" not in o]
   proc = run_cli(
     *trains[0][1:],
     *tiny,
     "--config.data.data_dir=tfds",
-    "--config.train.steps=6",
-    "--config.train.checkpoint_every=2",
+    STEPS,
+    "--config.train.checkpoint_every=3",
+    "--max-steps=3",
     cwd=tmp_path,
     script=True,
   )
