@@ -56,6 +56,33 @@ def test_each_demo_stage_trains_and_the_loss_falls(tmp_path, stage):
   assert all(r["grid_s"] > 0 for r in grid_records) and records[0]["grid_s"] == 0
 
 
+def test_an_sr_grid_shows_the_upsampled_input_the_sample_and_the_target_per_row(tmp_path):
+  from imagen_jax.images import bicubic_resize, to_float, to_uint8
+  from imagen_jax.train.grids import GridSampler
+
+  config = tiny_config("sr1", tmp_path, "--config.sample.steps=2")
+  stage = Stage.from_config(config)
+  batch = {k: v[:3] for k, v in train_batch(config).items()}
+  params = nn.unbox(jax.jit(stage.init_params)(jax.random.key(0)))
+  sampler = GridSampler(stage, config, batch)
+  picture = sampler(params, jax.random.key(1))
+  s = stage.image_size
+  cells = [  # [row][column] of 3 rows x 3 columns, 2 px gaps
+    [
+      picture[2 + r * (s + 2) : 2 + r * (s + 2) + s, 2 + c * (s + 2) : 2 + c * (s + 2) + s]
+      for c in range(3)
+    ]
+    for r in range(3)
+  ]
+  upsampled = np.asarray(to_uint8(bicubic_resize(to_float(batch["low_res"]), s)))
+  for r in range(3):
+    np.testing.assert_array_equal(cells[r][0], upsampled[r])
+    np.testing.assert_array_equal(cells[r][2], batch["image"][r])
+  again = sampler(params, jax.random.key(1))  # the fixed inputs are reused: the same picture
+  np.testing.assert_array_equal(again, picture)
+  assert not np.array_equal(sampler(params, jax.random.key(2)), picture)
+
+
 def test_records_give_window_means_and_reach_a_hook(tmp_path):
   """A record logged every 3 steps holds the mean loss and gradient norm of its 3 steps (those
   of a run logging every step), and on_metrics receives every record as it is written."""
