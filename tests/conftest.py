@@ -5,10 +5,11 @@ import os
 import shutil
 import tempfile
 
+from imagen_jax.cli import FAST_COMPILE_FLAGS as FAST_COMPILE
+
 # Tests run a few steps of many small programs: compiling fast matters more than running fast.
 # The older elemental emitters compile the tiny models' fusions 25-40% faster than the fusion
 # emitters (docs/performance.md, "The test suite's time").
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 # Commands run in subprocesses on one CPU device, whatever the host's core count.
 os.environ.setdefault(
