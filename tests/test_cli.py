@@ -141,9 +141,7 @@ def test_split_host_cpu_keeps_a_device_count_the_user_set(monkeypatch):
   )
 
 
-def test_a_quick_demo_on_a_cpu_compiles_fast_unless_the_user_set_an_optimisation_level(
-  monkeypatch,
-):
+def test_a_quick_demo_on_a_cpu_compiles_fast_unless_the_user_set_an_optimisation_level(monkeypatch):
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
   cli.compile_fast()
