@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
 import importlib.resources
 import importlib.util
 import math
@@ -246,6 +247,14 @@ def _parse_value(text: str, current):
   return value
 
 
+def _known(name: str, node: ml_collections.ConfigDict, sections: bool) -> str:
+  """The keys (or sections) of `node` for an error about `name`, the closest first."""
+  keys = sorted(k for k, v in node.items() if isinstance(v, ml_collections.ConfigDict) == sections)
+  close = difflib.get_close_matches(name, keys, n=1)
+  hint = f"; did you mean {close[0]!r}?" if close else "."
+  return f"{hint} Known {'sections' if sections else 'keys'} here: {keys}"
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
   """Applies ["--config.train.steps=10", "--config.seed", "3", ...] in place."""
   items = list(overrides)
@@ -264,11 +273,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
     *parents, leaf = key.split(".")
     node = config
     for p in parents:
-      if p not in node:
-        raise ValueError(f"Unknown config key {key!r}: no section {p!r}.")
+      if not isinstance(node.get(p), ml_collections.ConfigDict):
+        raise ValueError(f"Unknown config key {key!r}: no section {p!r}{_known(p, node, True)}.")
       node = node[p]
     if leaf not in node:
-      raise ValueError(f"Unknown config key {key!r}. Known keys here: {sorted(node.keys())}.")
+      raise ValueError(f"Unknown config key {key!r}{_known(leaf, node, False)}.")
     try:
       node[leaf] = _parse_value(value, node[leaf])
     except ValueError as e:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -61,7 +62,22 @@ def test_unknown_config_key_is_a_clear_error_without_a_traceback(tmp_path):
     check=False,
   )
   assert proc.returncode == 2
-  assert "Unknown config key 'train.stepz'" in proc.stderr and "Traceback" not in proc.stderr
+  assert "Unknown config key 'train.stepz'; did you mean 'steps'?" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ("--config.trian.steps=3", "no section 'trian'; did you mean 'train'? Known sections here: "),
+    ("--config.model.channels=64", "no section 'model'. Known sections here: ['data', "),
+    ("--config.seed.x=1", "no section 'seed'. Known sections here: "),
+    ("--config.unet.foo=1", "Unknown config key 'unet.foo'. Known keys here: ['act', "),
+  ],
+)
+def test_an_unknown_config_key_names_what_is_there(override, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    load_config("configs/demo.py:base", [override])
 
 
 def test_config_overrides_are_typed():

@@ -74,6 +74,11 @@ def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp
   np.testing.assert_allclose(
     [loss for _, loss in resumed], [loss for _, loss in straight], rtol=1e-5
   )
+  # 4. once more: nothing to do, said so; nothing rewritten.
+  before = (workdir / "metrics.jsonl").read_text()
+  proc = run_cli(*args, "--workdir", str(workdir))
+  assert "is already at step 30 of 30: nothing to train" in proc.stdout
+  assert (workdir / "metrics.jsonl").read_text() == before
 
 
 def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):

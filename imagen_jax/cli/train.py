@@ -41,8 +41,13 @@ def run(args) -> int:
     )
     # Not 0: the run is not done. 143 (128 + SIGTERM) tells a supervisor to run it again.
     return 130 if summary["stopped_by"] == "Ctrl-C" else 143
+  if summary.get("complete"):  # before this command
+    print(
+      f"the run in {workdir} is already at step {summary['step']} of {config.train.steps}: "
+      "nothing to train (a larger --config.train.steps trains on)."
+    )
+    return 0
   print(
-    f"trained {config.stage} to step {summary['step']} in {workdir} "
-    f"(loss {summary.get('loss', float('nan')):.4f})"
+    f"trained {config.stage} to step {summary['step']} in {workdir} (loss {summary['loss']:.4f})"
   )
   return 0
