@@ -9,6 +9,7 @@ import pytest
 from helpers import run_cli
 
 from imagen_jax import cli
+from imagen_jax.cli import sample as sample_cli
 from imagen_jax.configuration import load_config
 from imagen_jax.perf.inspect import inspect_config, saved_activation_bytes
 
@@ -328,3 +329,32 @@ def test_preflight_names_each_failure_in_one_line(tmp_path):
   failed = [line.split(":")[0] for line in proc.stdout.splitlines() if ": FAILED: " in line]
   assert failed == ["devices", "workdir", "data", "text"]
   assert "preflight failed: devices, workdir, data, text" in proc.stdout
+
+
+@pytest.mark.parametrize(
+  "argv",
+  [
+    ["sample", "--stages", "a", "--prompt", "p", "--out", "o", "--num-images", "0"],
+    ["sample", "--stages", "a", "--prompt", "p", "--out", "o", "--steps", "32", "-4"],
+    ["bench", "--config", "c", "--batch-size", "0"],
+    ["train", "--config", "c", "--workdir", "w", "--max-steps", "-1"],
+  ],
+)
+def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.build_parser().parse_args(argv)
+  assert exit_info.value.code == 2
+  assert "must be at least 1, got" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+  "option, extra", [("--init-image", ["--strength", "0.5"]), ("--start-image", [])]
+)
+def test_a_missing_or_unreadable_picture_names_its_option(tmp_path, option, extra):
+  (tmp_path / "notes.png").write_text("not a picture")
+  for name, problem in (("nope.png", "no such file"), ("notes.png", "not a picture")):
+    argv = ["sample", "--stages", "a", "--prompt", "p", "--out", str(tmp_path / "o")]
+    args = cli.build_parser().parse_args([*argv, option, str(tmp_path / name), *extra])
+    with pytest.raises(ValueError, match=f"^{option} .*{name}: {problem}"):
+      sample_cli.run(args)
+  assert not (tmp_path / "o").exists()

@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def positive_int(text: str) -> int:
+  """argparse type: a whole number of at least 1."""
+  value = int(text)  # argparse turns a ValueError into "invalid positive_int value: ..."
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+  return value
+
+
 def host_cpu_devices(cpus: int | None = None) -> int:
   """How many devices the command line splits a CPU host into: the largest power of two up to
   the count of cores this process may use and 8 (powers of two divide the configs' batches)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from imagen_jax.cli import positive_int
+
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
@@ -20,17 +22,17 @@ def add_arguments(parser):
   )
   parser.add_argument(
     "--batch-size",
-    type=int,
+    type=positive_int,
     default=None,
     help="global batch (train default: the config's, or 1 per device on CPU; "
     "sample default: 1 per device)",
   )
-  parser.add_argument("--steps", type=int, nargs="+", help="sampling steps per stage")
+  parser.add_argument("--steps", type=positive_int, nargs="+", help="sampling steps per stage")
   parser.add_argument(
     "--sampler", choices=["ddpm", "ddim", "dpm++2m"], help="default: each config's"
   )
   parser.add_argument("--guidance", type=float, help="guidance scale for every stage")
-  parser.add_argument("--iters", type=int, default=5, help="timed calls (median reported)")
+  parser.add_argument("--iters", type=positive_int, default=5, help="timed calls (median reported)")
   parser.add_argument("--json", metavar="FILE", help="also write the report to this file")
 
 

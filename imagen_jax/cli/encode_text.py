@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from imagen_jax.cli import positive_int
+
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
@@ -12,7 +14,9 @@ def add_arguments(parser):
     help="the stage config whose data and text encoder to use, e.g. configs/sr256.py",
   )
   parser.add_argument("--out", required=True, help="store directory; an interrupted run resumes")
-  parser.add_argument("--batch-size", type=int, default=256, help="captions per encoder call")
+  parser.add_argument(
+    "--batch-size", type=positive_int, default=256, help="captions per encoder call"
+  )
   parser.epilog = (
     "Train with the store: --config.text.store=OUT. The encoder runs on all local "
     "devices (the batch is split over them)."

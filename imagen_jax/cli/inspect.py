@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from imagen_jax.cli import positive_int
+
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
@@ -34,7 +36,7 @@ def add_arguments(parser):
   )
   parser.add_argument(
     "--devices",
-    type=int,
+    type=positive_int,
     default=None,
     help="plan the per-device memory for this many devices (default: local)",
   )

@@ -12,6 +12,8 @@ import json
 import os
 import pathlib
 
+from imagen_jax.cli import positive_int
+
 # --pretrained NAME -> IF's stages (IF's model cards pair IF-I-XL and -L with IF-II-L).
 PRETRAINED = {
   "if-xl": ["DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"],
@@ -40,15 +42,15 @@ def add_arguments(parser):
   parser.add_argument("--prompts-file", help="a text file with one prompt per line")
   parser.add_argument("--out", required=True, help="the folder to write the pictures into")
   parser.add_argument("--seed", type=int, default=0, help="the seed of every picture")
-  parser.add_argument("--num-images", type=int, default=1, help="pictures per prompt")
+  parser.add_argument("--num-images", type=positive_int, default=1, help="pictures per prompt")
   parser.add_argument(
     "--negative-prompt", help="what guidance steers away from (default: the null text)"
   )
   parser.add_argument(
-    "--batch-size", type=int, help="pictures per device call (default: all at once)"
+    "--batch-size", type=positive_int, help="pictures per device call (default: all at once)"
   )
   parser.add_argument("--guidance", type=float, nargs="+", help="w per stage (1 = no guidance)")
-  parser.add_argument("--steps", type=int, nargs="+", help="sampling steps per stage")
+  parser.add_argument("--steps", type=positive_int, nargs="+", help="sampling steps per stage")
   parser.add_argument(
     "--sampler", nargs="+", choices=["ddpm", "ddim", "dpm++2m"], help="sampler per stage"
   )
@@ -56,7 +58,7 @@ def add_arguments(parser):
   parser.add_argument(
     "--threshold", nargs="+", choices=["none", "static", "dynamic"], help="per stage"
   )
-  parser.add_argument("--stop-at-stage", type=int, help="run only the first K stages")
+  parser.add_argument("--stop-at-stage", type=positive_int, help="run only the first K stages")
   parser.add_argument("--start-image", help="an image to super-resolve instead of the base stage")
   parser.add_argument(
     "--init-image", help="a picture to edit: redrawn from --strength and/or inpainted by --mask"
@@ -71,7 +73,7 @@ def add_arguments(parser):
     "--mask", help="with --init-image: a PNG of its size, white where new content is drawn"
   )
   parser.add_argument(
-    "--resample", type=int, default=1, help="with --mask: RePaint's jumps per step"
+    "--resample", type=positive_int, default=1, help="with --mask: RePaint's jumps per step"
   )
   parser.add_argument(
     "--save-stages", action="store_true", help="also write every earlier stage's pictures"
@@ -120,10 +122,21 @@ def _prompts(args) -> list[str]:
   return prompts
 
 
+def _open_picture(path: str, option: str):
+  """The PIL image at `path`, or a ValueError that names the option it came from."""
+  from PIL import Image, UnidentifiedImageError
+
+  try:
+    return Image.open(path)
+  except FileNotFoundError:
+    raise ValueError(f"{option} {path}: no such file.") from None
+  except UnidentifiedImageError:
+    raise ValueError(f"{option} {path}: not a picture (give a PNG or JPEG).") from None
+
+
 def _edit_inputs(args):
   """(init_image uint8 [H, W, 3] or None, mask bool [H, W] or None) from --init-image, --mask."""
   import numpy as np
-  from PIL import Image
 
   if args.init_image is None:
     if args.mask or args.strength != 1.0:
@@ -131,7 +144,7 @@ def _edit_inputs(args):
     return None, None
   if not 0.0 < args.strength <= 1.0:
     raise ValueError(f"--strength must be in (0, 1] (1 starts from noise), got {args.strength}.")
-  image = Image.open(args.init_image)
+  image = _open_picture(args.init_image, "--init-image")
   if image.mode not in ("RGB", "RGBA", "L", "P"):
     raise ValueError(f"--init-image {args.init_image} is {image.mode}; give an RGB picture.")
   init = np.asarray(image.convert("RGB"))
@@ -139,7 +152,7 @@ def _edit_inputs(args):
     if args.strength == 1.0:
       raise ValueError("--init-image at --strength 1 without --mask changes nothing.")
     return init, None
-  mask_image = Image.open(args.mask)
+  mask_image = _open_picture(args.mask, "--mask")
   if mask_image.size != image.size:
     raise ValueError(
       f"--mask is {mask_image.size[0]}x{mask_image.size[1]} but --init-image is "
@@ -184,7 +197,7 @@ def run(args) -> int:
   init_image, mask = _edit_inputs(args)
   start = None
   if args.start_image:
-    start = np.asarray(Image.open(args.start_image).convert("RGB"))
+    start = np.asarray(_open_picture(args.start_image, "--start-image").convert("RGB"))
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
   imagen = _load(args)

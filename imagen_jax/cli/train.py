@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from imagen_jax.cli import positive_int
+
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
@@ -17,7 +19,7 @@ def add_arguments(parser):
   )
   parser.add_argument(
     "--max-steps",
-    type=int,
+    type=positive_int,
     default=None,
     help="stop after this many steps of this invocation (smoke runs)",
   )
