@@ -152,6 +152,7 @@ def make_folder(root):
   (root / "truncated.png").write_bytes((root / "rgb.jpg").read_bytes()[:200])
   for name in [*files, "corrupt.jpg", "truncated.png"]:
     (root / name).with_suffix(".txt").write_text(f"a picture called {name}")
+  _save(Image.fromarray(rgb), root / "uncaptioned.png")
   return rgb
 
 
@@ -168,6 +169,7 @@ def test_image_text_folder_converts_modes_and_skips_bad_files(tmp_path, caplog):
   with caplog.at_level(logging.WARNING):
     source = pipeline.open_source(config)
   assert "2 unreadable" in caplog.text and "1 too small" in caplog.text
+  assert "1 without a caption" in caplog.text and "['uncaptioned.png']" in caplog.text
   by_caption = {source[i]["caption"].decode(): source[i]["image"] for i in range(len(source))}
   assert len(by_caption) == 6
   for name, image in by_caption.items():

@@ -227,12 +227,26 @@ class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
         f"No captioned images in {folder}: put a .txt beside each image, or a captions.jsonl "
         "({'file': ..., 'caption': ...} per line) or captions.csv (file,caption)."
       )
+    # Images no caption names (no .txt beside them, or left out of captions.jsonl / .csv).
+    bad_sidecars = set(undecodable)
+    uncaptioned = sorted(
+      name
+      for p in folder.rglob("*")
+      if p.suffix.lower() in IMAGE_SUFFIXES
+      and (name := str(p.relative_to(folder))) not in captions
+      and str(p.with_suffix(".txt")) not in bad_sidecars
+    )
+    if uncaptioned:
+      log.warning(
+        "skipping %d image(s) without a caption, e.g. %s", len(uncaptioned), uncaptioned[:3]
+      )
     skipped = {
       "unreadable": 0,
       "too small": 0,
       "missing": 0,
       "caption not UTF-8": len(undecodable),
       "outside the folder": 0,
+      "without a caption": len(uncaptioned),
     }
     kept = 0
     for name, caption in sorted(captions.items()):
