@@ -18,6 +18,7 @@ import pytest
 from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config
 
 from imagen_jax import Imagen
+from imagen_jax.train import checkpoint as checkpoint_lib
 from imagen_jax.train import workdir as workdir_lib
 from imagen_jax.train.checkpoint import ConfigChangeError, config_differences
 from imagen_jax.train.guards import TrainingError
@@ -199,6 +200,29 @@ def test_resuming_with_a_change_of_meaning_is_refused_with_the_differences(
   config = _copy_run(finished_run, tmp_path, override)
   with pytest.raises(ConfigChangeError, match=rf"Differences \(checkpoint -> now\): {key}: "):
     train_and_evaluate(config, tmp_path / "run", progress=False)
+
+
+def test_another_stage_in_the_same_workdir_is_refused_in_one_sentence(tmp_path, finished_run):
+  _copy_run(finished_run, tmp_path)
+  sr = tiny_config("sr1", tmp_path)
+  with pytest.raises(ConfigChangeError) as refusal:
+    train_and_evaluate(sr, tmp_path / "run", progress=False)
+  assert str(refusal.value) == (
+    f"The checkpoints in {tmp_path / 'run' / 'checkpoints'} are of stage 'base' at 16 px; this "
+    "config trains stage 'sr' at 32 px: give each stage its own --workdir."
+  )
+
+
+def test_a_refusal_names_at_most_twelve_differences():
+  saved = {
+    "stage": "base",
+    "image_size": 16,
+    "seed": 0,
+    "unet": {f"k{i:02d}": 1 for i in range(15)},
+  }
+  current = {**saved, "unet": {f"k{i:02d}": 2 for i in range(15)}}
+  with pytest.raises(ConfigChangeError, match=r"unet.k11: 1 -> 2; and 3 more$"):
+    checkpoint_lib._refuse_changes(saved, current, "runs/x")
 
 
 def test_resuming_with_safe_changes_continues_and_logs_them(tmp_path, finished_run, caplog):

@@ -97,13 +97,24 @@ class ConfigChangeError(ValueError):
 
 def _refuse_changes(saved: dict, current: dict, directory) -> list[str]:
   """Raises ConfigChangeError for refused differences; returns the allowed ones."""
+  what = lambda c: f"stage {c.get('stage')!r} at {c.get('image_size')} px"
+  if what(saved) != what(current):  # another stage altogether: its differences say little more
+    raise ConfigChangeError(
+      f"The checkpoints in {directory} are of {what(saved)}; this config trains {what(current)}: "
+      "give each stage its own --workdir."
+    )
   refused, allowed = config_differences(saved, current)
   if refused:
+    shown = "; ".join(refused[:_SHOWN])
+    more = f"; and {len(refused) - _SHOWN} more" if len(refused) > _SHOWN else ""
     raise ConfigChangeError(
       f"The checkpoints in {directory} were made with another config; resume with the original "
-      "values or start a new --workdir. Differences (checkpoint -> now): " + "; ".join(refused)
+      f"values or start a new --workdir. Differences (checkpoint -> now): {shown}{more}"
     )
   return allowed
+
+
+_SHOWN = 12  # differences named in a refusal
 
 
 def checkpoint_dirs(path) -> list[epath.Path]:
