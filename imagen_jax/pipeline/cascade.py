@@ -184,7 +184,7 @@ class Imagen:
 
   def sample(
     self,
-    prompts: Sequence[str] | None = None,
+    prompts: str | Sequence[str] | None = None,
     *,
     key=None,
     seed: int | None = None,
@@ -212,8 +212,9 @@ class Imagen:
     progress: bool = False,
     on_stage: Callable[[StageOutput], None] | None = None,
   ) -> ImagenOutput:
-    """Images for `prompts`, each stage's: an ImagenOutput (`.images`, one entry per stage run,
-    `.timings`, `.prompts`; indexing it indexes `.images`, so `out[-1]` is the last stage's).
+    """Images for `prompts` (a list of texts, or one text), each stage's: an ImagenOutput
+    (`.images`, one entry per stage run, `.timings`, `.prompts`; indexing it indexes `.images`,
+    so `out[-1]` is the last stage's).
 
     Rows are (prompt, image index) pairs, num_images_per_prompt per prompt, prompt-major; each
     row draws from its own key, made from `key` (a jax PRNG key) or `seed` (default 0), the

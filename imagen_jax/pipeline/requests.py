@@ -118,7 +118,7 @@ def conditioning(
     text, mask = _embeds(prompt_embeds, prompt_mask, "prompt_embeds")
     names, texts = [f"<embedding {i}>" for i in range(text.shape[0])], None
   else:
-    names = texts = check_texts(prompts)
+    names = texts = check_texts([prompts] if isinstance(prompts, str) else prompts)
     text, mask = encoder(names)
   count = text.shape[0]
   if negative_prompt is not None and negative_embeds is not None:
