@@ -33,6 +33,7 @@ def test_quick_demo_writes_its_outputs_and_says_where(demo):
   summary = json.loads((out / "summary.json").read_text())
   assert set(summary["stages"]) == {"base", "sr1", "sr2"}
   assert str(out) in stdout and "samples.png" in stdout
+  assert "Downloading" not in stdout  # the offline demo does not say it downloads
   for stage in ("base", "sr1", "sr2"):
     assert (out / stage / "metrics.jsonl").exists()
     assert list((out / stage / "tensorboard").glob("events.out.tfevents.*"))

@@ -64,7 +64,19 @@ class ShapesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class ImagenShapes(tfds.core.GeneratorBasedBuilder):
+class _Built:
+  """TFDS prints "Downloading and preparing dataset ..." to stdout before a build and "...
+  downloaded and prepared" after it; these datasets download nothing (the demo is offline),
+  so the end of a build is logged instead."""
+
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    log.info("built the %s dataset in %s", self.name, self.data_dir)
+
+
+class ImagenShapes(_Built, tfds.core.GeneratorBasedBuilder):
   """Procedural shapes with captions; one config per (size, examples, seed)."""
 
   VERSION = tfds.core.Version("1.2.0")
@@ -199,7 +211,7 @@ def folder_fingerprint(folder, *, exclude: pathlib.Path | None = None) -> str:
   return digest.hexdigest()
 
 
-class ImageTextFolder(tfds.core.GeneratorBasedBuilder):
+class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
   """A folder of images with captions, converted to RGB and stored PNG-encoded."""
 
   VERSION = tfds.core.Version("1.0.0")
