@@ -111,6 +111,19 @@ def test_restored_iterator_state_continues_exactly(tmp_path, workers):
       np.testing.assert_array_equal(x[k], y[k])
 
 
+def test_every_epoch_is_a_new_order_of_the_source_examples(tmp_path):
+  """An example's index is its place in the source in every epoch: the text store and the
+  caption choice are keyed on it."""
+  got, _ = batches(demo_config(tmp_path), 12)  # two epochs: 48 examples, global batch 8
+  first, second = (np.concatenate([b["index"] for b in got[e * 6 : (e + 1) * 6]]) for e in (0, 1))
+  assert sorted(first) == sorted(second) == list(range(48))
+  assert list(first) != list(second)
+  ids = {}
+  for b in got:
+    for i, row in zip(b["index"], b["input_ids"]):
+      np.testing.assert_array_equal(ids.setdefault(int(i), row), row)
+
+
 def test_two_processes_read_disjoint_shards_that_cover_the_data(tmp_path):
   config = demo_config(tmp_path)
   epoch_batches = 48 // 8  # global batch 8, 48 examples
@@ -395,11 +408,12 @@ def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
   )
   source = pipeline.open_source(config)
   transform = pipeline.ExampleTransform(config, store=store)
-  it = iter(pipeline.make_dataset(source, transform, seed=0, global_batch=4))
-  batch = next(it)
-  assert batch["text_emb"].shape == (4, 72, 64) and "input_ids" not in batch
-  for row, index in enumerate(batch["index"]):
-    np.testing.assert_array_equal(batch["text_emb"][row], store.get(int(index))[0])
+  it = iter(pipeline.make_dataset(source, transform, seed=0, global_batch=16))
+  for _ in range(4):  # into the second epoch (48 examples)
+    batch = next(it)
+    assert batch["text_emb"].shape == (16, 72, 64) and "input_ids" not in batch
+    for row, index in enumerate(batch["index"]):
+      np.testing.assert_array_equal(batch["text_emb"][row], store.get(int(index))[0])
 
 
 def test_store_is_safe_to_open_from_many_loader_threads(tmp_path, monkeypatch):

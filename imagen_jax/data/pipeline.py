@@ -18,6 +18,7 @@ A local batch is a dict of numpy arrays:
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 
 import grain
@@ -135,8 +136,11 @@ class _ProcessRows(grain.MapDataset):
     return f"ProcessRows(p={self._p}, n={self._n}, b={self._b})"
 
 
-def _with_index(index, element):
-  return {**element, "index": index}
+def _with_index(size: int, index: int, element: dict) -> dict:
+  # Past the first epoch grain passes epoch * size + position down the chain (its shuffle draws
+  # a new order per epoch from that); the element's index is its position in the source, which
+  # the text store and the caption choice key on.
+  return {**element, "index": index % size}
 
 
 def make_dataset(
@@ -158,7 +162,7 @@ def make_dataset(
   if len(source) == 0:
     raise ValueError("The dataset is empty.")
   local = global_batch // process_count
-  ds = grain.MapDataset.source(source).map_with_index(_with_index)
+  ds = grain.MapDataset.source(source).map_with_index(functools.partial(_with_index, len(source)))
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(None).random_map(transform, seed=seed)
