@@ -248,7 +248,8 @@ def _parse_value(text: str, current):
 
 
 def _known(name: str, node: ml_collections.ConfigDict, sections: bool) -> str:
-  """The keys (or sections) of `node` for an error about `name`, the closest first."""
+  """The end of an error about an unknown `name`: the closest of `node`'s keys (or sections),
+  if one is close, and all of them."""
   keys = sorted(k for k, v in node.items() if isinstance(v, ml_collections.ConfigDict) == sections)
   close = difflib.get_close_matches(name, keys, n=1)
   hint = f"; did you mean {close[0]!r}?" if close else "."
