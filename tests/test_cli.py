@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import run_cli
 
-from imagen_jax import cli
+from imagen_jax import cli, logs
 from imagen_jax.cli import sample as sample_cli
 from imagen_jax.configuration import load_config
 from imagen_jax.perf.inspect import inspect_config, saved_activation_bytes
@@ -350,7 +350,8 @@ def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
 @pytest.mark.parametrize(
   "option, extra", [("--init-image", ["--strength", "0.5"]), ("--start-image", [])]
 )
-def test_a_missing_or_unreadable_picture_names_its_option(tmp_path, option, extra):
+def test_a_missing_or_unreadable_picture_names_its_option(tmp_path, option, extra, monkeypatch):
+  monkeypatch.setattr(logs, "setup", lambda: None)  # the test process keeps its logging
   (tmp_path / "notes.png").write_text("not a picture")
   for name, problem in (("nope.png", "no such file"), ("notes.png", "not a picture")):
     argv = ["sample", "--stages", "a", "--prompt", "p", "--out", str(tmp_path / "o")]

@@ -106,6 +106,7 @@ def test_a_folder_on_the_object_store_is_built_once_into_a_data_dir_there(gcs, t
     captions.values()
   )
   caplog.set_level(logging.INFO)
+  caplog.clear()
   builders.prepare_folder(**args)  # unchanged: not built again
   assert "building" not in caplog.text
   (images / "shape_0.txt").write_text("a yellow circle")
