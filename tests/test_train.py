@@ -16,6 +16,7 @@ from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config, 
 
 from imagen_jax import parallel
 from imagen_jax.models import Stage
+from imagen_jax.train import step as step_lib
 from imagen_jax.train.guards import TrainingError, check_finite
 from imagen_jax.train.loop import train_and_evaluate
 from imagen_jax.train.optim import clip_by_global_norm, make_optimizer
@@ -141,16 +142,21 @@ def test_sharded_train_step_equals_the_single_device_step(tmp_path, stage_name):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
-def test_gradient_accumulation_equals_one_large_batch(tmp_path):
-  results = []
+@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled (CPU)", "loop (accelerators)"])
+def test_gradient_accumulation_equals_one_large_batch(tmp_path, monkeypatch, unroll):
+  monkeypatch.setattr(step_lib, "unroll_micro_batches", lambda: unroll)
+  results, loops = [], []
   for accum in (1, 4):
     config = tiny_config("base", tmp_path, f"--config.train.grad_accum={accum}")
     mesh = parallel.make_mesh((1, 1, 1), jax.devices()[:1])
     stage, optimizer, _, state, batch = _state_and_batch(config, mesh)
-    state, metrics = jax.jit(make_train_step(stage, config, optimizer))(
-      state, batch, jax.random.key(1), None
-    )
+    step = jax.jit(make_train_step(stage, config, optimizer))
+    loops.append(step.lower(state, batch, jax.random.key(1), None).as_text().count("while"))
+    state, metrics = step(state, batch, jax.random.key(1), None)
     results.append((jax.device_get(metrics), jax.device_get(state.params)))
+  # The micro-batches run in a loop of their own, or one after the other without one (the
+  # random bits' rounds are loops either way).
+  assert loops[1] == loops[0] + (not unroll)
   (m1, p1), (m4, p4) = results
   np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(p4), jax.tree.leaves(p1)):

@@ -101,6 +101,14 @@ def make_eval_loss(stage: Stage, config, *, text_encoder: T5Encoder | None = Non
   return eval_loss
 
 
+def unroll_micro_batches() -> bool:
+  """Whether gradient accumulation unrolls its loop over micro-batches: on a CPU, where XLA
+  computes convolutions' kernel gradients inside a loop body tens of times slower than outside
+  one (jax-ml/jax#12868; docs/performance.md). Accelerators keep the loop (one compiled body,
+  however many micro-batches)."""
+  return jax.default_backend() == "cpu"
+
+
 def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder | None = None):
   tc, dc = config.train, config.diffusion
   accum = tc.grad_accum
@@ -125,7 +133,9 @@ def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder 
         return jax.tree.map(jnp.add, carry, (loss, grads)), None
 
       zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
-      (loss, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+      (loss, grads), _ = jax.lax.scan(
+        body, zeros, (jnp.arange(accum), micro), unroll=unroll_micro_batches()
+      )
       loss, grads = jax.tree.map(lambda v: v / accum, (loss, grads))
 
     grad_norm = optax.global_norm(grads)
