@@ -26,5 +26,11 @@ def setup(level: int = logging.INFO) -> None:
     datefmt="%H:%M:%S",
     force=True,
   )
+  quiet_third_party()
+
+
+def quiet_third_party() -> None:
+  """Third-party loggers at ERROR: also in data-loader worker processes, which would otherwise
+  repeat their notices (absl's "Using custom data configuration", ...) once per worker."""
   for name in QUIET_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)

@@ -222,6 +222,25 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind):
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
 
 
+def test_loader_processes_do_not_repeat_third_party_notices(tmp_path, capfd):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(4):
+    Image.new("RGB", (20, 20), (i * 60, 0, 0)).save(folder / f"{i}.png")
+    (folder / f"{i}.txt").write_text(f"red {i}")
+  config = demo_config(
+    tmp_path,
+    "base",
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={folder}",
+    "--config.data.build_size=0",
+  )
+  capfd.readouterr()
+  (batch,), _ = batches(config, 1, workers=2, global_batch=4)
+  assert sorted(batch["index"]) == [0, 1, 2, 3]
+  assert "absl" not in capfd.readouterr().err  # each worker reopens the source
+
+
 def test_folder_without_captions_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   config = demo_config(

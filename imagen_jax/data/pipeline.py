@@ -24,7 +24,7 @@ import logging
 import grain
 import numpy as np
 
-from imagen_jax import images, paths
+from imagen_jax import images, logs, paths
 from imagen_jax.data import builders, remote
 from imagen_jax.errors import short_error
 
@@ -175,8 +175,14 @@ def make_dataset(
 
     if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    ds = ds.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=workers), worker_init_fn=_quiet_worker
+    )
   return ds
+
+
+def _quiet_worker(worker_index: int, worker_count: int) -> None:
+  logs.quiet_third_party()
 
 
 def open_source(config, *, build: bool = True, skip_images: bool = False):
