@@ -147,6 +147,17 @@ def _save(image: Image.Image, path, **kw):
   return path
 
 
+def _folder_config(tmp_path, folder, *extra):
+  return demo_config(
+    tmp_path,
+    "base",
+    "--config.data.name=image_text_folder",
+    f"--config.data.path={folder}",
+    "--config.data.build_size=0",
+    *extra,
+  )
+
+
 def make_folder(root):
   root.mkdir()
   rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
@@ -171,14 +182,7 @@ def make_folder(root):
 
 def test_image_text_folder_converts_modes_and_skips_bad_files(tmp_path, caplog):
   rgb = make_folder(tmp_path / "images")
-  config = demo_config(
-    tmp_path,
-    "base",
-    "--config.data.name=image_text_folder",
-    f"--config.data.path={tmp_path / 'images'}",
-    "--config.data.min_size=16",
-    "--config.data.build_size=0",
-  )
+  config = _folder_config(tmp_path, tmp_path / "images", "--config.data.min_size=16")
   with caplog.at_level(logging.WARNING):
     source = pipeline.open_source(config)
   assert "2 unreadable" in caplog.text and "1 too small" in caplog.text
@@ -211,13 +215,7 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind):
     (folder / "captions.csv").write_text(
       "file,caption\n" + "".join(f"{i}.png,red {i}\n" for i in range(3))
     )
-  config = demo_config(
-    tmp_path,
-    "base",
-    "--config.data.name=image_text_folder",
-    f"--config.data.path={folder}",
-    "--config.data.build_size=0",
-  )
+  config = _folder_config(tmp_path, folder)
   source = pipeline.open_source(config)
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
 
@@ -228,13 +226,7 @@ def test_loader_processes_do_not_repeat_third_party_notices(tmp_path, capfd):
   for i in range(4):
     Image.new("RGB", (20, 20), (i * 60, 0, 0)).save(folder / f"{i}.png")
     (folder / f"{i}.txt").write_text(f"red {i}")
-  config = demo_config(
-    tmp_path,
-    "base",
-    "--config.data.name=image_text_folder",
-    f"--config.data.path={folder}",
-    "--config.data.build_size=0",
-  )
+  config = _folder_config(tmp_path, folder)
   capfd.readouterr()
   (batch,), _ = batches(config, 1, workers=2, global_batch=4)
   assert sorted(batch["index"]) == [0, 1, 2, 3]
@@ -243,24 +235,9 @@ def test_loader_processes_do_not_repeat_third_party_notices(tmp_path, capfd):
 
 def test_folder_without_captions_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
-  config = demo_config(
-    tmp_path,
-    "base",
-    "--config.data.name=image_text_folder",
-    f"--config.data.path={tmp_path / 'empty'}",
-  )
+  config = _folder_config(tmp_path, tmp_path / "empty")
   with pytest.raises(ValueError, match="No captioned images"):
     pipeline.open_source(config)
-
-
-def _folder_config(tmp_path, folder):
-  return demo_config(
-    tmp_path,
-    "base",
-    "--config.data.name=image_text_folder",
-    f"--config.data.path={folder}",
-    "--config.data.build_size=0",
-  )
 
 
 def _red_folder(tmp_path):
