@@ -202,7 +202,7 @@ def test_image_text_folder_converts_modes_and_skips_bad_files(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
-def test_image_text_folder_reads_caption_files(tmp_path, kind):
+def test_image_text_folder_reads_caption_files(tmp_path, kind, caplog):
   folder = tmp_path / "images"
   folder.mkdir()
   for i in range(3):
@@ -215,9 +215,12 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind):
     (folder / "captions.csv").write_text(
       "file,caption\n" + "".join(f"{i}.png,red {i}\n" for i in range(3))
     )
-  config = _folder_config(tmp_path, folder)
-  source = pipeline.open_source(config)
+  config = _folder_config(tmp_path, folder, "--config.data.build_size=32")
+  with caplog.at_level(logging.WARNING):
+    source = pipeline.open_source(config)
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
+  # 20 px pictures for a dataset of 32 px: kept, and said.
+  assert "3 of the kept images have a side under 32 px" in caplog.text
 
 
 def test_loader_processes_do_not_repeat_third_party_notices(tmp_path, capfd):

@@ -260,7 +260,7 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       "outside the folder": 0,
       "without a caption": len(uncaptioned),
     }
-    kept = 0
+    kept = small = 0
     for name, caption in sorted(captions.items()):
       path = _inside(folder, name)
       if path is None:
@@ -286,6 +286,7 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
         image = image.resize(
           (round(image.width * scale), round(image.height * scale)), Image.BICUBIC
         )
+      small += c.max_size and min(image.size) < c.max_size
       kept += 1
       yield name, {"image": np.asarray(image), "caption": caption}
     log.warning(
@@ -294,6 +295,14 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       kept,
       ", ".join(f"{v} {k}" for k, v in skipped.items()),
     )
+    if small:
+      log.warning(
+        "%d of the kept images have a side under %d px, the size this dataset is built for: "
+        "training upscales them (--config.data.min_size=%d skips them instead)",
+        small,
+        c.max_size,
+        c.max_size,
+      )
     self.skipped = skipped
 
 
