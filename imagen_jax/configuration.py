@@ -62,7 +62,9 @@ def stage_defaults() -> ml_collections.ConfigDict:
   c.data.image_key = "image"
   c.data.text_key = "caption"
   c.data.num_examples = 20_000  # imagen_shapes: examples to generate
-  c.data.build_size = 0  # imagen_shapes: resolution stored (0 = the stage's largest size)
+  # imagen_shapes: the resolution stored (0: the stage's largest size); image_text_folder: the
+  # largest short side stored (0: as they are)
+  c.data.build_size = 0
   c.data.crop = "center"  # "center" or "random" crop after the shortest-side resize
   c.data.crop_from = 0  # SR crops: resize to this size, then crop image_size (0 = no crop)
   c.data.min_size = 0  # image_text_folder: skip images smaller than this
