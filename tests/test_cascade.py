@@ -171,6 +171,18 @@ def test_sample_command_writes_each_picture_with_its_settings_and_a_grid(demo, t
     "--out", str(alone),
   )  # fmt: skip
   np.testing.assert_array_equal(np.asarray(Image.open(alone / "image_000.png")), np.asarray(png))
+  # Again into the first folder: replaced whole, no picture of the earlier run left beside.
+  (folder / "mine.txt").write_text("not the command's")
+  run_cli(
+    "sample", "--stages", str(out / "base"), "--prompt", "x", "--steps", "2", "--out",
+    str(folder), "--overwrite",
+  )  # fmt: skip
+  assert sorted(p.name for p in folder.iterdir()) == [
+    "grid.png",
+    "image_000.png",
+    "mine.txt",
+    "samples.json",
+  ]
 
 
 def test_sample_command_labels_stages_after_a_start_image(demo, tmp_path):

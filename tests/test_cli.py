@@ -359,3 +359,17 @@ def test_a_missing_or_unreadable_picture_names_its_option(tmp_path, option, extr
     with pytest.raises(ValueError, match=f"^{option} .*{name}: {problem}"):
       sample_cli.run(args)
   assert not (tmp_path / "o").exists()
+
+
+def test_an_earlier_runs_pictures_are_not_overwritten_unless_asked(tmp_path, monkeypatch):
+  monkeypatch.setattr(logs, "setup", lambda: None)
+  (tmp_path / "samples.json").write_text("[]")
+  args = cli.build_parser().parse_args(
+    ["sample", "--stages", str(tmp_path / "nope"), "--prompt", "p", "--out", str(tmp_path)]
+  )
+  with pytest.raises(ValueError, match=r"holds the pictures of an earlier run.*--overwrite"):
+    sample_cli.run(args)  # at once, before any stage is loaded
+  args.overwrite = True
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    sample_cli.run(args)
+  assert (tmp_path / "samples.json").exists()  # nothing removed before the new pictures exist

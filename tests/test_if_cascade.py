@@ -142,7 +142,7 @@ def test_the_sample_command_runs_if_pipelines(pipelines, tmp_path):
     "--prompt",
     "x",
     "--out",
-    str(out),
+    str(tmp_path / "mixed"),
     check=False,
   )
   assert mixed.returncode != 0 and "mixes DeepFloyd IF stages" in mixed.stderr

@@ -79,6 +79,11 @@ def add_arguments(parser):
     "--save-stages", action="store_true", help="also write every earlier stage's pictures"
   )
   parser.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace the pictures an earlier run wrote into --out (by default it is refused)",
+  )
+  parser.add_argument(
     "--variant",
     default="fp16",
     help="IF hub downloads: the weight files to fetch ('fp16' halves the download; 'none' for "
@@ -170,6 +175,25 @@ def _one_or_many(values):
   return values[0] if len(values) == 1 else values
 
 
+def _remove_earlier_run(out: pathlib.Path) -> None:
+  """Deletes what an earlier run wrote into `out` (the pictures its samples.json lists, the
+  grid), so that none of its pictures stays beside the new ones."""
+  listing = out / "samples.json"
+  if not listing.exists():
+    return
+  try:
+    files = [record["file"] for record in json.loads(listing.read_text())]
+  except (ValueError, KeyError, TypeError):
+    files = []
+  for name in [*files, "grid.png", "samples.json"]:
+    path = out / name
+    if path.resolve().is_relative_to(out.resolve()):
+      path.unlink(missing_ok=True)
+  for folder in out.glob("stage*"):
+    if folder.is_dir() and not any(folder.iterdir()):
+      folder.rmdir()
+
+
 def _png_info(record: dict):
   from PIL.PngImagePlugin import PngInfo
 
@@ -198,6 +222,11 @@ def run(args) -> int:
   start = None
   if args.start_image:
     start = np.asarray(_open_picture(args.start_image, "--start-image").convert("RGB"))
+  if (out / "samples.json").exists() and not args.overwrite:
+    raise ValueError(
+      f"{out} holds the pictures of an earlier run (samples.json): give another --out, or "
+      "add --overwrite to replace them."
+    )
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.perf_counter()
   imagen = _load(args)
@@ -234,6 +263,7 @@ def run(args) -> int:
     resample=args.resample,
     progress=True,
   )
+  _remove_earlier_run(out)
   records = []
   stages = range(len(result)) if args.save_stages else [len(result) - 1]
   for k in stages:
