@@ -77,6 +77,13 @@ def test_shapes_builder_builds_and_reads_offline(tmp_path):
   assert b"background" in element["caption"]
 
 
+def test_a_data_dir_that_cannot_be_written_is_named(tmp_path):
+  (tmp_path / "a_file").write_text("")
+  config = demo_config(tmp_path, "base", f"--config.data.data_dir={tmp_path / 'a_file' / 'tfds'}")
+  with pytest.raises(OSError, match=r"Cannot write the dataset into .*a_file/tfds \(Not a dir"):
+    pipeline.open_source(config)
+
+
 def test_batches_have_the_stage_shapes(tmp_path):
   (base,), _ = batches(demo_config(tmp_path), 1)
   assert base["image"].shape == (8, 16, 16, 3) and base["image"].dtype == np.uint8

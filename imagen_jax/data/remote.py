@@ -64,6 +64,14 @@ def build(make: Callable, data_dir: str | None, prepare: Callable | None = None)
   prepare = prepare or (lambda builder: builder.download_and_prepare())
   if not paths.is_url(data_dir or ""):
     builder = make(data_dir)
+    root = pathlib.Path(builder.data_dir_root)
+    try:
+      root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise OSError(
+        f"Cannot write the dataset into {root} ({e.strerror or e}): set --config.data.data_dir "
+        "to a folder you can write."
+      ) from None
     prepare(builder)
     return builder
   with tempfile.TemporaryDirectory(prefix="imagen-jax-build-") as tmp:
