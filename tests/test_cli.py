@@ -373,3 +373,17 @@ def test_an_earlier_runs_pictures_are_not_overwritten_unless_asked(tmp_path, mon
   with pytest.raises(FileNotFoundError, match="does not exist"):
     sample_cli.run(args)
   assert (tmp_path / "samples.json").exists()  # nothing removed before the new pictures exist
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra(monkeypatch, capsys):
+  def run(args):  # what etils/fsspec raise for a gs:// workdir without gcsfs
+    raise ImportError("Please install gcsfs to access Google Storage")
+
+  monkeypatch.setattr(sample_cli, "run", run)
+  assert cli.main(["sample", "--stages", "gs://b/run", "--prompt", "p", "--out", "o"]) == 2
+  err = capsys.readouterr().err
+  assert err.splitlines()[0] == (
+    "imagen-jax sample: error: Please install gcsfs to access Google Storage "
+    "(install the gcs extra: pip install 'imagen-jax[gcs]')"
+  )
+  assert "Traceback" not in err

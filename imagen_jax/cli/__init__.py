@@ -144,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     # At once: not waiting for background threads (an orbax save in flight, data loaders).
     # Checkpoints are published only when complete, so none is left half-written.
     os._exit(130)
-  except (ValueError, TypeError, OSError, RuntimeError) as e:
-    # Errors of configuration and input carry a message that says what to do.
+  except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
+    # Errors of configuration and input carry a message that says what to do; an ImportError
+    # is an optional package that a path or option needs (gcsfs for gs://).
     if args.debug:
       raise
+    if isinstance(e, ImportError):
+      from imagen_jax.errors import missing_package
+
+      e = missing_package(e)
     print(f"imagen-jax {args.verb}: error: {e}", file=sys.stderr)
     print("(run with --debug for the traceback)", file=sys.stderr)
     return 2

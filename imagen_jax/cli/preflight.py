@@ -57,6 +57,7 @@ def _workdir(workdir) -> str:
   from etils import epath
 
   from imagen_jax import paths
+  from imagen_jax.errors import missing_package
 
   path = epath.Path(paths.absolute(workdir))
   probe = path / f".preflight-{jax.process_index()}"
@@ -65,7 +66,7 @@ def _workdir(workdir) -> str:
     probe.write_text("ok")
     probe.unlink()
   except ImportError as e:  # gs:// without gcsfs
-    raise RuntimeError(f"{path}: {e} (install the gcs extra: pip install 'imagen-jax[gcs]')") from e
+    raise RuntimeError(f"{path}: {missing_package(e)}") from e
   return f"{path} is writable"
 
 
