@@ -243,6 +243,16 @@ def test_loader_processes_do_not_repeat_third_party_notices(tmp_path, capfd):
   assert "absl" not in capfd.readouterr().err  # each worker reopens the source
 
 
+def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(2):
+    (folder / f"{i}.png").write_bytes(b"not a picture")
+    (folder / f"{i}.txt").write_text("a caption")
+  with pytest.raises(ValueError, match=r"No usable image in .*: skipped 2 unreadable"):
+    pipeline.open_source(_folder_config(tmp_path, folder))
+
+
 def test_folder_without_captions_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   config = _folder_config(tmp_path, tmp_path / "empty")

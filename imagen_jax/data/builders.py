@@ -289,12 +289,10 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       small += c.max_size and min(image.size) < c.max_size
       kept += 1
       yield name, {"image": np.asarray(image), "caption": caption}
-    log.warning(
-      "image_text_folder %s: kept %d images; skipped %s",
-      folder,
-      kept,
-      ", ".join(f"{v} {k}" for k, v in skipped.items()),
-    )
+    counts = ", ".join(f"{v} {k}" for k, v in skipped.items())
+    if not kept:
+      raise ValueError(f"No usable image in {folder}: skipped {counts} (the log names them).")
+    log.warning("image_text_folder %s: kept %d images; skipped %s", folder, kept, counts)
     if small:
       log.warning(
         "%d of the kept images have a side under %d px, the size this dataset is built for: "
