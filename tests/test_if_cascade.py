@@ -111,7 +111,9 @@ def test_hub_ids_are_not_fetched_offline_and_say_what_to_do(monkeypatch):
     raise error
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", gated)
-  with pytest.raises(PermissionError, match="accept the DeepFloyd IF license"):
+  with pytest.raises(
+    PermissionError, match=r"accept its license on https://huggingface\.co/DeepFloyd/IF-I-XL"
+  ):
     if_pipeline.pipeline_directory("DeepFloyd/IF-I-XL-v1.0", text_encoder=True)
   patterns = if_pipeline.hub_patterns("fp16", text_encoder=False)
   assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns

@@ -1,6 +1,7 @@
 """The Flax T5 encoder against transformers' PyTorch T5EncoderModel, weight import, sharding."""
 
 import json
+import logging
 import pathlib
 import shutil
 
@@ -11,6 +12,8 @@ from safetensors.numpy import load_file, save_file
 
 from imagen_jax import parallel
 from imagen_jax.models import t5, t5_weights
+from imagen_jax.text import TextEncoder
+from imagen_jax.text.tokenizers import load_tokenizer
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "t5"
 FAMILIES = ["v1_0_relu", "v1_1_gated_gelu", "byt5_vocab"]
@@ -219,6 +222,43 @@ def test_hub_downloads_the_first_weights_format_read_without_pickles(monkeypatch
   )
   with pytest.raises(FileNotFoundError, match=r"pytorch_model\.bin.*not read"):
     hub_files("org/pickles")
+
+
+def test_a_hub_id_without_the_hub_uses_the_cache_or_says_what_to_do(monkeypatch, tmp_path, caplog):
+  import huggingface_hub
+  from huggingface_hub.errors import LocalEntryNotFoundError
+
+  from imagen_jax import hub
+  from imagen_jax.text.encoder import hub_files
+
+  # The tests run with HF_HUB_OFFLINE=1: listing the repository fails, nothing is cached.
+  with pytest.raises(ConnectionError, match="nor in the hub cache, and the hub cannot be reached"):
+    TextEncoder.from_pretrained("google/t5-v1_1-base")
+
+  class ConnectError(Exception):  # what the hub's HTTP client raises without a network
+    pass
+
+  def unreachable(repo_id):
+    raise ConnectError("[Errno -2] Name or service not known")
+
+  cache = {}
+
+  def snapshot_download(repo_id, local_files_only=False, **kwargs):
+    if not local_files_only:
+      raise ConnectError("[Errno -2] Name or service not known")
+    if repo_id not in cache:
+      raise LocalEntryNotFoundError("not cached")
+    return str(cache[repo_id])
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+  with pytest.raises(ConnectionError, match=r"cannot be reached \(ConnectError: \[Errno -2\]"):
+    hub.snapshot("google/t5-v1_1-base", unreachable)
+  cache["google/t5-v1_1-base"] = tmp_path
+  with caplog.at_level(logging.WARNING):
+    assert hub.snapshot("google/t5-v1_1-base", hub_files) == tmp_path
+  assert "using the cached snapshot of google/t5-v1_1-base" in caplog.text
+  with pytest.raises(ValueError, match="Unknown builtin text encoder 'builtin:shapes-tiy'"):
+    load_tokenizer("builtin:shapes-tiy")
 
 
 def _write_t5x_checkpoint(directory, tensors: dict, num_layers: int):

@@ -9,21 +9,19 @@ in the fp16 variant by default (half the download; compute runs in the chosen dt
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
 
 import jax.numpy as jnp
 import numpy as np
 
+from imagen_jax import hub
 from imagen_jax.diffusion import discrete
 from imagen_jax.models import t5_weights
 from imagen_jax.pretrained.if_stage import IFStage
 from imagen_jax.pretrained.unet import load_unet
 from imagen_jax.text import TextEncoder
 from imagen_jax.text.tokenizers import load_tokenizer
-
-log = logging.getLogger(__name__)
 
 TEXT_LENGTH = 77  # IF's tokenizer length
 SR_FACTOR = 4  # IF-II: 64 -> 256
@@ -159,29 +157,4 @@ def pipeline_directory(
     return path
   if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
     raise FileNotFoundError(f"{name} is neither a pipeline folder nor a hub id (owner/name).")
-  from huggingface_hub import snapshot_download
-  from huggingface_hub.errors import (
-    GatedRepoError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-  )
-
-  patterns = hub_patterns(variant, text_encoder=text_encoder)
-  log.info("downloading %s from the Hugging Face hub (%s)", name, variant or "float32")
-  try:
-    return pathlib.Path(snapshot_download(name, allow_patterns=patterns))
-  except GatedRepoError as e:
-    raise PermissionError(
-      f"{name} is gated: accept the DeepFloyd IF license on https://huggingface.co/{name} with "
-      "your account, then log in here (`hf auth login`, or set HF_TOKEN)."
-    ) from e
-  except RepositoryNotFoundError as e:
-    raise FileNotFoundError(
-      f"{name} is not a local folder and was not found on the hub (if it is a private or gated "
-      "repository, log in first: `hf auth login`)."
-    ) from e
-  except LocalEntryNotFoundError as e:
-    raise ConnectionError(
-      f"{name} is not a local folder, nor in the hub cache, and the hub cannot be reached "
-      "(offline, or HF_HUB_OFFLINE=1): download it where there is a network, or pass a folder."
-    ) from e
+  return hub.snapshot(name, hub_patterns(variant, text_encoder=text_encoder))

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from etils import epath
 
-from imagen_jax import paths
+from imagen_jax import hub, paths
 from imagen_jax.data import shapes
 
 BYTE_ENCODER = "builtin:byt5-tiny"
@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
   """A local model directory, or a hub snapshot downloaded on request of `files` (patterns, or
   a function of the hub id that returns them; by default config and tokenizer only)."""
+  if name_or_dir.startswith("builtin:"):
+    raise ValueError(
+      f"Unknown builtin text encoder {name_or_dir!r}; the builtins are "
+      f"{', '.join(sorted(BUILTIN_TOKENIZERS))}."
+    )
   if paths.is_url(name_or_dir):  # a model folder on an object store (a T5X checkpoint on gs://)
     return epath.Path(name_or_dir)
   path = pathlib.Path(os.path.expanduser(name_or_dir))
@@ -42,11 +47,7 @@ def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
     return path
   if path.exists() or name_or_dir.startswith((".", "/", "~")) or name_or_dir.count("/") > 1:
     raise FileNotFoundError(f"{name_or_dir} is not a model directory.")
-  from huggingface_hub import snapshot_download
-
-  patterns = files(name_or_dir) if callable(files) else list(files)
-  log.info("downloading %s (%s) from the Hugging Face hub", name_or_dir, ", ".join(patterns))
-  return pathlib.Path(snapshot_download(name_or_dir, allow_patterns=patterns))
+  return hub.snapshot(name_or_dir, files)
 
 
 def load_tokenizer(name_or_dir: str):
