@@ -13,6 +13,7 @@ LAYERS = (
   "paths",
   "errors",
   "logs",
+  "hub",
   "images",
   "hardware",
   "parallel",
