@@ -286,7 +286,8 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
         image = image.resize(
           (round(image.width * scale), round(image.height * scale)), Image.BICUBIC
         )
-      small += c.max_size and min(image.size) < c.max_size
+      if c.max_size and min(image.size) < c.max_size:
+        small += 1
       kept += 1
       yield name, {"image": np.asarray(image), "caption": caption}
     counts = ", ".join(f"{v} {k}" for k, v in skipped.items())
