@@ -52,6 +52,14 @@ def test_sample_returns_one_uint8_batch_per_stage(imagen):
   assert all(im.dtype == np.uint8 for im in images)
 
 
+def test_a_cascade_prints_what_it_holds(imagen):
+  lines = repr(imagen).splitlines()
+  assert lines[0].startswith("Imagen(3 stages, text encoder builtin:shapes-tiny (16 tokens)")
+  assert lines[1].startswith("  stage 1: 16 px base, 1.49M parameters, step ")
+  assert lines[2].startswith("  stage 2: 16->32 px, ") and lines[2].endswith("sr1")
+  assert lines[3].startswith("  stage 3: 32->64 px, ") and lines[3].endswith("sr2")
+
+
 def test_same_seed_same_images_and_another_seed_others(imagen):
   kw = dict(steps=3, stop_at_stage=2)
   a = imagen.sample(["a green star"], seed=3, **kw)

@@ -1,8 +1,11 @@
 """TextEncoder: tokenization against transformers, padding, truncation, the null text."""
 
 import logging
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -167,3 +170,17 @@ def test_bad_texts_are_clear_errors(demo, texts, error):
 def test_missing_local_directory_is_not_sent_to_the_hub(tmp_path):
   with pytest.raises(FileNotFoundError, match="not a model directory"):
     TextEncoder.from_pretrained(str(tmp_path / "nope"))
+
+
+def test_loading_a_tokenizer_prints_no_advisory_about_pytorch():
+  # transformers announces at import that PyTorch is missing; this package never uses it, and a
+  # user of the Python API should not see that line (nor lose the variable's own setting).
+  code = (
+    "import os; from imagen_jax.text import load_tokenizer; load_tokenizer('builtin:byt5-tiny'); "
+    "print(os.environ.get('TRANSFORMERS_NO_ADVISORY_WARNINGS'))"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+  assert done.returncode == 0, done.stderr
+  assert "PyTorch" not in done.stderr
+  assert done.stdout.strip() == "None"

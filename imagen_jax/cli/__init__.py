@@ -120,9 +120,6 @@ def compile_fast() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  # transformers (read here for tokenizers and configs only) announces at import that PyTorch,
-  # which this package does not use, is missing.
-  os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   if args.verb is None:

@@ -160,6 +160,18 @@ class Imagen:
     )
     return cls(stages, text_encoder, mesh)
 
+  def __repr__(self) -> str:
+    count = f"{len(self.stages)} stage" + ("s" if len(self.stages) > 1 else "")
+    text = f"text encoder {self.text_encoder.name} ({self.text_encoder.max_length} tokens)"
+    lines = [f"Imagen({count}, {text}, mesh {dict(self.mesh.shape)})"]
+    for i, loaded in enumerate(self.stages):
+      stage, size = loaded.stage, loaded.stage.output_size
+      kind = f"{size // stage.factor}->{size} px" if stage.super_res else f"{size} px base"
+      params = sum(leaf.size for leaf in jax.tree.leaves(loaded.params))
+      step = f", step {loaded.step}" if loaded.step >= 0 else ""
+      lines.append(f"  stage {i + 1}: {kind}, {params / 1e6:.2f}M parameters{step}: {loaded.path}")
+    return "\n".join(lines)
+
   def save_pretrained(self, folder) -> pathlib.Path:
     """Writes the stages' EMA parameters and configs (and a README card) to a new folder that
     Imagen.from_pretrained(folder) and Imagen.load([folder]) read (pipeline/export.py)."""

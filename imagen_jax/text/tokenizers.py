@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -50,6 +51,23 @@ def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
   return hub.snapshot(name_or_dir, files)
 
 
+def _transformers():
+  """transformers (for its tokenizers only), imported without the advisory it prints when
+  PyTorch, which this package never uses, is not installed."""
+  if "transformers" not in sys.modules:
+    quiet = "TRANSFORMERS_NO_ADVISORY_WARNINGS"
+    before = os.environ.get(quiet)
+    os.environ[quiet] = "1"  # read by that advisory when transformers is imported
+    try:
+      import transformers  # noqa: F401
+    finally:
+      if before is None:
+        del os.environ[quiet]
+      else:
+        os.environ[quiet] = before
+  return sys.modules["transformers"]
+
+
 def load_tokenizer(name_or_dir: str):
   """The tokenizer of an encoder: a builtin one for a builtin name, else the one in the model
   directory (or hub id, downloaded on request): Hugging Face's tokenizer files, or T5's
@@ -59,20 +77,14 @@ def load_tokenizer(name_or_dir: str):
   directory = resolve_directory(name_or_dir)
   files = sorted(p.name for p in directory.iterdir())
   if "tokenizer.json" in files or "tokenizer_config.json" in files:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(directory))
+    return _transformers().AutoTokenizer.from_pretrained(str(directory))
   if "spiece.model" in files:
-    from transformers import T5TokenizerFast
-
-    return T5TokenizerFast.from_pretrained(str(_spiece_folder(directory)))
+    return _transformers().T5TokenizerFast.from_pretrained(str(_spiece_folder(directory)))
   from imagen_jax.models import t5x_io
 
   if t5x_io.is_checkpoint(directory):  # T5X checkpoints carry no vocabulary: T5's own
-    from transformers import T5TokenizerFast
-
     log.info("%s: using T5's SentencePiece vocabulary %s", directory, T5_VOCABULARY)
-    return T5TokenizerFast.from_pretrained(str(_spiece_folder(T5_VOCABULARY)))
+    return _transformers().T5TokenizerFast.from_pretrained(str(_spiece_folder(T5_VOCABULARY)))
   raise FileNotFoundError(
     f"{directory} has no tokenizer: it needs tokenizer.json, tokenizer_config.json or "
     f"spiece.model; it holds {', '.join(files) or 'nothing'}."
@@ -145,7 +157,6 @@ def _shapes_tokenizer():
   """Lower-cased, split at spaces and punctuation, a token per known word, then </s>. Ids follow
   T5: <pad> 0, </s> 1, <unk> 2, then the words."""
   from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-  from transformers import PreTrainedTokenizerFast
 
   vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
   vocab.update({word: i + 3 for i, word in enumerate(shapes_vocabulary())})
@@ -154,15 +165,13 @@ def _shapes_tokenizer():
   tok.normalizer = normalizers.Lowercase()
   tok.pre_tokenizer = pre_tokenizers.Whitespace()
   tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-  return PreTrainedTokenizerFast(
+  return _transformers().PreTrainedTokenizerFast(
     tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
   )
 
 
 def _byte_tokenizer():
-  from transformers import ByT5Tokenizer
-
-  return ByT5Tokenizer()
+  return _transformers().ByT5Tokenizer()
 
 
 BUILTIN_TOKENIZERS = {BYTE_ENCODER: _byte_tokenizer, SHAPES_ENCODER: _shapes_tokenizer}
