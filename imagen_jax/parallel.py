@@ -169,14 +169,16 @@ def pad_batch(array, mesh: Mesh):
   return xp.pad(array, [(0, pad)] + [(0, 0)] * (array.ndim - 1)) if pad else array
 
 
-def check_batch(config, mesh: Mesh) -> None:
-  """Raises ValueError when the config's micro-batch does not split evenly over the mesh."""
-  shards = batch_shards(mesh.shape)
+def check_batch(config, mesh_shape: Mapping[str, int]) -> None:
+  """Raises ValueError when the config's micro-batch does not split evenly over a mesh of
+  `mesh_shape` (a Mesh's .shape)."""
+  shards = batch_shards(mesh_shape)
   micro = config.train.batch_size // config.train.grad_accum
   if micro % shards:
     raise ValueError(
       f"The micro-batch (train.batch_size / train.grad_accum = {micro}) must divide evenly "
-      f"over the {shards} batch shards of the mesh ({' x '.join(batch_axes())})."
+      f"over the {shards} batch shards of the mesh ({' x '.join(batch_axes())}): make "
+      f"train.batch_size a multiple of {shards * config.train.grad_accum} or use other devices."
     )
 
 

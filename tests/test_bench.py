@@ -140,3 +140,9 @@ def test_conv_share_finds_every_convolution_and_its_flops(monkeypatch):
   forward = inspect_config(config, devices=1)["flops_per_image"]["unet_forward"]
   conv_flops = sum(conv_share._flops(c, 1) for c in convs)
   assert 0.8 * forward < conv_flops < 1.05 * forward
+
+
+@pytest.mark.parametrize("spec, stages", [("demo", 3), ("configs/demo.py", 3), ("demo:sr1", 1)])
+def test_the_demo_config_without_a_stage_is_its_cascade_in_either_form(spec, stages):
+  configs = bench.load_configs(spec, [])
+  assert [c.stage for c in configs] == (["base", "sr", "sr"] if stages == 3 else ["sr"])

@@ -141,6 +141,12 @@ def test_inspect_memory_splits_the_paper_model_over_fsdp():
   assert perfect < per_device < 1.1 * perfect
 
 
+def test_inspect_refuses_a_device_count_the_batch_does_not_split_over():
+  # train refuses it before the first step; a plan for it must not show 682.67 images per device.
+  with pytest.raises(ValueError, match="divide evenly over the 3 batch shards"):
+    inspect_config(load_config("configs/sr1024.py"), devices=3)
+
+
 @pytest.mark.parametrize("cpus, devices", [(1, 1), (2, 2), (3, 2), (6, 4), (16, 8), (96, 8)])
 def test_a_cpu_host_is_split_into_a_power_of_two_devices(cpus, devices):
   assert cli.host_cpu_devices(cpus) == devices

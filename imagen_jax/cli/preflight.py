@@ -42,7 +42,7 @@ def _devices(config) -> str:
   from imagen_jax import parallel
 
   mesh = parallel.make_mesh(dict(config.mesh))
-  parallel.check_batch(config, mesh)
+  parallel.check_batch(config, mesh.shape)
   local = jax.local_devices()
   shape = {k: int(v) for k, v in mesh.shape.items()}
   return (

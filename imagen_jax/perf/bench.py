@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax import diffusion, hardware, parallel
-from imagen_jax.configuration import load_config
+from imagen_jax.configuration import load_config, resolve_config_path
 from imagen_jax.images import bicubic_resize
 from imagen_jax.models.sampler import StageSampler
 from imagen_jax.models.stage import Stage
@@ -261,7 +261,8 @@ def summary_line(report: dict) -> str:
 
 
 def load_configs(spec: str, overrides) -> list:
-  """One config, or the three demo stages for `configs/demo.py` without an argument."""
-  if spec.endswith("demo.py"):
+  """One config, or the three demo stages for the demo's config without an argument (`demo`,
+  `configs/demo.py`)."""
+  if ":" not in spec and resolve_config_path(spec).name == "demo.py":
     return [load_config(f"{spec}:{s}", overrides) for s in ("base", "sr1", "sr2")]
   return [load_config(spec, overrides)]

@@ -79,6 +79,8 @@ def inspect_config(
   activations saved for the backward pass per device under each remat policy
   (saved_activation_bytes)."""
   devices = devices or jax.device_count()
+  sizes = _mesh_sizes(config, devices)
+  parallel.check_batch(config, sizes)  # as train would, before any tracing
   dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
   stage = Stage.from_config(config, dtype=dtype)
   boxed = stage.abstract_params()
@@ -111,7 +113,6 @@ def inspect_config(
   step = make_train_step(stage, one, optimizer)
   train_flops = compile_lib.flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
 
-  sizes = _mesh_sizes(config, devices)
   param_bytes = _bytes_per_device(boxed, sizes)
   report = {
     "config_stage": config.stage,
@@ -147,8 +148,7 @@ def inspect_config(
   mem = report["memory_per_device"]
   batch_shards = parallel.batch_shards(sizes)
   micro = config.train.batch_size // config.train.grad_accum
-  mem["batch_per_device"] = micro / batch_shards
-  per_device = max(1, micro // batch_shards)
+  per_device = mem["batch_per_device"] = micro // batch_shards
   if activations:
     mem["saved_activations_bytes"] = {
       policy: saved_activation_bytes(config, policy, per_device) for policy in REMAT_POLICIES

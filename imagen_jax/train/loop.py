@@ -88,7 +88,7 @@ def _train(
   config_dict = json.loads(config.to_json())
   checkpointer.check_config(config_dict)  # before data and compilation: a refusal comes at once
   mesh = parallel.make_mesh(dict(config.mesh))
-  parallel.check_batch(config, mesh)
+  parallel.check_batch(config, mesh.shape)
   stage = Stage.from_config(config)
   log.info(
     "mesh %s, compute dtype %s, process %d of %d",
