@@ -413,6 +413,23 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
     full.check_matches(encoder="other", max_length=72, dim=64, num_examples=48)
 
 
+def test_encode_text_on_a_complete_store_does_not_load_the_encoder(tmp_path, monkeypatch):
+  config = demo_config(tmp_path)
+  encoder = TextEncoder.builtin(SHAPES_ENCODER, max_length=72)
+  encode_text(config, tmp_path / "store", batch_size=48, encoder=encoder, progress=False)
+
+  def loading(*args, **kwargs):
+    raise AssertionError("the encoder was loaded for a complete store")
+
+  monkeypatch.setattr(TextEncoder, "from_pretrained", loading)
+  again = encode_text(config, tmp_path / "store", progress=False)
+  assert len(again) == 48
+  # A store of another encoder is still refused.
+  config.text.encoder = "builtin:byt5-tiny"
+  with pytest.raises(AssertionError, match="was loaded"):
+    encode_text(config, tmp_path / "store", progress=False)
+
+
 def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
   config = demo_config(tmp_path)
   store = encode_text(

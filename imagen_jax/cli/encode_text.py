@@ -31,5 +31,5 @@ def run(args) -> int:
   logs.setup()
   config = load_config(args.config, args.overrides)
   store = encode_text(config, args.out, batch_size=args.batch_size)
-  print(f"wrote {len(store)} embeddings to {args.out}; train with --config.text.store={args.out}")
+  print(f"{args.out} holds {len(store)} embeddings; train with --config.text.store={args.out}")
   return 0

@@ -125,6 +125,16 @@ class StoreWriter:
     if mode == "w+":
       _write_json_atomic(meta_path, self.meta)
 
+  @staticmethod
+  def complete(path, **identity) -> bool:
+    """Whether `path` holds a finished store of `identity` (the constructor's keywords)."""
+    meta_path = pathlib.Path(path) / META
+    if not meta_path.exists():
+      return False
+    meta = json.loads(meta_path.read_text())
+    same = all(meta.get(k) == v for k, v in identity.items())
+    return same and meta["completed"] >= meta["num_examples"]
+
   @property
   def start(self) -> int:
     return self.meta["completed"]

@@ -33,6 +33,17 @@ def encode_text(
 ) -> EmbeddingStore:
   """Encodes every caption of config.data with config.text.encoder into a store at out_dir."""
   source = pipeline.open_source(config, skip_images=True)
+  total = len(source)
+  identity = dict(
+    encoder=config.text.encoder,
+    max_length=config.text.max_length,
+    dim=config.text.dim,
+    num_examples=total,
+    dataset=dataset_name(config, source),
+  )
+  if StoreWriter.complete(out_dir, **identity):  # without loading the encoder (T5-XXL: minutes)
+    log.info("the store at %s already holds all %d embeddings", out_dir, total)
+    return EmbeddingStore(out_dir)
   transform = pipeline.ExampleTransform(config)
   if encoder is None:
     mesh = parallel.make_mesh({"data": -1})
@@ -41,15 +52,7 @@ def encode_text(
     )
   if encoder.dim != config.text.dim:
     raise ValueError(f"config.text.dim is {config.text.dim} but the encoder gives {encoder.dim}.")
-  total = len(source)
-  writer = StoreWriter(
-    out_dir,
-    encoder=config.text.encoder,
-    max_length=config.text.max_length,
-    dim=encoder.dim,
-    num_examples=total,
-    dataset=dataset_name(config, source),
-  )
+  writer = StoreWriter(out_dir, **identity)
   if writer.start:
     log.info("resuming the store at %s from row %d of %d", out_dir, writer.start, total)
   bar = tqdm(
