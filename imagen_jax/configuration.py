@@ -157,6 +157,7 @@ def load_config(
       f"get_config() in {file} returned {type(config).__name__}; it must return an "
       "ml_collections.ConfigDict (start from imagen_jax.configuration.stage_defaults())."
     )
+  _check_fields(config, file)
   apply_overrides(config, overrides)
   validate(config)
   for section, key in PATH_FIELDS:
@@ -256,6 +257,30 @@ def _known(name: str, node: ml_collections.ConfigDict, sections: bool) -> str:
   close = difflib.get_close_matches(name, keys, n=1)
   hint = f"; did you mean {close[0]!r}?" if close else "."
   return f"{hint} Known {'sections' if sections else 'keys'} here: {keys}"
+
+
+def _check_fields(config: ml_collections.ConfigDict, file) -> None:
+  """Refuses a field that no stage has (a misspelt `c.train.stepz = 3` would otherwise be
+  ignored) and a U-Net section without its type."""
+  unet = config.get("unet") or {}
+  if "type" not in unet:
+    raise ValueError(
+      f"{file}: config.unet has no type; start it from configuration.unet_defaults('adm') (the "
+      "base U-Net) or unet_defaults('efficient') (the SR U-Net) and change what differs."
+    )
+  reference = stage_defaults()
+  reference.unet = unet_defaults(unet["type"])
+
+  def compare(node, ref, where):
+    for key, value in node.items():
+      section = isinstance(value, ml_collections.ConfigDict)
+      if key not in ref or section != isinstance(ref[key], ml_collections.ConfigDict):
+        kind = "section" if section else "setting"
+        raise ValueError(f"{file} sets {where}.{key}, not a {kind}{_known(key, ref, section)}")
+      if section:
+        compare(value, ref[key], f"{where}.{key}")
+
+  compare(config, reference, "config")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:

@@ -81,6 +81,26 @@ def test_an_unknown_config_key_names_what_is_there(override, message):
     load_config("configs/demo.py:base", [override])
 
 
+@pytest.mark.parametrize(
+  "body, message",
+  [
+    ("c.train.stepz = 3", "sets config.train.stepz, not a setting; did you mean 'steps'?"),
+    ("c.unet.chanels = 8", "sets config.unet.chanels, not a setting; did you mean 'channels'?"),
+    ("c.tekst = c.text", "sets config.tekst, not a section; did you mean 'text'?"),
+    ("c.unet = stage_defaults().unet", "config.unet has no type; start it from "),
+  ],
+)
+def test_a_config_file_that_sets_an_unknown_field_is_refused(tmp_path, body, message):
+  # A misspelt field in a user's config file would otherwise be ignored without a word.
+  file = tmp_path / "mine.py"
+  file.write_text(
+    "from imagen_jax.configuration import load_config, stage_defaults\n\n"
+    f"def get_config():\n  c = load_config('demo:base')\n  {body}\n  return c\n"
+  )
+  with pytest.raises(ValueError, match=re.escape(message)):
+    load_config(str(file))
+
+
 def test_config_overrides_are_typed():
   config = load_config(
     "configs/demo.py:sr1",
@@ -237,9 +257,10 @@ def test_a_config_file_imports_the_files_beside_it_and_only_those(tmp_path):
     (folder / "common.py").write_text(f"STEPS = {steps}\n")
     (folder / "stage.py").write_text(
       "import common\n"
-      "from imagen_jax.configuration import stage_defaults\n\n"
+      "from imagen_jax.configuration import stage_defaults, unet_defaults\n\n"
       "def get_config():\n"
       "  config = stage_defaults()\n"
+      "  config.unet = unet_defaults('adm')\n"
       "  config.train.steps = common.STEPS\n"
       "  return config\n"
     )
