@@ -230,6 +230,21 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind, caplog):
   assert "3 of the kept images have a side under 32 px" in caplog.text
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "csv", "txt"])
+def test_caption_files_saved_with_a_byte_order_mark_read_as_without(tmp_path, kind):
+  # Spreadsheet programs and Windows editors start UTF-8 files with a BOM; the csv header
+  # was then '\ufefffile' ("needs a header with the columns 'file' and 'caption'").
+  bom = "\ufeff"
+  if kind == "jsonl":
+    (tmp_path / "captions.jsonl").write_text(bom + json.dumps({"file": "0.png", "caption": "red"}))
+  elif kind == "csv":
+    (tmp_path / "captions.csv").write_text(bom + "file,caption\n0.png,red\n")
+  else:
+    Image.new("RGB", (8, 8)).save(tmp_path / "0.png")
+    (tmp_path / "0.txt").write_text(bom + "red")
+  assert builders.read_captions(tmp_path) == ({"0.png": "red"}, [])
+
+
 def test_loader_processes_do_not_repeat_third_party_notices(tmp_path, capfd):
   folder = tmp_path / "images"
   folder.mkdir()

@@ -137,14 +137,15 @@ def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
   """(file name relative to the folder -> caption, captions that are not UTF-8 text), from
   captions.jsonl, captions.csv, or one .txt beside each image (in that order of precedence).
   A caption that cannot be decoded skips its image and is named in the second list (a file,
-  or FILE:LINE); a line of captions.jsonl that is not {"file", "caption"} is an error."""
+  or FILE:LINE); a line of captions.jsonl that is not {"file", "caption"} is an error. A byte
+  order mark (as spreadsheet programs and Windows editors write) is ignored."""
   captions: dict[str, str] = {}
   undecodable: list[str] = []
   jsonl = folder / "captions.jsonl"
   if jsonl.exists():
     for n, raw in enumerate(jsonl.read_bytes().splitlines(), 1):
       try:
-        line = raw.decode("utf-8")
+        line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
       except UnicodeDecodeError:
         undecodable.append(f"{jsonl}:{n}")
         continue
@@ -160,7 +161,7 @@ def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
   table = folder / "captions.csv"
   if table.exists():
     # surrogateescape keeps undecodable bytes as lone surrogates, found per row below.
-    with open(table, newline="", encoding="utf-8", errors="surrogateescape") as f:
+    with open(table, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
       reader = csv.DictReader(f)
       if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
         raise ValueError(f"{table} needs a header with the columns 'file' and 'caption'.")
@@ -177,7 +178,7 @@ def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
       sidecar = image_path.with_suffix(".txt")
       if sidecar.exists():
         try:
-          caption = sidecar.read_bytes().decode("utf-8").strip()
+          caption = sidecar.read_bytes().decode("utf-8-sig").strip()
         except UnicodeDecodeError:
           undecodable.append(str(sidecar))
           continue
