@@ -121,7 +121,9 @@ def _prompts(args) -> list[str]:
     path = pathlib.Path(args.prompts_file)
     if not path.is_file():
       raise FileNotFoundError(f"--prompts-file {path} does not exist.")
-    prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    prompts += [
+      line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()
+    ]
   if not prompts:
     raise ValueError("No prompts: give --prompt (repeatable) or --prompts-file.")
   return prompts
