@@ -29,8 +29,15 @@ def setup(level: int = logging.INFO) -> None:
   quiet_third_party()
 
 
+# Kept at WARNING under a quiet parent: JAX says here when it falls back to the CPU on a machine
+# with a GPU or TPU (JAX for that accelerator not installed, or its backend failed to start).
+SPOKEN_LOGGERS = ("jax._src.xla_bridge",)
+
+
 def quiet_third_party() -> None:
   """Third-party loggers at ERROR: also in data-loader worker processes, which would otherwise
   repeat their notices (absl's "Using custom data configuration", ...) once per worker."""
   for name in QUIET_LOGGERS:
     logging.getLogger(name).setLevel(logging.ERROR)
+  for name in SPOKEN_LOGGERS:
+    logging.getLogger(name).setLevel(logging.WARNING)

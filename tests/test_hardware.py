@@ -1,7 +1,10 @@
 """The XLA:CPU compile options: valid for this jaxlib, convolutions kept out of YNNPACK, and the
 same numbers as XLA's defaults."""
 
+import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -54,3 +57,19 @@ def test_options_compile_and_keep_convolutions_in_xla(purpose):
 def test_unknown_purpose_is_an_error():
   with pytest.raises(ValueError, match="purpose"):
     hardware.compiler_options("eval")
+
+
+def test_the_command_line_says_when_jax_falls_back_to_the_cpu_on_a_gpu_machine():
+  # The command line quiets JAX's loggers; JAX's warning that it found an NVIDIA GPU but no
+  # CUDA-enabled jaxlib (a `pip install -e .` on a GPU machine) must still be printed, or
+  # training runs on the CPU without a word. The GPU is simulated where JAX looks for one.
+  code = (
+    "import jax._src.hardware_utils as hw; hw.has_visible_nvidia_gpu = lambda: True\n"
+    "from imagen_jax import logs; logs.setup()\n"
+    "import jax; print(jax.devices()[0].platform)\n"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}  # JAX looks when unset
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == "cpu"
+  assert "CUDA-enabled jaxlib is not installed. Falling back to cpu" in done.stderr
