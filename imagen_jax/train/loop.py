@@ -91,7 +91,9 @@ def _train(
   parallel.check_batch(config, mesh.shape)
   stage = Stage.from_config(config)
   log.info(
-    "mesh %s, compute dtype %s, process %d of %d",
+    "%d %s device(s), mesh %s, compute dtype %s, process %d of %d",
+    mesh.size,
+    mesh.devices.flat[0].platform,
     dict(mesh.shape),
     jnp.dtype(stage.model.dtype).name,
     jax.process_index(),
