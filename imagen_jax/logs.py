@@ -29,6 +29,24 @@ def setup(level: int = logging.INFO) -> None:
   quiet_third_party()
 
 
+# Notices about what this package does on purpose, dropped also when a program of the user's
+# configures logging: TFDS announces every builder config it is given (the datasets here are
+# configured by size and seed), and recommends OpenCV for decoding images where PIL is used.
+DROPPED_NOTICES = ("Using custom data configuration", "OpenCV is not installed")
+
+
+class _DropNotices(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(DROPPED_NOTICES)
+
+
+def drop_known_notices() -> None:
+  """Drops DROPPED_NOTICES from absl's logger (TFDS logs through absl); idempotent."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropNotices) for f in logger.filters):
+    logger.addFilter(_DropNotices())
+
+
 # Kept at WARNING under a quiet parent: JAX says here when it falls back to the CPU on a machine
 # with a GPU or TPU (JAX for that accelerator not installed, or its backend failed to start).
 SPOKEN_LOGGERS = ("jax._src.xla_bridge",)

@@ -495,3 +495,15 @@ def test_store_is_safe_to_open_from_many_loader_threads(tmp_path, monkeypatch):
   np.testing.assert_array_equal(first_row[0].astype(np.float32), emb[1])
   np.testing.assert_array_equal(second_row[0].astype(np.float32), emb[2])
   assert first_row[1].all() and second_row[1].all()
+
+
+def test_tfds_notices_about_this_packages_own_choices_are_dropped(caplog):
+  # A notebook that trains through the Python API saw "Using custom data configuration:
+  # ShapesConfig(...)" and an OpenCV advertisement at every run; other warnings still pass.
+  from absl import logging as absl_logging
+
+  with caplog.at_level(logging.WARNING):
+    absl_logging.warning("Using custom data configuration: %s", "ShapesConfig()")
+    absl_logging.warning("OpenCV is not installed. We recommend using OpenCV ...")
+    absl_logging.warning("something else")
+  assert [r.getMessage() for r in caplog.records] == ["something else"]

@@ -25,10 +25,12 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from imagen_jax import paths
+from imagen_jax import logs, paths
 from imagen_jax.data import remote, shapes
 
 log = logging.getLogger(__name__)
+logs.drop_known_notices()
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
