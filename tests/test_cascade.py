@@ -131,6 +131,21 @@ def test_bad_prompts_are_clear_errors(imagen, prompts, error, message):
     imagen.sample(prompts)
 
 
+@pytest.mark.parametrize(
+  "options, message",
+  [
+    (dict(guidance=-1.0), "guidance must be 0 or more"),
+    (dict(guidance=(3.0, -2.0, 1.0)), "guidance must be 0 or more"),
+    (dict(steps=0), "steps must be positive whole numbers"),
+    (dict(steps=(4, 2.5, 2)), "steps must be positive whole numbers"),
+    (dict(sr_strength=(1.0, 1.0, 0.0)), "sr_strength must be in"),
+  ],
+)
+def test_bad_sampling_options_are_clear_errors(imagen, options, message):
+  with pytest.raises(ValueError, match=message):
+    imagen.sample(["a red circle"], seed=0, **options)
+
+
 def test_a_stage_path_that_is_a_file_is_a_clear_error(tmp_path):
   (tmp_path / "base.png").write_bytes(b"")
   with pytest.raises(ValueError, match="is a file; a stage is a training --workdir"):
@@ -218,6 +233,11 @@ def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
   )
   assert proc.returncode == 2
   assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+  (tmp_path / "afile").write_text("")
+  proc = run_cli(
+    "sample", "--stages", "x", "--prompt", "x", "--out", str(tmp_path / "afile"), check=False
+  )
+  assert proc.returncode == 2 and "is a file: give a folder" in proc.stderr
 
 
 def test_loaded_parameters_are_the_ema_parameters(demo):

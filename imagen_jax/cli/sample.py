@@ -220,6 +220,8 @@ def run(args) -> int:
   out = pathlib.Path(args.out)
   if out.suffix.lower() == ".png":
     raise ValueError(f"--out is the folder to write into, not a PNG file: {out}.")
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--out {out} is a file: give a folder to write the pictures into.")
   init_image, mask = _edit_inputs(args)
   start = None
   if args.start_image:

@@ -276,6 +276,12 @@ class Imagen:
         sr_strength, n, "sr_strength", [getattr(c, "sr_strength", 1.0) for c in configs]
       ),
     }
+    if not all(float(w) >= 0.0 for w in options["guidance"]):
+      raise ValueError(
+        f"guidance must be 0 or more (1 is no guidance, 0 the unconditional model), got {guidance}."
+      )
+    if not all(isinstance(s, (int, np.integer)) and s >= 1 for s in options["steps"]):
+      raise ValueError(f"steps must be positive whole numbers, got {steps}.")
     if not all(0.0 < float(v) <= 1.0 for v in options["sr_strength"]):
       raise ValueError(f"sr_strength must be in (0, 1], got {sr_strength}.")
     cond = requests.conditioning(
