@@ -226,8 +226,29 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind, caplog):
   with caplog.at_level(logging.WARNING):
     source = pipeline.open_source(config)
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
-  # 20 px pictures for a dataset of 32 px: kept, and said.
-  assert "3 of the kept images have a side under 32 px" in caplog.text
+  assert "short side under" not in caplog.text  # 20 px pictures for a 16 px stage
+
+
+@pytest.mark.parametrize("build_size", [0, 64])
+def test_images_a_stage_would_upscale_are_counted_at_every_run(tmp_path, caplog, build_size):
+  # Also with build_size 0 (the paper configs: images stored at their own size).
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i, side in enumerate((20, 40, 40, 90)):
+    Image.new("RGB", (side + 10, side)).save(folder / f"{i}.png")
+    (folder / f"{i}.txt").write_text(f"red {i}")
+  size = f"--config.data.build_size={build_size}"
+  pipeline.open_source(_folder_config(tmp_path, folder, size))  # builds it
+  with caplog.at_level(logging.WARNING):
+    pipeline.open_source(_folder_config(tmp_path, folder, size, "--config.image_size=48"))
+  assert f"3 of the 4 images of {folder} have a short side under 48 px" in caplog.text
+  assert "--config.data.min_size=48 skips them" in caplog.text
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):  # an SR stage reads its crops from crop_from px
+    pipeline.open_source(
+      _folder_config(tmp_path, folder, size, "--config.data.crop_from=32", "--config.image_size=8")
+    )
+  assert "1 of the 4 images" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "txt"])

@@ -263,7 +263,8 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       "outside the folder": 0,
       "without a caption": len(uncaptioned),
     }
-    kept = small = 0
+    self.short_sides: dict[int, int] = {}  # kept images by their short side, as stored
+    kept = 0
     for name, caption in sorted(captions.items()):
       path = _inside(folder, name)
       if path is None:
@@ -289,27 +290,29 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
         image = image.resize(
           (round(image.width * scale), round(image.height * scale)), Image.BICUBIC
         )
-      if c.max_size and min(image.size) < c.max_size:
-        small += 1
+      side = min(image.size)
+      self.short_sides[side] = self.short_sides.get(side, 0) + 1
       kept += 1
       yield name, {"image": np.asarray(image), "caption": caption}
     counts = ", ".join(f"{v} {k}" for k, v in skipped.items())
     if not kept:
       raise ValueError(f"No usable image in {folder}: skipped {counts} (the log names them).")
     log.warning("image_text_folder %s: kept %d images; skipped %s", folder, kept, counts)
-    if small:
-      log.warning(
-        "%d of the kept images have a side under %d px, the size this dataset is built for: "
-        "training upscales them (--config.data.min_size=%d skips them instead)",
-        small,
-        c.max_size,
-        c.max_size,
-      )
-    self.skipped = skipped
 
 
-# Written beside a built image_text_folder dataset: the fingerprint of the folder it was built from.
+# Written beside a built image_text_folder dataset: the fingerprint of the folder it was built
+# from, and how many of its images have each short side.
 SOURCE_STAMP = "source_fingerprint.json"
+
+
+def images_under(builder: ImageTextFolder, size: int) -> tuple[int, int] | None:
+  """(images whose short side is under `size` px, all images) of a built folder dataset, or
+  None when its stamp does not count them."""
+  stamp = epath.Path(builder.data_path) / SOURCE_STAMP
+  sides = json.loads(stamp.read_text()).get("short_sides") if stamp.exists() else None
+  if sides is None:
+    return None
+  return sum(n for s, n in sides.items() if int(s) < size), sum(sides.values())
 
 
 def folder_builder(*, path: str, min_size: int, max_size: int, data_dir: str | None):
@@ -343,9 +346,8 @@ def prepare_folder(**kwargs) -> ImageTextFolder:
 
   def prepare(local):
     local.download_and_prepare()
-    (epath.Path(local.data_path) / SOURCE_STAMP).write_text(
-      json.dumps({"folder": source, "fingerprint": fingerprint})
-    )
+    stamp = {"folder": source, "fingerprint": fingerprint, "short_sides": local.short_sides}
+    (epath.Path(local.data_path) / SOURCE_STAMP).write_text(json.dumps(stamp))
 
   return remote.build(
     lambda data_dir: folder_builder(**{**kwargs, "data_dir": data_dir}), kwargs["data_dir"], prepare

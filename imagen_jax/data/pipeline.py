@@ -245,11 +245,27 @@ def _our_builder(config, *, build: bool):
       raise ValueError("image_text_folder needs --config.data.path=DIR (a folder of images).")
     args = dict(path=d.path, min_size=d.min_size, max_size=d.build_size, data_dir=data_dir)
     builder = builders.prepare_folder(**args) if build else builders.folder_builder(**args)
+    if builder.is_prepared():
+      _warn_small_images(builder, max(config.image_size, d.crop_from), d.path)
   else:
     return None
   if not builder.is_prepared():
     raise FileNotFoundError(f"The dataset {d.name} is not built yet in {builder.data_dir}.")
   return builder
+
+
+def _warn_small_images(builder, size: int, path: str) -> None:
+  """Says how many images training will upscale to `size`, the side it resizes them to."""
+  counts = builders.images_under(builder, size)
+  if counts and counts[0]:
+    log.warning(
+      "%d of the %d images of %s have a short side under %d px, the size this stage reads them "
+      "at: training upscales them (--config.data.min_size=%d skips them instead)",
+      *counts,
+      path,
+      size,
+      size,
+    )
 
 
 def _unknown_dataset(name: str, known: list[str]) -> str:
