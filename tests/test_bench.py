@@ -111,6 +111,22 @@ def test_the_gpu_benchmark_runs_end_to_end_in_its_dry_mode(tmp_path):
   assert "| base64 train |" in proc.stdout and "27.4 images/s per GPU" in proc.stdout
 
 
+def test_the_input_pipeline_benchmark_runs_each_paper_stage(tmp_path):
+  """benchmarks/data_throughput.py at a tiny size: a figure per stage and worker count."""
+  command = [sys.executable, str(ROOT / "benchmarks" / "data_throughput.py"), "--out"]
+  small = ["--images", "4", "--source-size", "48", "--build-size", "48", "--workers", "0", "1"]
+  small += ["--batch", "2", "--batches", "1", "--json", str(tmp_path / "r.json")]
+  proc = subprocess.run(
+    [*command, str(tmp_path), *small], capture_output=True, text=True, timeout=600
+  )
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  report = json.loads((tmp_path / "r.json").read_text())
+  assert set(report["stages"]) == {"base64", "sr256", "sr1024"}
+  for stage in report["stages"].values():
+    assert set(stage["examples_per_s"]) == {"0", "1"}
+    assert all(rate > 0 for rate in stage["examples_per_s"].values())
+
+
 def test_conv_share_finds_every_convolution_and_its_flops(monkeypatch):
   """benchmarks/conv_share.py times the U-Net's convolutions one by one: it must find each conv
   layer of the model once, and their FLOPs must be most of XLA's count of the forward pass."""

@@ -528,3 +528,37 @@ def test_tfds_notices_about_this_packages_own_choices_are_dropped(caplog):
     absl_logging.warning("OpenCV is not installed. We recommend using OpenCV ...")
     absl_logging.warning("something else")
   assert [r.getMessage() for r in caplog.records] == ["something else"]
+
+
+def test_folder_pictures_are_stored_upright_and_jpeg_as_jpeg(tmp_path):
+  """A JPEG kept as it is is stored as its own bytes, a resized one as JPEG, a PNG as PNG (PNG
+  made photos 5 times larger and 6 times slower to decode); a camera picture with an EXIF
+  rotation is stored the way viewers show it."""
+  folder = tmp_path / "images"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  smooth = np.asarray(
+    Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize((48, 32)), np.uint8
+  )
+  Image.fromarray(smooth).save(folder / "kept.jpg", quality=90)
+  Image.fromarray(np.repeat(np.repeat(smooth, 2, 0), 2, 1)).save(folder / "large.jpg", quality=90)
+  Image.fromarray(smooth).save(folder / "lossless.png")
+  exif = Image.Exif()
+  exif[builders.ORIENTATION_TAG] = 6  # shown turned 90 degrees clockwise
+  Image.fromarray(smooth).save(folder / "camera.jpg", quality=90, exif=exif)
+  for name in ("kept", "large", "lossless", "camera"):
+    (folder / f"{name}.txt").write_text(name)
+  config = _folder_config(tmp_path, folder, "--config.data.build_size=32")
+  stored = pipeline.open_source(config, skip_images=True)
+  by_caption = {stored[i]["caption"].decode(): stored[i]["image"] for i in range(4)}
+  assert by_caption["kept"] == (folder / "kept.jpg").read_bytes()
+  assert by_caption["large"][:2] == b"\xff\xd8"  # a JPEG of 32 px
+  assert by_caption["lossless"][:4] == b"\x89PNG"
+  decoded = pipeline.open_source(config)
+  pictures = {decoded[i]["caption"].decode(): decoded[i]["image"] for i in range(4)}
+  assert pictures["large"].shape == (32, 48, 3)
+  assert np.abs(pictures["large"].astype(int) - smooth).mean() < 3
+  np.testing.assert_array_equal(pictures["lossless"], smooth)
+  upright = np.rot90(np.asarray(Image.open(folder / "camera.jpg")), k=-1)  # clockwise
+  assert pictures["camera"].shape == (48, 32, 3)
+  assert np.abs(pictures["camera"].astype(int) - upright).mean() < 3

@@ -5,8 +5,8 @@
   captions.jsonl / captions.csv); unreadable files and images under `min_size` are skipped and
   counted; grayscale, RGBA, CMYK, palette and 16-bit images become 8-bit RGB.
 
-Images are stored PNG-encoded by PIL (`PILImage`), so building needs no TensorFlow; reading goes
-through tfds data sources, which decode with PIL too.
+Images are encoded by PIL (`PILImage`: PNG, or a folder's JPEG pictures as JPEG), so building
+needs no TensorFlow; reading goes through tfds data sources, which decode with PIL too.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageOps
 
 from imagen_jax import logs, paths
 from imagen_jax.data import remote, shapes
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 logs.drop_known_notices()
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ORIENTATION_TAG = 0x0112  # EXIF: how a camera picture is to be turned for viewing
+JPEG_QUALITY = 95  # JPEG pictures resized for storage, as large image-text datasets keep them
 
 
 class PILImage(tfds.features.Image):
@@ -135,6 +137,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
   return image.convert("RGB")
 
 
+def _orientation(image: Image.Image) -> int:
+  """The EXIF orientation tag (1: upright, as stored)."""
+  return image.getexif().get(ORIENTATION_TAG, 1)
+
+
+def _stored(image: Image.Image, path: pathlib.Path, *, jpeg: bool, unchanged: bool):
+  """What the dataset stores of an RGB picture read from `path`: a JPEG file's own bytes when
+  its pixels are kept as they are, a JPEG (quality JPEG_QUALITY, 4:4:4) when one was resized or
+  turned upright, else the pixels (stored as PNG, lossless). Photos stay lossy: PNG made them
+  about 5 times larger and 6 times slower to decode (docs/performance.md, "The input
+  pipeline")."""
+  if unchanged:
+    return path.read_bytes()
+  if jpeg:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # colour at full size
+    return buffer.getvalue()
+  return np.asarray(image)
+
+
 def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
   """(file name relative to the folder -> caption, captions that are not UTF-8 text), from
   captions.jsonl, captions.csv, or one .txt beside each image (in that order of precedence).
@@ -215,9 +237,14 @@ def folder_fingerprint(folder, *, exclude: pathlib.Path | None = None) -> str:
 
 
 class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
-  """A folder of images with captions, converted to RGB and stored PNG-encoded."""
+  """A folder of images with captions, converted to RGB, turned upright and stored: JPEG
+  pictures as JPEG (their own bytes when unchanged), others PNG-encoded."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+    "1.1.0": "JPEG pictures stored as JPEG (their own bytes when unchanged); EXIF orientation "
+    "applied."
+  }
   BUILDER_CONFIG_CLASS = FolderConfig
 
   def _info(self):
@@ -277,7 +304,9 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       try:
         with Image.open(path) as image:
           image.load()
-          image = to_rgb(image)
+          jpeg = image.format == "JPEG"
+          unchanged = jpeg and image.mode == "RGB" and _orientation(image) == 1
+          image = to_rgb(ImageOps.exif_transpose(image))  # upright, as viewers show it
       except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         log.warning("skipping unreadable image %s: %s", path, e)
         skipped["unreadable"] += 1
@@ -290,10 +319,12 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
         image = image.resize(
           (round(image.width * scale), round(image.height * scale)), Image.BICUBIC
         )
+        unchanged = False
       side = min(image.size)
       self.short_sides[side] = self.short_sides.get(side, 0) + 1
       kept += 1
-      yield name, {"image": np.asarray(image), "caption": caption}
+      stored = _stored(image, path, jpeg=jpeg, unchanged=unchanged)
+      yield name, {"image": stored, "caption": caption}
     counts = ", ".join(f"{v} {k}" for k, v in skipped.items())
     if not kept:
       raise ValueError(f"No usable image in {folder}: skipped {counts} (the log names them).")
