@@ -2,15 +2,16 @@
 of the package or of CI.
 
 Writes a folder of photo-like pictures (smooth random colour fields with fine noise, JPEG at
-quality 90, `--source-size` px square), builds it as an image_text_folder dataset (images stored
-PNG-encoded at most `--build-size` px on their short side), then times the pipeline that `train`
+quality 90, `--source-size` px square), builds it as an image_text_folder dataset (pictures stored
+at most `--build-size` px on their short side; by default each config's own, the size its stage
+reads), then times the pipeline that `train`
 runs for each paper stage config (decode, resize, crop, SR low-res, tokens; the byte tokenizer
 stands in for T5's, which needs the hub) at each `--workers` count: examples per second after a
 warm-up, and per worker process. Set beside an accelerator's appetite (JAX-Toolbox's A100-80G
 Imagen figures: base 27.4, SR 84 images/s per GPU), this says how many host cores a stage needs.
 
   python benchmarks/data_throughput.py --out /tmp/data_bench [--images 384] [--source-size 1024] \
-      [--build-size 1024] [--workers 0 1 2] [--json FILE]
+      [--build-size N] [--workers 0 1 2] [--json FILE]
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
   parser.add_argument("--out", required=True, help="folder for the pictures and the dataset")
   parser.add_argument("--images", type=int, default=384)
   parser.add_argument("--source-size", type=int, default=1024)
-  parser.add_argument("--build-size", type=int, default=1024)
+  parser.add_argument("--build-size", type=int, help="default: each config's data.build_size")
   parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--batches", type=int, default=8)
@@ -80,7 +81,6 @@ def main() -> None:
     "host_cpus": os.cpu_count(),
     "images": args.images,
     "source_size": args.source_size,
-    "build_size": args.build_size,
     "batch": args.batch,
     "stages": {},
   }
@@ -91,15 +91,16 @@ def main() -> None:
         "--config.data.name=image_text_folder",
         f"--config.data.path={out / 'images'}",
         f"--config.data.data_dir={out / 'tfds'}",
-        f"--config.data.build_size={args.build_size}",
         "--config.text.encoder=builtin:byt5-tiny",
         "--config.text.dim=64",
+        *([f"--config.data.build_size={args.build_size}"] if args.build_size else []),
       ],
     )
     rates = {w: throughput(config, w, args.batch, args.batches) for w in args.workers}
     report["stages"][name] = {
       "image_size": config.image_size,
       "crop_from": config.data.crop_from,
+      "build_size": config.data.build_size,
       "examples_per_s": {str(w): round(r, 1) for w, r in rates.items()},
       "accelerator_images_per_s": ACCELERATOR_APPETITE[name],
     }

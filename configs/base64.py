@@ -17,4 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.unet.remat = "full"
   config.train.optimizer = "adafactor"  # optax's defaults, for the base model
   config.sample.steps = 256
+  # A folder of pictures is stored at the size this stage reads (its own dataset): decoding a
+  # full-size photo at every step would cost more than the rest of the pipeline.
+  config.data.build_size = 64
   return config

@@ -14,6 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = sr256.get_config()
   config.sample_size = 1024  # training crops are 256 of the 1024 target, 64 of its low-res input
   config.data.crop_from = 1024
+  config.data.build_size = 1024
   # No self-attention; explicit text cross-attention (8 heads) in the lowest block.
   config.unet.attention = ("none", "none", "none", "cross")
   config.unet.attn_per_res_block = False

@@ -15,6 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.image_size = 256
   config.low_res_size = 64
   config.sample_size = 256
+  config.data.build_size = 256  # a folder of pictures stored at the size this stage reads
 
   # The default Efficient U-Net is this model: 128/256/512/1024 channels, 2/4/8/8 residual blocks,
   # stride 2 each, self-attention with text keys/values (8 heads) only in the 1024-channel block;
