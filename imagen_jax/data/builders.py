@@ -304,8 +304,8 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       try:
         with Image.open(path) as image:
           image.load()
-          jpeg = image.format == "JPEG"
-          unchanged = jpeg and image.mode == "RGB" and _orientation(image) == 1
+          jpeg = image.format in ("JPEG", "MPO")  # MPO: phones' JPEG with extra frames
+          unchanged = image.format == "JPEG" and image.mode == "RGB" and _orientation(image) == 1
           image = to_rgb(ImageOps.exif_transpose(image))  # upright, as viewers show it
       except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
         log.warning("skipping unreadable image %s: %s", path, e)
