@@ -118,6 +118,7 @@ def run_demo(
 ) -> dict:
   """Trains (or resumes) the demo cascade in `out`, samples and evaluates it; returns a summary."""
   from imagen_jax.pipeline import Imagen
+  from imagen_jax.pipeline.loading import DEMO_SUMMARY
   from imagen_jax.train import train_and_evaluate
 
   out = pathlib.Path(paths.absolute(out))
@@ -165,5 +166,5 @@ def run_demo(
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     summary["eval"] = report
   summary["seconds"] = round(time.perf_counter() - start, 1)
-  (out / "summary.json").write_text(json.dumps(summary, indent=1))
+  (out / DEMO_SUMMARY).write_text(json.dumps(summary, indent=1))  # also names the stages to load
   return summary

@@ -39,6 +39,13 @@ def test_quick_demo_writes_its_outputs_and_says_where(demo):
     assert list((out / stage / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_the_demo_folder_stands_for_its_three_stages(demo):
+  out, stdout = demo
+  assert f"imagen-jax sample --stages {out} " in stdout  # what the demo says to run next
+  imagen = Imagen.load(str(out))
+  assert [s.path for s in imagen.stages] == [str(out / name) for name in ("base", "sr1", "sr2")]
+
+
 def test_rerunning_the_demo_resumes_instead_of_retraining(demo):
   out, _ = demo
   before = (out / "base" / "metrics.jsonl").read_text()

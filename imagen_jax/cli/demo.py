@@ -64,4 +64,6 @@ def run(args) -> int:
     two_names = [("both shapes", "shapes_accuracy"), ("relation", "relation_accuracy")]
     print(f"    {one['samples']} one-shape prompts   {figures(one, truth, one_names)}")
     print(f"    {two['samples']} two-shape prompts   {figures(two, two_truth, two_names)}")
+  prompt = '"a red star on the left"'
+  print(f"more pictures: imagen-jax sample --stages {out} --prompt {prompt} --out DIR")
   return 0

@@ -25,11 +25,13 @@ def run(args) -> int:
   from imagen_jax import logs
   from imagen_jax.pipeline import load_stage
   from imagen_jax.pipeline.export import save_stages
+  from imagen_jax.pipeline.loading import stage_paths
 
   logs.setup()
-  stages = [load_stage(path) for path in args.stages]
+  paths = stage_paths(args.stages)
+  stages = [load_stage(path) for path in paths]
   folder = save_stages(stages, args.out)
-  size, source = _size(folder), sum(_size(s) for s in args.stages)
+  size, source = _size(folder), sum(_size(s) for s in paths)
   print(
     f"wrote {folder}: {len(stages)} stage(s), {size / 2**20:.1f} MiB "
     f"(the workdirs hold {source / 2**20:.1f} MiB); load it with "

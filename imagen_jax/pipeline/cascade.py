@@ -26,7 +26,7 @@ from imagen_jax import diffusion, parallel
 from imagen_jax.diffusion import rng
 from imagen_jax.images import antialiased_resize, bicubic_resize, to_float, to_uint8
 from imagen_jax.pipeline import export, requests
-from imagen_jax.pipeline.loading import LoadedStage, load_pretrained_stage, load_stage
+from imagen_jax.pipeline.loading import LoadedStage, load_pretrained_stage, load_stage, stage_paths
 from imagen_jax.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,13 @@ class Imagen:
     cls, paths: Sequence[str], *, text_encoder: TextEncoder | None = None, mesh=None
   ) -> Imagen:
     """Loads the stages in cascade order (base first) from workdirs, checkpoint dirs or exported
-    stage folders; an exported cascade's folder (save_pretrained) stands for all its stages."""
+    stage folders; an exported cascade's folder (save_pretrained) or the output folder of
+    `imagen-jax demo` stands for all its stages."""
     if isinstance(paths, (str, epath.Path)):
       paths = [paths]
     if not paths:
       raise ValueError("Imagen.load needs the stage directories, base first.")
-    paths = [s for p in paths for s in (export.stage_dirs(p) if export.is_export(p) else [p])]
+    paths = stage_paths(paths)
     mesh = mesh or parallel.make_mesh({"data": -1})
     stages = [load_stage(p, mesh=mesh) for p in paths]
     text = stages[0].config.text

@@ -4,6 +4,7 @@ its checkpoints (read through train.checkpoint, the format's owner), and its com
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import pathlib
 
@@ -19,6 +20,7 @@ from imagen_jax.pipeline import export
 from imagen_jax.train import checkpoint
 
 log = logging.getLogger(__name__)
+DEMO_SUMMARY = "summary.json"  # written by `imagen-jax demo` beside its stages base/, sr1/, sr2/
 
 
 @dataclasses.dataclass
@@ -68,6 +70,22 @@ def load_pretrained_stage(
     }
   )
   return LoadedStage(stage, params, config, name, -1), directory
+
+
+def stage_paths(paths) -> list[str]:
+  """The stage folders that `paths` stand for, in order: an exported cascade's (save_pretrained,
+  `imagen-jax export`), a demo output folder's (its summary.json names the stages it trained,
+  base first), or the path itself."""
+  out = []
+  for path in [paths] if isinstance(paths, (str, pathlib.Path)) else paths:
+    summary = pathlib.Path(path) / DEMO_SUMMARY
+    if export.is_export(path):
+      out += [str(p) for p in export.stage_dirs(path)]
+    elif summary.is_file() and isinstance(json.loads(summary.read_text()).get("stages"), dict):
+      out += [str(pathlib.Path(path) / name) for name in json.loads(summary.read_text())["stages"]]
+    else:
+      out.append(str(path))
+  return out
 
 
 def load_stage(path, *, mesh=None) -> LoadedStage:
