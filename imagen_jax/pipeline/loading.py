@@ -79,10 +79,11 @@ def stage_paths(paths) -> list[str]:
   out = []
   for path in [paths] if isinstance(paths, (str, pathlib.Path)) else paths:
     summary = pathlib.Path(path) / DEMO_SUMMARY
+    stages = json.loads(summary.read_text()).get("stages") if summary.is_file() else None
     if export.is_export(path):
       out += [str(p) for p in export.stage_dirs(path)]
-    elif summary.is_file() and isinstance(json.loads(summary.read_text()).get("stages"), dict):
-      out += [str(pathlib.Path(path) / name) for name in json.loads(summary.read_text())["stages"]]
+    elif isinstance(stages, dict):
+      out += [str(pathlib.Path(path) / name) for name in stages]
     else:
       out.append(str(path))
   return out
