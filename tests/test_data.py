@@ -231,7 +231,7 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind, caplog):
 
 @pytest.mark.parametrize("build_size", [0, 64])
 def test_images_a_stage_would_upscale_are_counted_at_every_run(tmp_path, caplog, build_size):
-  # Also with build_size 0 (the paper configs: images stored at their own size).
+  # Also with build_size 0 (pictures stored at their own size).
   folder = tmp_path / "images"
   folder.mkdir()
   for i, side in enumerate((20, 40, 40, 90)):
@@ -460,7 +460,7 @@ def test_encode_text_on_a_complete_store_does_not_load_the_encoder(tmp_path, mon
   monkeypatch.setattr(TextEncoder, "from_pretrained", loading)
   again = encode_text(config, tmp_path / "store", progress=False)
   assert len(again) == 48
-  # A store of another encoder is still refused.
+  # A complete store of another encoder is not taken for this one's.
   config.text.encoder = "builtin:byt5-tiny"
   with pytest.raises(AssertionError, match="was loaded"):
     encode_text(config, tmp_path / "store", progress=False)
