@@ -11,8 +11,10 @@ needs no TensorFlow; reading goes through tfds data sources, which decode with P
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -34,6 +36,8 @@ logs.drop_known_notices()
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 ORIENTATION_TAG = 0x0112  # EXIF: how a camera picture is to be turned for viewing
 JPEG_QUALITY = 95  # JPEG pictures resized for storage, as large image-text datasets keep them
+BUILD_THREADS = min(32, os.cpu_count() or 1)  # pictures read at once while building a folder
+BUILD_CHUNK = 256  # pictures in flight: a chunk's results are held until written, in order
 
 
 class PILImage(tfds.features.Image):
@@ -142,19 +146,40 @@ def _orientation(image: Image.Image) -> int:
   return image.getexif().get(ORIENTATION_TAG, 1)
 
 
-def _stored(image: Image.Image, path: pathlib.Path, *, jpeg: bool, unchanged: bool):
+def _stored(image: Image.Image, path: pathlib.Path, *, jpeg: bool, unchanged: bool) -> bytes:
   """What the dataset stores of an RGB picture read from `path`: a JPEG file's own bytes when
   its pixels are kept as they are, a JPEG (quality JPEG_QUALITY, 4:4:4) when one was resized or
-  turned upright, else the pixels (stored as PNG, lossless). Photos stay lossy: PNG made them
-  about 5 times larger and 6 times slower to decode (docs/performance.md, "The input
-  pipeline")."""
+  turned upright, else a PNG (lossless). Photos stay lossy: PNG made them about 5 times larger
+  and 6 times slower to decode (docs/performance.md, "The input pipeline")."""
   if unchanged:
     return path.read_bytes()
+  buffer = io.BytesIO()
   if jpeg:
-    buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # colour at full size
-    return buffer.getvalue()
-  return np.asarray(image)
+  else:
+    image.save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+def _read_picture(path: pathlib.Path, *, min_size: int, max_size: int):
+  """(stored bytes, short side as stored, None) for a picture to keep, or (None, 0, why not):
+  "too small", or the error that made it unreadable. Converted to RGB, turned upright, its short
+  side brought down to `max_size` (0: kept)."""
+  try:
+    with Image.open(path) as image:
+      image.load()
+      jpeg = image.format in ("JPEG", "MPO")  # MPO: phones' JPEG with extra frames
+      unchanged = image.format == "JPEG" and image.mode == "RGB" and _orientation(image) == 1
+      image = to_rgb(ImageOps.exif_transpose(image))  # upright, as viewers show it
+  except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+    return None, 0, str(e)
+  if min(image.size) < min_size:
+    return None, 0, "too small"
+  if max_size and min(image.size) > max_size:
+    scale = max_size / min(image.size)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+    unchanged = False
+  return _stored(image, path, jpeg=jpeg, unchanged=unchanged), min(image.size), None
 
 
 def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
@@ -291,40 +316,34 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
       "without a caption": len(uncaptioned),
     }
     self.short_sides: dict[int, int] = {}  # kept images by their short side, as stored
-    kept = 0
+    items = []  # (name, caption, path) of the pictures to read
     for name, caption in sorted(captions.items()):
       path = _inside(folder, name)
       if path is None:
         log.warning("skipping %r: captions may only name files inside %s", name, folder)
         skipped["outside the folder"] += 1
-        continue
-      if not path.exists():
+      elif not path.exists():
         skipped["missing"] += 1
-        continue
-      try:
-        with Image.open(path) as image:
-          image.load()
-          jpeg = image.format in ("JPEG", "MPO")  # MPO: phones' JPEG with extra frames
-          unchanged = image.format == "JPEG" and image.mode == "RGB" and _orientation(image) == 1
-          image = to_rgb(ImageOps.exif_transpose(image))  # upright, as viewers show it
-      except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-        log.warning("skipping unreadable image %s: %s", path, e)
-        skipped["unreadable"] += 1
-        continue
-      if min(image.size) < c.min_size:
-        skipped["too small"] += 1
-        continue
-      if c.max_size and min(image.size) > c.max_size:
-        scale = c.max_size / min(image.size)
-        image = image.resize(
-          (round(image.width * scale), round(image.height * scale)), Image.BICUBIC
-        )
-        unchanged = False
-      side = min(image.size)
-      self.short_sides[side] = self.short_sides.get(side, 0) + 1
-      kept += 1
-      stored = _stored(image, path, jpeg=jpeg, unchanged=unchanged)
-      yield name, {"image": stored, "caption": caption}
+      else:
+        items.append((name, caption, path))
+    kept = 0
+    read = functools.partial(_read_picture, min_size=c.min_size, max_size=c.max_size)
+    # PIL decodes, resizes and encodes without holding the GIL: threads read pictures in
+    # parallel, in chunks, so that memory holds a chunk of them and the order stays the folder's.
+    with concurrent.futures.ThreadPoolExecutor(BUILD_THREADS) as pool:
+      for start in range(0, len(items), BUILD_CHUNK):
+        chunk = items[start : start + BUILD_CHUNK]
+        for (name, caption, path), (stored, side, problem) in zip(
+          chunk, pool.map(read, [path for _, _, path in chunk])
+        ):
+          if problem:
+            if problem != "too small":
+              log.warning("skipping unreadable image %s: %s", path, problem)
+            skipped["too small" if problem == "too small" else "unreadable"] += 1
+            continue
+          self.short_sides[side] = self.short_sides.get(side, 0) + 1
+          kept += 1
+          yield name, {"image": stored, "caption": caption}
     counts = ", ".join(f"{v} {k}" for k, v in skipped.items())
     if not kept:
       raise ValueError(f"No usable image in {folder}: skipped {counts} (the log names them).")
