@@ -44,6 +44,9 @@ def test_the_demo_folder_stands_for_its_three_stages(demo):
   assert f"imagen-jax sample --stages {out} " in stdout  # what the demo says to run next
   imagen = Imagen.load(str(out))
   assert [s.path for s in imagen.stages] == [str(out / name) for name in ("base", "sr1", "sr2")]
+  # A quick demo's stages are in --out/quick: the folder above points there.
+  with pytest.raises(FileNotFoundError, match=f"the demo cascade {out}: pass that"):
+    Imagen.load(str(out.parent))
 
 
 def test_rerunning_the_demo_resumes_instead_of_retraining(demo):

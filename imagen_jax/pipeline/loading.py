@@ -85,6 +85,11 @@ def stage_paths(paths) -> list[str]:
     elif isinstance(stages, dict):
       out += [str(pathlib.Path(path) / name) for name in stages]
     else:
+      demos = sorted(p.parent for p in pathlib.Path(path).glob(f"*/{DEMO_SUMMARY}"))
+      if demos and not (pathlib.Path(path) / "checkpoints").exists():  # e.g. imagen_demo/quick
+        raise FileNotFoundError(
+          f"{path} holds no stages of its own but the demo cascade {demos[0]}: pass that."
+        )
       out.append(str(path))
   return out
 
