@@ -29,6 +29,7 @@ from PIL import Image, ImageOps
 
 from imagen_jax import logs, paths
 from imagen_jax.data import remote, shapes
+from imagen_jax.errors import short_error
 
 log = logging.getLogger(__name__)
 logs.drop_known_notices()
@@ -38,6 +39,7 @@ ORIENTATION_TAG = 0x0112  # EXIF: how a camera picture is to be turned for viewi
 JPEG_QUALITY = 95  # JPEG pictures resized for storage, as large image-text datasets keep them
 BUILD_THREADS = min(32, os.cpu_count() or 1)  # pictures read at once while building a folder
 BUILD_CHUNK = 256  # pictures in flight: a chunk's results are held until written, in order
+TOO_SMALL = "too small"  # why _read_picture passed over a picture under min_size
 
 
 class PILImage(tfds.features.Image):
@@ -163,7 +165,7 @@ def _stored(image: Image.Image, path: pathlib.Path, *, jpeg: bool, unchanged: bo
 
 def _read_picture(path: pathlib.Path, *, min_size: int, max_size: int):
   """(stored bytes, short side as stored, None) for a picture to keep, or (None, 0, why not):
-  "too small", or the error that made it unreadable. Converted to RGB, turned upright, its short
+  TOO_SMALL, or the error that made it unreadable. Converted to RGB, turned upright, its short
   side brought down to `max_size` (0: kept)."""
   try:
     with Image.open(path) as image:
@@ -172,9 +174,9 @@ def _read_picture(path: pathlib.Path, *, min_size: int, max_size: int):
       unchanged = image.format == "JPEG" and image.mode == "RGB" and _orientation(image) == 1
       image = to_rgb(ImageOps.exif_transpose(image))  # upright, as viewers show it
   except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
-    return None, 0, str(e)
+    return None, 0, short_error(e)  # never empty: it names the error's type
   if min(image.size) < min_size:
-    return None, 0, "too small"
+    return None, 0, TOO_SMALL
   if max_size and min(image.size) > max_size:
     scale = max_size / min(image.size)
     image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
@@ -336,10 +338,12 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
         for (name, caption, path), (stored, side, problem) in zip(
           chunk, pool.map(read, [path for _, _, path in chunk])
         ):
+          if problem == TOO_SMALL:
+            skipped["too small"] += 1
+            continue
           if problem:
-            if problem != "too small":
-              log.warning("skipping unreadable image %s: %s", path, problem)
-            skipped["too small" if problem == "too small" else "unreadable"] += 1
+            log.warning("skipping unreadable image %s: %s", path, problem)
+            skipped["unreadable"] += 1
             continue
           self.short_sides[side] = self.short_sides.get(side, 0) + 1
           kept += 1
