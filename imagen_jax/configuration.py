@@ -126,7 +126,7 @@ def unet_defaults(kind: str) -> ml_collections.ConfigDict:
   """A config's `unet` section for a U-Net type ("adm" or "efficient") with every field at its
   default, the paper's size (the modules' own defaults, models.unet_defaults); a config changes
   only what differs."""
-  from imagen_jax.models.unets import unet_defaults as module_defaults
+  from imagen_jax.models.unet_factory import unet_defaults as module_defaults
 
   return ml_collections.ConfigDict(module_defaults(kind))
 

@@ -1,4 +1,43 @@
-"""Errors as users read them: one line each."""
+"""Errors as users read them.
+
+`UserError` and its kinds are mistakes a user can fix (a config, an input, a path, a missing
+extra): their message says what to do, and the command line prints them as one line. Each kind
+is also the built-in exception it refines (`InputError` is a ValueError, `MissingPath` a
+FileNotFoundError, ...), so code that caught the built-in before still catches it. Anything
+else that escapes is a bug of this package (or of the platform under it) and reads as one.
+"""
+
+
+class UserError(Exception):
+  """A mistake the user can fix; the message says how."""
+
+
+class ConfigError(UserError, ValueError):
+  """A config field, override or config file that cannot be used."""
+
+
+class InputError(UserError, ValueError):
+  """An argument, prompt, picture or key of a call that cannot be used."""
+
+
+class InputTypeError(UserError, TypeError):
+  """An argument of the wrong kind (a float seed, a key that is not a PRNG key)."""
+
+
+class MissingPath(UserError, FileNotFoundError):
+  """A file or folder the user named that is not there, or holds nothing usable."""
+
+
+class PathExists(UserError, FileExistsError):
+  """A path the user named that is already taken."""
+
+
+class DataError(UserError, ValueError):
+  """A dataset, folder of pictures or caption file that cannot be read as asked."""
+
+
+class MissingExtra(UserError, ImportError):
+  """An optional package that an option or a path needs (gcsfs for gs://, ...)."""
 
 
 def short_error(e: BaseException, limit: int = 200) -> str:

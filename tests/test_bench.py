@@ -134,16 +134,16 @@ def test_conv_share_finds_every_convolution_and_its_flops(monkeypatch):
 
   import flax.linen as nn
 
-  from imagen_jax.models.stage import Stage
-  from imagen_jax.models.unets import unet_inputs
-  from imagen_jax.perf.inspect import inspect_config
+  from imagen_jax.models.unet_factory import unet_inputs
+  from imagen_jax.perf.inspection import inspect_config
+  from imagen_jax.stages import ImagenStage
 
   monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
   spec = importlib.util.spec_from_file_location("conv_share", ROOT / "benchmarks" / "conv_share.py")
   conv_share = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(conv_share)
   (config,) = bench.load_configs("configs/demo.py:base", [])
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   params = nn.unbox(stage.abstract_params())
   args = unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
   jaxpr = jax.make_jaxpr(lambda p, *a: stage.apply(p, *a))(params, *args).jaxpr

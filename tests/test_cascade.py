@@ -9,8 +9,8 @@ from helpers import run_cli
 from PIL import Image
 
 from imagen_jax import Imagen
-from imagen_jax.models import Stage
 from imagen_jax.pipeline import load_stage
+from imagen_jax.stages import ImagenStage, SampleOptions, compiled
 
 pytestmark = pytest.mark.xdist_group("cascade")
 
@@ -82,13 +82,13 @@ def test_same_seed_same_images_and_another_seed_others(imagen):
 
 def test_guided_sampling_makes_one_batched_unet_call_per_step(imagen, monkeypatch):
   calls = []
-  original = Stage.apply
+  original = ImagenStage.apply
 
   def counting(self, params, z, *args, **kwargs):
     calls.append(z.shape[0])
     return original(self, params, z, *args, **kwargs)
 
-  monkeypatch.setattr(Stage, "apply", counting)
+  monkeypatch.setattr(ImagenStage, "apply", counting)
   # steps=5 is a shape no earlier test compiled, so the sampler is traced again here.
   imagen.sample(["a", "b", "c"], seed=0, steps=5, guidance=4.0, stop_at_stage=1)
   shards = imagen.mesh.shape["data"] * imagen.mesh.shape["fsdp"]
@@ -144,11 +144,13 @@ def test_bad_prompts_are_clear_errors(imagen, prompts, error, message):
 @pytest.mark.parametrize(
   "options, message",
   [
-    (dict(guidance=-1.0), "guidance must be 0 or more"),
-    (dict(guidance=(3.0, -2.0, 1.0)), "guidance must be 0 or more"),
-    (dict(steps=0), "steps must be positive whole numbers"),
-    (dict(steps=(4, 2.5, 2)), "steps must be positive whole numbers"),
-    (dict(sr_strength=(1.0, 1.0, 0.0)), "sr_strength must be in"),
+    (dict(guidance=-1.0), "stage 1.*guidance"),
+    (dict(guidance=(3.0, -2.0, 1.0)), "stage 2.*guidance"),
+    (dict(steps=0), "stage 1.*steps"),
+    (dict(steps=(4, 2.5, 2)), "stage 2.*steps"),
+    (dict(sr_strength=(1.0, 1.0, 0.0)), "stage 3.*sr_strength"),
+    (dict(aug_level=(0.0, 2.0, 0.0)), "stage 2.*aug_level"),
+    (dict(sampler="euler"), "stage 1.*sampler"),
   ],
 )
 def test_bad_sampling_options_are_clear_errors(imagen, options, message):
@@ -325,7 +327,7 @@ def test_prompt_embeds_and_a_per_step_callback(imagen):
 
 @pytest.mark.parametrize("devices", [1, 8])
 def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
-  """Stage.sample is the documented core: jitted by the caller (no compile options inside),
+  """A stage's sample is the documented core: jitted by the caller (no compile options inside),
   with the batch sharded over `devices` CPU devices, it gives the package's images."""
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -333,18 +335,19 @@ def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
   loaded = load_stage(str(out / "base"))
   emb, mask = Imagen.load([str(out / "base")]).text_encoder(["a red circle"] * 8)
   keys = jax.random.split(jax.random.key(0), 8)
-  fn = jax.jit(lambda p, k, t, m: loaded.stage.sample(p, k, t, m, steps=3, guided=False))
+  options = SampleOptions(steps=3)
+  fn = jax.jit(lambda p, k, t, m: loaded.stage.sample(p, k, t, m, options=options))
   mesh = Mesh(np.array(jax.devices()[:devices]), ("batch",))
   rows = NamedSharding(mesh, PartitionSpec("batch"))
   params = jax.device_put(loaded.params, NamedSharding(mesh, PartitionSpec()))
   images = fn(params, *(jax.device_put(a, rows) for a in (keys, emb, mask)))
-  reference = loaded.sampler(loaded.params, keys, emb, mask, steps=3)
+  reference = compiled.sample(loaded.stage, loaded.params, keys, emb, mask, options=options)
   assert images.shape == (8, 16, 16, 3)
   np.testing.assert_allclose(np.asarray(images), np.asarray(reference), atol=1e-4)
   # The same inside shard_map: each device samples its own rows with their own keys.
   per_device = jax.jit(
     jax.shard_map(
-      lambda p, k, t, m: loaded.stage.sample(p, k, t, m, steps=3, guided=False),
+      lambda p, k, t, m: loaded.stage.sample(p, k, t, m, options=options),
       mesh=mesh,
       in_specs=(PartitionSpec(), *(PartitionSpec("batch"),) * 3),
       out_specs=PartitionSpec("batch"),
@@ -482,7 +485,7 @@ def test_an_interrupted_export_leaves_no_half_folder(demo, tmp_path, monkeypatch
 
 
 def test_the_demo_evaluation_reports_each_stage_next_to_the_reader(imagen):
-  from imagen_jax.demo import evaluate_cascade
+  from imagen_jax.demo_job import evaluate_cascade
 
   report = evaluate_cascade(imagen, samples=4, two_samples=3)
   assert report["samples"] == 4 and report["two_shapes"][0]["samples"] == 3

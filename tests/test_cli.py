@@ -11,7 +11,7 @@ from helpers import run_cli
 from imagen_jax import cli, logs
 from imagen_jax.cli import sample as sample_cli
 from imagen_jax.configuration import load_config
-from imagen_jax.perf.inspect import inspect_config, saved_activation_bytes
+from imagen_jax.perf.inspection import inspect_config, saved_activation_bytes
 
 VERBS = sorted(cli.VERBS)
 

@@ -17,7 +17,7 @@ from imagen_jax.configuration import load_config
 from imagen_jax.data import builders, pipeline, shapes
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
 from imagen_jax.text import SHAPES_ENCODER, TextEncoder, load_tokenizer, tokenize
-from imagen_jax.text.dataset import encode_text
+from imagen_jax.text.precompute import encode_text
 
 
 def demo_config(tmp_path, stage="base", *extra):

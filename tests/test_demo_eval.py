@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from imagen_jax.data import shapes, shapes_eval
-from imagen_jax.demo import sr_consistency
+from imagen_jax.demo_job import sr_consistency
 
 
 # The reader's floor on rendered pictures at each demo stage's size (measured on 300: shape 92%,
@@ -74,7 +74,7 @@ def test_a_demo_stopped_while_training_a_stage_stops_there(tmp_path, monkeypatch
   """Ctrl-C or SIGTERM during a stage ends the demo (it resumes when run again): the next
   stages do not start from a half-trained one."""
   import imagen_jax.train as train_package
-  from imagen_jax.demo import run_demo
+  from imagen_jax.demo_job import run_demo
 
   trained = []
 

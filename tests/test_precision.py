@@ -8,7 +8,7 @@ import pytest
 from helpers import moved, tiny_config, train_batch
 
 from imagen_jax import parallel
-from imagen_jax.models import Stage
+from imagen_jax.stages import ImagenStage, SampleOptions
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
 from imagen_jax.train.step import make_train_step
@@ -22,7 +22,7 @@ def test_a_bfloat16_train_step_stays_finite_and_close_to_float32(tmp_path, stage
     config = tiny_config(
       stage_name, tmp_path, f"--config.train.compute_dtype={dtype}", "--config.train.warmup_steps=0"
     )
-    stage = Stage.from_config(config)
+    stage = ImagenStage.from_config(config)
     optimizer = make_optimizer(config.train)
     _, shardings = state_shardings(stage, optimizer, mesh)
     state = create_state(stage, optimizer, jax.random.key(0), shardings)
@@ -49,8 +49,8 @@ def test_a_bfloat16_train_step_stays_finite_and_close_to_float32(tmp_path, stage
 @pytest.mark.parametrize("stage_name", ["base", "sr1"])
 def test_a_bfloat16_sampler_stays_finite_and_close_to_float32(tmp_path, stage_name):
   config = tiny_config(stage_name, tmp_path)
-  stage32 = Stage.from_config(config, dtype=jnp.float32)
-  stage16 = Stage.from_config(config, dtype=jnp.bfloat16)
+  stage32 = ImagenStage.from_config(config, dtype=jnp.float32)
+  stage16 = ImagenStage.from_config(config, dtype=jnp.bfloat16)
   # Moved less than for the train step: with guidance 3, bigger random weights make a model that
   # amplifies any rounding difference from step to step, as no trained one does.
   params = moved(jax.jit(stage32.init_params)(jax.random.key(0)), 0.03)
@@ -60,7 +60,8 @@ def test_a_bfloat16_sampler_stays_finite_and_close_to_float32(tmp_path, stage_na
   mask = jnp.arange(length)[None] < jnp.array([[5], [3], [1], [4]])
   low = config.low_res_size
   low_res = jnp.asarray(rng.uniform(-1, 1, (b, low, low, 3)), jnp.float32) if low else None
-  kwargs = dict(steps=16, guided=True, guidance=3.0, threshold="static", low_res=low_res)
+  options = SampleOptions(steps=16, guidance=3.0, threshold="static")
+  kwargs = dict(options=options, low_res=low_res)
 
   sample32, sample16 = (
     jax.jit(lambda p, key, stage=stage: stage.sample(p, key, text, mask, **kwargs))

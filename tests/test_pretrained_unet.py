@@ -144,7 +144,7 @@ def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
 
 
 def test_inspect_plans_if_i_xl_on_a_v5e_8_without_downloading():
-  from imagen_jax.perf.inspect import inspect_pretrained
+  from imagen_jax.perf.inspection import inspect_pretrained
 
   report = inspect_pretrained("DeepFloyd/IF-I-XL-v1.0", devices=8, mesh={"fsdp": -1}, chip="v5e")
   assert abs(report["params"] / 4.3e9 - 1) < 0.02  # the model card's 4.3B
@@ -158,7 +158,7 @@ def test_inspect_plans_if_i_xl_on_a_v5e_8_without_downloading():
 
 
 def test_every_shipped_if_config_builds_near_its_published_size():
-  from imagen_jax.perf.inspect import inspect_pretrained
+  from imagen_jax.perf.inspection import inspect_pretrained
   from imagen_jax.pretrained import known
 
   for name in known.UNETS:

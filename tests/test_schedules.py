@@ -4,7 +4,7 @@ import pytest
 
 from imagen_jax import diffusion
 from imagen_jax.configuration import load_config
-from imagen_jax.models import Stage
+from imagen_jax.stages import ImagenStage
 
 T = np.linspace(0.0, 1.0, 10001)
 SCHEDULES = [("cosine", 0.0), ("linear", 0.0), ("cosine", 2 * np.log(4.0))]
@@ -53,11 +53,11 @@ def test_shifted_cosine_is_simple_diffusions_resolution_shift():
 
 def test_a_stage_takes_the_shift_from_its_config():
   config = load_config("configs/demo.py:base", [])
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   want = diffusion.get_schedule("cosine").logsnr(0.5) + 2 * np.log(4.0)
   np.testing.assert_allclose(stage.schedule.logsnr(0.5), want, rtol=1e-6)
   config.diffusion.logsnr_shift = 0.0
-  assert Stage.from_config(config).schedule == diffusion.get_schedule("cosine")
+  assert ImagenStage.from_config(config).schedule == diffusion.get_schedule("cosine")
   with pytest.raises(ValueError, match="logsnr_shift must be a number"):
     load_config("configs/demo.py:base", ["--config.diffusion.logsnr_shift=50"])
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config, train_batch
 
 from imagen_jax import parallel
-from imagen_jax.models import Stage
+from imagen_jax.stages import ImagenStage
 from imagen_jax.train import step as step_lib
 from imagen_jax.train.guards import TrainingError, check_finite
 from imagen_jax.train.loop import train_and_evaluate
@@ -62,7 +62,7 @@ def test_an_sr_grid_shows_the_upsampled_input_the_sample_and_the_target_per_row(
   from imagen_jax.train.grids import GridSampler
 
   config = tiny_config("sr1", tmp_path, "--config.sample.steps=2")
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   batch = {k: v[:3] for k, v in train_batch(config).items()}
   params = nn.unbox(jax.jit(stage.init_params)(jax.random.key(0)))
   sampler = GridSampler(stage, config, batch)
@@ -117,7 +117,7 @@ def _free_port():
 
 
 def _state_and_batch(config, mesh, key=0):
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   optimizer = make_optimizer(config.train)
   _, shardings = state_shardings(stage, optimizer, mesh)
   state = create_state(stage, optimizer, jax.random.key(key), shardings)

@@ -30,7 +30,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
   from imagen_jax import logs
-  from imagen_jax.demo import run_demo
+  from imagen_jax.demo_job import run_demo
 
   logs.setup()
   summary = run_demo(

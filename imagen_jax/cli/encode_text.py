@@ -26,7 +26,7 @@ def add_arguments(parser):
 def run(args) -> int:
   from imagen_jax import logs
   from imagen_jax.configuration import load_config
-  from imagen_jax.text.dataset import encode_text
+  from imagen_jax.text.precompute import encode_text
 
   logs.setup()
   config = load_config(args.config, args.overrides)

@@ -73,7 +73,7 @@ def run(args) -> int:
 
   logs.setup()
   if args.pretrained:
-    from imagen_jax.perf.inspect import inspect_pretrained
+    from imagen_jax.perf.inspection import inspect_pretrained
 
     report = inspect_pretrained(
       args.pretrained,
@@ -84,7 +84,7 @@ def run(args) -> int:
     )
   else:
     from imagen_jax.configuration import load_config
-    from imagen_jax.perf.inspect import inspect_config
+    from imagen_jax.perf.inspection import inspect_config
 
     config = load_config(args.config, args.overrides)
     report = inspect_config(

@@ -71,10 +71,10 @@ def _workdir(workdir) -> str:
 
 
 def _data(config) -> str:
-  from imagen_jax.data import pipeline
+  from imagen_jax.data import input_pipeline
 
   try:
-    source = pipeline.open_source(config, build=False, skip_images=True)
+    source = input_pipeline.open_source(config, build=False, skip_images=True)
   except FileNotFoundError as e:
     if config.data.name in ("imagen_shapes", "image_text_folder") and "not built yet" in str(e):
       return f"{e} Process 0 builds it on the first run."

@@ -17,11 +17,11 @@ def add_arguments(parser):
 def run(args) -> int:
   from imagen_jax import logs
   from imagen_jax.configuration import load_config
-  from imagen_jax.data import pipeline
+  from imagen_jax.data import input_pipeline
 
   logs.setup()
   config = load_config(args.config, args.overrides)
-  builder = pipeline.prepare_dataset(config)
+  builder = input_pipeline.prepare_dataset(config)
   examples = builder.info.splits[config.data.split].num_examples
   print(f"{config.data.name}: {examples} examples in {builder.data_dir}")
   return 0

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.predictions import q_sample
 from imagen_jax.diffusion.schedules import Schedule
+from imagen_jax.errors import InputError
 
 
 def noise_augment(low_res, *, aug_level, schedule: Schedule, key=None, noise=None):
@@ -25,7 +26,7 @@ def noise_augment(low_res, *, aug_level, schedule: Schedule, key=None, noise=Non
   aug_level = jnp.broadcast_to(jnp.asarray(aug_level, jnp.float32), (batch,))
   if noise is None:
     if key is None:
-      raise ValueError("noise_augment needs a key or the noise.")
+      raise InputError("noise_augment needs a key or the noise.")
     noise = rng.normal(key, low_res.shape, low_res.dtype)
   noised = q_sample(x=low_res, eps=noise, logsnr=schedule.logsnr(aug_level))
   return jnp.where((aug_level > 0)[:, None, None, None], noised, low_res), aug_level

@@ -14,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.diffusion import rng
-from imagen_jax.diffusion.editing import paste_known, renoise
+from imagen_jax.diffusion import editing, rng
+from imagen_jax.diffusion.progress import report
 from imagen_jax.diffusion.schedules import Schedule
 from imagen_jax.diffusion.thresholding import dynamic_threshold
+from imagen_jax.errors import InputError
 
 BETA_SCHEDULES = ("squaredcos_cap_v2", "linear")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -29,7 +30,7 @@ def betas(num_steps: int = 1000, schedule: str = "squaredcos_cap_v2", *, start=1
   if schedule == "linear":
     return np.linspace(start, end, num_steps, dtype=np.float32)
   if schedule != "squaredcos_cap_v2":
-    raise ValueError(f"Unknown beta schedule {schedule!r}; choose one of {BETA_SCHEDULES}.")
+    raise InputError(f"Unknown beta schedule {schedule!r}; choose one of {BETA_SCHEDULES}.")
 
   def alpha_bar(t):
     return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
@@ -51,7 +52,7 @@ def alphas_cumprod(beta) -> np.ndarray:
 def inference_steps(num_train: int, num_steps: int, spacing: str = "leading", offset: int = 0):
   """int [num_steps], decreasing: the training steps visited when sampling in `num_steps`."""
   if not 1 <= num_steps <= num_train:
-    raise ValueError(f"num_steps must be in [1, {num_train}], got {num_steps}.")
+    raise InputError(f"num_steps must be in [1, {num_train}], got {num_steps}.")
   if spacing == "leading":
     steps = (np.arange(num_steps) * (num_train // num_steps)).round()[::-1] + offset
   elif spacing == "trailing":
@@ -59,7 +60,7 @@ def inference_steps(num_train: int, num_steps: int, spacing: str = "leading", of
   elif spacing == "linspace":
     steps = np.linspace(0, num_train - 1, num_steps).round()[::-1]
   else:
-    raise ValueError(f"Unknown timestep spacing {spacing!r}; choose one of {SPACINGS}.")
+    raise InputError(f"Unknown timestep spacing {spacing!r}; choose one of {SPACINGS}.")
   return steps.astype(np.int32)
 
 
@@ -179,59 +180,52 @@ def sample(
   edit=None,
   progress=None,
 ):
-  """Ancestral sampling over the training steps `steps` (decreasing, e.g. inference_steps) as
-  one lax.scan; pure, for the caller to jit. -> images [*shape] (float32).
+  """Ancestral sampling over the training steps `steps` as one lax.scan; pure, for the caller
+  to jit.
 
-  model_fn(x_t, t) -> (eps, variance_value), each [*shape], t an int32 scalar step (already
-  guided: IF guides eps only and keeps the variance of the text branch). `x_T` (the starting
-  noise) and `noises` [len(steps), *shape] replace the draws from `key` (to replay another
-  sampler's run); `key` may be keys [B], one per example (diffusion.rng). `progress`, if given,
-  is called on the host with the step index after every step. `edit` (diffusion.editing.Edit):
-  with strength < 1 the scan starts from the source noised to steps[0] (pass the steps to run:
-  edit_steps cuts a schedule's), with a mask the known region is the source noised to each
-  step's level and the source itself after the last; resample > 1 adds RePaint's jumps."""
+  Args:
+    model_fn: model_fn(x_t, t) -> (eps, variance_value), each [*shape], t an int32 scalar step;
+      already guided (IF guides eps only and keeps the variance of the text branch).
+    shape: the samples' shape [B, ...].
+    key: one PRNG key or keys [B], one per example (diffusion.rng), typed or legacy.
+    alpha_bar: [T] of the schedule.
+    steps: the training steps to visit, decreasing (inference_steps; edit_steps cuts them for
+      image-to-image).
+    threshold_percentile: dynamic thresholding of x0 at this percentile (None: none), its
+      scale at most `max_value`.
+    x_T: the starting noise, and `noises` [len(steps), *shape] the steps' draws, to replay
+      another sampler's run (default: drawn from `key`).
+    edit: a diffusion.Edit: with strength < 1 the scan starts from the source noised to
+      steps[0]; with a mask the known region is the source noised to each step's level and the
+      source itself after the last; resample > 1 adds RePaint's jumps.
+    progress: called on the host with the step index after every step.
+
+  Returns:
+    float32 images [*shape].
+  """
   steps = np.asarray(steps, np.int32)
   previous = np.append(steps[1:], -1).astype(np.int32)
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)
   key_init, key_steps = rng.split(key)
   x = rng.normal(key_init, shape) if x_T is None else jnp.asarray(x_T)
-  if edit is not None:
-    edit.check()
-    if float(edit.strength) < 1.0:
-      x = add_noise(edit.source, x, int(steps[0]), alpha_bar)
-    first = _logsnr(alpha_bar[int(steps[0])])
-    x = paste_known(x, edit, logsnr=first, noise=rng.normal(rng.fold_in(key_init, 1), shape))
-  resample = 1 if edit is None else int(edit.resample)
+  x = editing.start(x, edit, logsnr=_logsnr(alpha_bar[int(steps[0])]), key=key_init)
 
   def body(x, inputs):
     i, t, t_prev = inputs
-    step_key = rng.fold_in(key_steps, i)
-    for jump in range(resample):
-      key = step_key if jump == 0 else rng.fold_in(step_key, 2 + jump)
+    lam_t, lam_prev = _logsnr(alpha_bar[t]), _logsnr(alpha_bar_at(alpha_bar, t_prev))
+
+    def one_step(x, key):
       eps, value = model_fn(x, t)
-      if noises is None:
-        noise = rng.normal(key, shape)
-      else:
-        noise = jnp.asarray(noises)[i]
-      x_prev, _ = learned_range_step(
-        x,
-        eps,
-        value,
-        noise,
-        t=t,
-        t_prev=t_prev,
-        alpha_bar=alpha_bar,
-        threshold_percentile=threshold_percentile,
-        max_value=max_value,
-      )
-      lam_t, lam_prev = _logsnr(alpha_bar[t]), _logsnr(alpha_bar_at(alpha_bar, t_prev))
-      if edit is not None:
-        noise_known = rng.normal(rng.fold_in(key, 1), shape)
-        x_prev = paste_known(x_prev, edit, logsnr=lam_prev, noise=noise_known)
-      if jump < resample - 1:  # RePaint: back to step t, and the step again
-        x = renoise(x_prev, rng.normal(rng.fold_in(key, 2), shape), lam_t=lam_t, lam_s=lam_prev)
-    if progress is not None:
-      jax.debug.callback(progress, i)
+      noise = rng.normal(key, shape) if noises is None else jnp.asarray(noises)[i]
+      return learned_range_step(
+        x, eps, value, noise, t=t, t_prev=t_prev, alpha_bar=alpha_bar,
+        threshold_percentile=threshold_percentile, max_value=max_value,
+      )  # fmt: skip
+
+    x_prev, _ = editing.step(
+      one_step, x, rng.fold_in(key_steps, i), edit, lam_t=lam_t, lam_s=lam_prev
+    )
+    report(progress, i)
     return x_prev, None
 
   x, _ = jax.lax.scan(body, x, (jnp.arange(len(steps)), jnp.asarray(steps), jnp.asarray(previous)))

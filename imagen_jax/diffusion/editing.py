@@ -10,11 +10,14 @@ source is kept and 0 where new content is drawn.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.predictions import q_sample
+from imagen_jax.errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +33,9 @@ class Edit:
 
   def check(self) -> None:
     if not 0.0 < float(self.strength) <= 1.0:
-      raise ValueError(f"strength must be in (0, 1], got {self.strength}.")
+      raise InputError(f"strength must be in (0, 1], got {self.strength}.")
     if int(self.resample) < 1:
-      raise ValueError(f"resample must be at least 1, got {self.resample}.")
+      raise InputError(f"resample must be at least 1, got {self.resample}.")
 
 
 jax.tree_util.register_dataclass(
@@ -61,3 +64,35 @@ def renoise(z_s, noise, *, lam_t, lam_s):
   ratio = jnp.sqrt(a_t / a_s)
   var = (1.0 - a_t) - (a_t / a_s) * (1.0 - a_s)
   return ratio * z_s + jnp.sqrt(jnp.maximum(var, 0.0)) * noise
+
+
+def start(z, edit: Edit | None, *, logsnr, key):
+  """Where the reverse process starts: the noise z [B, ...] itself; with an edit at strength < 1
+  the source noised by z to log-SNR `logsnr` (SDEdit); and with a mask, the known region the
+  source noised to `logsnr` (by a draw of fold_in(key, 1))."""
+  if edit is None:
+    return z
+  edit.check()
+  if float(edit.strength) < 1.0:
+    z = q_sample(x=edit.source, eps=z, logsnr=logsnr)
+  return paste_known(z, edit, logsnr=logsnr, noise=rng.normal(rng.fold_in(key, 1), z.shape))
+
+
+def step(one_step: Callable, z, key, edit: Edit | None, *, lam_t, lam_s):
+  """One step of the reverse process from log-SNR lam_t to lam_s, as every sampler edits it.
+
+  one_step(z, key) -> (z_s, aux) is the sampler's own step. With a mask, the known region of z_s
+  is the source noised to lam_s; with edit.resample = r > 1, RePaint's jumps: r - 1 times, z_s is
+  noised back to lam_t and the step taken again. Draws: the step's own from `key` (then from
+  fold_in(key, 2 + j) on jump j), the known region's from fold_in(., 1), the jump's from
+  fold_in(., 2). Returns (z_s, aux) of the last jump."""
+  resample = 1 if edit is None else int(edit.resample)
+  for jump in range(resample):
+    jump_key = key if jump == 0 else rng.fold_in(key, 2 + jump)
+    z_s, aux = one_step(z, jump_key)
+    if edit is not None:
+      noise = rng.normal(rng.fold_in(jump_key, 1), z_s.shape)
+      z_s = paste_known(z_s, edit, logsnr=lam_s, noise=noise)
+    if jump < resample - 1:
+      z = renoise(z_s, rng.normal(rng.fold_in(jump_key, 2), z_s.shape), lam_t=lam_t, lam_s=lam_s)
+  return z_s, aux

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from imagen_jax.diffusion.schedules import alpha_sigma_from_logsnr
+from imagen_jax.errors import InputError
 
 OBJECTIVES = ("eps", "x", "v")
 
@@ -60,7 +61,7 @@ def predict_eps_from_v(*, z, v, logsnr):
 
 def check_objective(objective: str) -> str:
   if objective not in OBJECTIVES:
-    raise ValueError(f"Unknown objective {objective!r}; choose one of {OBJECTIVES}.")
+    raise InputError(f"Unknown objective {objective!r}; choose one of {OBJECTIVES}.")
   return objective
 
 

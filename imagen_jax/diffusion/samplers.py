@@ -22,11 +22,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax.diffusion import predictions, rng
-from imagen_jax.diffusion.editing import Edit, paste_known, renoise, start_steps
+from imagen_jax.diffusion import editing, predictions, rng
+from imagen_jax.diffusion.editing import Edit, start_steps
+from imagen_jax.diffusion.progress import report
 from imagen_jax.diffusion.schedules import Schedule
 from imagen_jax.diffusion.thresholding import check_threshold
 from imagen_jax.diffusion.thresholding import threshold as threshold_fn
+from imagen_jax.errors import InputError
 
 SAMPLERS = ("ddpm", "ddim", "dpm++2m")
 SPACINGS = ("time", "logsnr")
@@ -108,96 +110,131 @@ def sample(
   edit: Edit | None = None,
   progress=None,
 ):
-  """Draws samples [*shape] (float32) from a model of the reverse process.
+  """Draws samples from a model of the reverse process, as one `lax.scan` (the caller jits).
 
-  model_fn(z, t): z [B, ...] float32, t [B] in [0, 1]; returns the prediction named by
-  `objective` ("eps", "x" or "v"), already guided. It must be pure and traceable.
-  `key` is one PRNG key, or keys [B], one per example, so that each sample depends on its own
-  key alone (not on its batch).
   A pure function: called as it is, its scan runs eagerly (compiled on every call); inside the
   caller's `jax.jit` (with everything but arrays static) it compiles once, with the model.
-  `threshold` ("none", "static", "dynamic") is applied to x_hat at every step. `spacing` is the
-  time grid ("time" or "logsnr"; None picks the sampler's default); `times` [steps + 1], from
-  near 1 down to 0, replaces it (discrete.step_times visits given steps of a discrete schedule).
-  `threshold_max` caps the dynamic threshold's scale (DeepFloyd IF: 1.5 or 1).
-  `edit` (diffusion.editing.Edit) edits a source image: with strength s < 1 the scan starts from
-  the source noised to t = s and runs round(steps x s) steps over [s, 0] (image-to-image); with
-  a mask, the known region is the source noised to each step's level and, at the end, the
-  source itself (inpainting); `edit.resample` > 1 adds RePaint's jumps back and forth.
-  `progress`, if given, is called on the host with the step index after every step.
+
+  Args:
+    model_fn: model_fn(z, t) -> the prediction named by `objective` ("eps", "x" or "v"), already
+      guided; z [B, ...] float32, t [B] in [0, 1]. Pure and traceable.
+    shape: the samples' shape [B, ...].
+    key: one PRNG key, or keys [B], one per example (then each sample depends on its own key
+      alone, not on its batch); typed (jax.random.key) or legacy (jax.random.PRNGKey).
+    schedule: the noise schedule (diffusion.get_schedule).
+    steps: the number of steps (U-Net calls, times edit.resample).
+    sampler: "ddpm" (ancestral), "ddim" or "dpm++2m" (see the module docstring).
+    eta: DDIM's stochasticity, in [0, 1].
+    logvar_interp: DDPM's log-variance interpolation, in [0, 1] (0: the posterior's).
+    threshold: "none", "static" or "dynamic", applied to x_hat at every step.
+    percentile: the dynamic threshold's percentile of |x_hat|.
+    objective: what model_fn predicts.
+    spacing: the time grid, "time" or "logsnr" (None: the sampler's default).
+    times: [steps + 1] times from near 1 down to 0 that replace the grid (discrete.step_times
+      visits given steps of a discrete schedule).
+    threshold_max: the dynamic threshold's largest scale (DeepFloyd IF: 1.5 or 1).
+    edit: a diffusion.Edit: with strength s < 1 the scan starts from the source noised to t = s
+      and runs round(steps x s) steps over [s, 0] (image-to-image); with a mask, the known region
+      is the source noised to each step's level and, at the end, the source itself
+      (inpainting); edit.resample > 1 adds RePaint's jumps back and forth.
+    progress: called on the host with the step index after every step (a function, or a
+      diffusion.progress.Listener).
+
+  Returns:
+    float32 samples [*shape].
+
+  Raises:
+    InputError: an unknown sampler, spacing, threshold or objective, or steps, eta,
+      logvar_interp or times out of range.
   """
-  if sampler not in SAMPLERS:
-    raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
-  if not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"steps must be a positive integer, got {steps!r}.")
-  if not 0.0 <= eta <= 1.0:
-    raise ValueError(f"eta must be in [0, 1], got {eta}.")
-  if not 0.0 <= logvar_interp <= 1.0:
-    raise ValueError(f"logvar_interp must be in [0, 1], got {logvar_interp}.")
-  if spacing is None:
-    spacing = "logsnr" if sampler == "dpm++2m" else "time"
-  if spacing not in SPACINGS:
-    raise ValueError(f"Unknown time spacing {spacing!r}; choose one of {SPACINGS}.")
-  check_threshold(threshold)
-  predictions.check_objective(objective)
-  strength = 1.0
+  spacing = _check_options(steps, sampler, eta, logvar_interp, spacing, threshold, objective)
   if edit is not None:
     edit.check()
-    strength = float(edit.strength)
-    if strength < 1.0 and times is None:
-      steps = start_steps(steps, strength)
-  if times is None:
-    t_grid = jnp.asarray(time_grid(schedule, steps, spacing)) * strength
-  elif len(times) != steps + 1 or times[-1] != 0:
-    raise ValueError(f"times must hold {steps + 1} times ending at 0, got {len(times)}.")
-  else:
-    t_grid = jnp.asarray(times, jnp.float32)
-  lam_grid = logsnr_grid(schedule, t_grid)
+    if edit.strength < 1.0 and times is None:
+      steps = start_steps(steps, edit.strength)
+  lam_grid, t_grid = _grids(schedule, steps, spacing, times, edit)
   key_init, key_steps = rng.split(key)
-  z = rng.normal(key_init, shape)
-  if edit is not None:
-    if strength < 1.0:  # SDEdit: the source at the first time of the grid
-      z = predictions.q_sample(x=edit.source, eps=z, logsnr=lam_grid[0])
-    z = paste_known(z, edit, logsnr=lam_grid[0], noise=rng.normal(rng.fold_in(key_init, 1), shape))
-  resample = 1 if edit is None else int(edit.resample)
+  z = editing.start(rng.normal(key_init, shape), edit, logsnr=lam_grid[0], key=key_init)
+  step_options = dict(
+    sampler=sampler, eta=eta, logvar_interp=logvar_interp, threshold=threshold,
+    percentile=percentile, threshold_max=threshold_max, objective=objective,
+  )  # fmt: skip
 
   def body(carry, xs):
     z, x_prev, h_prev = carry
     i, t, lam_t, lam_s = xs
-    step_key = rng.fold_in(key_steps, i)
-    for jump in range(resample):
-      key = step_key if jump == 0 else rng.fold_in(step_key, 2 + jump)
-      z_s, x_hat, h = one_step(z, x_prev, h_prev, i, t, lam_t, lam_s, key)
-      if edit is not None:
-        z_s = paste_known(z_s, edit, logsnr=lam_s, noise=rng.normal(rng.fold_in(key, 1), shape))
-      if jump < resample - 1:  # RePaint: back to time t, and the step again
-        z = renoise(z_s, rng.normal(rng.fold_in(key, 2), shape), lam_t=lam_t, lam_s=lam_s)
-    if progress is not None:
-      jax.debug.callback(progress, i)
-    return (z_s, x_hat, h), None
 
-  def one_step(z, x_prev, h_prev, i, t, lam_t, lam_s, key):
-    """z at the next time of the grid, with this step's x_hat and half-log-SNR step h."""
-    pred = model_fn(z, jnp.full((shape[0],), t, jnp.float32)).astype(jnp.float32)
-    x_hat, eps_hat = predictions.x_and_eps_from_prediction(
-      pred, z=z, logsnr=lam_t, objective=objective
+    def one_step(z, key):
+      pred = model_fn(z, jnp.full((shape[0],), t, jnp.float32)).astype(jnp.float32)
+      z_s, x_hat = reverse_step(
+        z, pred, rng.normal(key, shape), x_prev=x_prev, h_prev=h_prev, first=i == 0,
+        lam_t=lam_t, lam_s=lam_s, **step_options,
+      )  # fmt: skip
+      return z_s, x_hat
+
+    z_s, x_hat = editing.step(
+      one_step, z, rng.fold_in(key_steps, i), edit, lam_t=lam_t, lam_s=lam_s
     )
-    if threshold != "none":
-      x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile, max_value=threshold_max)
-      eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
-    noise = rng.normal(key, shape)
-    h = 0.5 * (lam_s - lam_t)
-    if sampler == "ddpm":
-      z = ddpm_step(z, x_hat, noise, lam_t=lam_t, lam_s=lam_s, logvar_interp=logvar_interp)
-    elif sampler == "ddim":
-      z = ddim_step(x_hat, eps_hat, noise, lam_t=lam_t, lam_s=lam_s, eta=eta)
-    else:
-      first_order = (i == 0) | jnp.isinf(lam_s)
-      r = h_prev / jnp.where(first_order, 1.0, h)
-      data_pred = jnp.where(first_order, x_hat, x_hat + (x_hat - x_prev) / (2 * r))
-      z = dpm_solver_2m_step(z, data_pred, lam_t=lam_t, lam_s=lam_s)
-    return z, x_hat, h
+    report(progress, i)
+    return (z_s, x_hat, 0.5 * (lam_s - lam_t)), None
 
   xs = (jnp.arange(steps), t_grid[:-1], lam_grid[:-1], lam_grid[1:])
-  (z, _, _), _ = jax.lax.scan(body, (z, jnp.zeros_like(z), jnp.ones((), jnp.float32)), xs)
+  carry = (z, jnp.zeros_like(z), jnp.ones((), jnp.float32))
+  (z, _, _), _ = jax.lax.scan(body, carry, xs)
   return z
+
+
+def _check_options(steps, sampler, eta, logvar_interp, spacing, threshold, objective) -> str:
+  """The time spacing to use, after refusing options out of range."""
+  if sampler not in SAMPLERS:
+    raise InputError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
+  if not isinstance(steps, int) or steps < 1:
+    raise InputError(f"steps must be a positive integer, got {steps!r}.")
+  if not 0.0 <= eta <= 1.0:
+    raise InputError(f"eta must be in [0, 1], got {eta}.")
+  if not 0.0 <= logvar_interp <= 1.0:
+    raise InputError(f"logvar_interp must be in [0, 1], got {logvar_interp}.")
+  if spacing is None:
+    spacing = "logsnr" if sampler == "dpm++2m" else "time"
+  if spacing not in SPACINGS:
+    raise InputError(f"Unknown time spacing {spacing!r}; choose one of {SPACINGS}.")
+  check_threshold(threshold)
+  predictions.check_objective(objective)
+  return spacing
+
+
+def _grids(schedule: Schedule, steps: int, spacing: str, times, edit: Edit | None):
+  """(logsnr, t), each [steps + 1], of the scan's grid: `times` if given, else the spacing's
+  grid scaled to start at an edit's strength; logsnr is +inf at the end."""
+  if times is None:
+    strength = 1.0 if edit is None else float(edit.strength)
+    t_grid = jnp.asarray(time_grid(schedule, steps, spacing)) * strength
+  elif len(times) != steps + 1 or times[-1] != 0:
+    raise InputError(f"times must hold {steps + 1} times ending at 0, got {len(times)}.")
+  else:
+    t_grid = jnp.asarray(times, jnp.float32)
+  return logsnr_grid(schedule, t_grid), t_grid
+
+
+def reverse_step(
+  z, pred, noise, *, x_prev, h_prev, first, lam_t, lam_s, sampler, eta, logvar_interp,
+  threshold, percentile, threshold_max, objective,
+):  # fmt: skip
+  """(z at lam_s, x_hat) from z at lam_t and the model's prediction `pred` there: x_hat and
+  eps_hat (thresholded), then the sampler's update. dpm++2m reads the previous step's x_hat
+  (`x_prev`) and half-log-SNR step (`h_prev`); it is first order on the first and last step."""
+  x_hat, eps_hat = predictions.x_and_eps_from_prediction(
+    pred, z=z, logsnr=lam_t, objective=objective
+  )
+  if threshold != "none":
+    x_hat = threshold_fn(x_hat, method=threshold, percentile=percentile, max_value=threshold_max)
+    eps_hat = predictions.predict_eps_from_x(z=z, x=x_hat, logsnr=lam_t)
+  if sampler == "ddpm":
+    return ddpm_step(z, x_hat, noise, lam_t=lam_t, lam_s=lam_s, logvar_interp=logvar_interp), x_hat
+  if sampler == "ddim":
+    return ddim_step(x_hat, eps_hat, noise, lam_t=lam_t, lam_s=lam_s, eta=eta), x_hat
+  h = 0.5 * (lam_s - lam_t)
+  first_order = first | jnp.isinf(lam_s)
+  r = h_prev / jnp.where(first_order, 1.0, h)
+  data_pred = jnp.where(first_order, x_hat, x_hat + (x_hat - x_prev) / (2 * r))
+  return dpm_solver_2m_step(z, data_pred, lam_t=lam_t, lam_s=lam_s), x_hat

@@ -13,6 +13,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.errors import InputError
+
 LOGSNR_MIN = -20.0
 LOGSNR_MAX = 20.0
 
@@ -131,7 +133,7 @@ def get_schedule(name: str, *, shift: float = 0.0, **kwargs) -> Schedule:
   """Returns the schedule called `name` ("cosine" or "linear"), its logsnr moved by `shift`;
   kwargs override its constants."""
   if name not in SCHEDULES:
-    raise ValueError(f"Unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
+    raise InputError(f"Unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
   schedule = SCHEDULES[name](**kwargs)
   if shift:
     return ShiftedSchedule(name=f"{name}+{shift:g}", base=schedule, shift=float(shift))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from imagen_jax.errors import InputError
+
 THRESHOLDS = ("none", "static", "dynamic")
 
 
 def check_threshold(method: str) -> str:
   if method not in THRESHOLDS:
-    raise ValueError(f"Unknown thresholding {method!r}; choose one of {THRESHOLDS}.")
+    raise InputError(f"Unknown thresholding {method!r}; choose one of {THRESHOLDS}.")
   return method
 
 

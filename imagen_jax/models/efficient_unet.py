@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from imagen_jax.models import layers
-from imagen_jax.models.unet import Conditioning, check_inputs
+from imagen_jax.models.adm_unet import Conditioning, check_inputs
 
 SKIP_SCALE = 2**-0.5
 

@@ -22,12 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imagen_jax import diffusion, hardware, parallel
+from imagen_jax import hardware, parallel
 from imagen_jax.configuration import load_config, resolve_config_path
-from imagen_jax.images import bicubic_resize
-from imagen_jax.models.sampler import StageSampler
-from imagen_jax.models.stage import Stage
-from imagen_jax.train import compile as compile_lib
+from imagen_jax.stages import ImagenStage, SampleOptions, compiled
+from imagen_jax.train import aot
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
 from imagen_jax.train.step import make_train_step
@@ -39,7 +37,7 @@ def _device_info() -> dict:
 
 
 def _available_bytes() -> int:
-  limit = compile_lib.device_bytes_limit()
+  limit = aot.device_bytes_limit()
   if limit:
     return int(limit)
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
@@ -64,7 +62,7 @@ def time_calls(fn, *, warmup: int, iters: int) -> list[float]:
   return times
 
 
-def _analysis(compiled: compile_lib.Compiled) -> dict:
+def _analysis(compiled: aot.Compiled) -> dict:
   out = {"flops_per_call_per_device": compiled.flops}
   if compiled.bytes_per_device is not None:
     out["compiled_bytes_per_device"] = compiled.bytes_per_device
@@ -85,7 +83,7 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
   config.train.batch_size = batch
   config.train.grad_accum = 1
   mesh = parallel.make_mesh(dict(config.mesh))
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   dtype_name = jnp.dtype(stage.model.dtype).name
   optimizer = make_optimizer(config.train)
   abstract, shardings = state_shardings(stage, optimizer, mesh)
@@ -110,7 +108,7 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
     compiler_options=hardware.compiler_options("train"),
   )
   key = jax.random.key(0)
-  compiled = compile_lib.compile_ahead(step, abstract, batch_arrays, key, None)
+  compiled = aot.compile_ahead(step, abstract, batch_arrays, key, None)
   report = {
     "what": "train",
     **_device_info(),
@@ -176,8 +174,7 @@ def bench_sample(
   rng = np.random.default_rng(0)
   total = 0.0
   for i, config in enumerate(configs):
-    stage = Stage.from_config(config)
-    sample = StageSampler(stage)
+    stage = ImagenStage.from_config(config)
     params = jax.jit(
       lambda k, stage=stage: nn.unbox(stage.init_params(k)), out_shardings=parallel.replicated(mesh)
     )(jax.random.key(i))
@@ -189,22 +186,15 @@ def bench_sample(
     if stage.super_res and images is None:
       low = config.sample_size // stage.factor if config.sample_size else config.low_res_size
       images = jnp.asarray(rng.uniform(-1, 1, (padded, low, low, 3)), jnp.float32)
-    kw = dict(
-      steps=int(steps[i]),
-      sampler=sampler or config.sample.sampler,
-      guidance=config.sample.guidance if guidance is None else guidance,
-      threshold=config.sample.threshold,
-      low_res=images if stage.super_res else None,
-      aug_level=config.sample.aug_level,
+    # As the cascade samples it: an SR stage with sr_strength < 1 from its upsampled input.
+    options = SampleOptions.from_config(
+      config.sample, steps=int(steps[i]), sampler=sampler, guidance=guidance,
+      strength=config.sample.get("sr_strength", 1.0) if stage.super_res else 1.0,
       size=stage.output_size,
-    )
-    strength = float(config.sample.get("sr_strength", 1.0)) if stage.super_res else 1.0
-    ran = int(steps[i])
-    if strength < 1.0:  # as the cascade samples it: from the upsampled input, noised
-      kw["edit"] = diffusion.Edit(bicubic_resize(images, stage.output_size), strength)
-      ran = diffusion.editing.start_steps(ran, strength)
-    run = lambda sample=sample, params=params, text=text, mask=mask, kw=kw: sample(
-      params, jax.random.key(0), text, mask, **kw
+    )  # fmt: skip
+    low_res = images if stage.super_res else None
+    run = lambda stage=stage, params=params, text=text, mask=mask, o=options, low=low_res: (
+      compiled.sample(stage, params, jax.random.key(0), text, mask, options=o, low_res=low)
     )
     t0 = time.perf_counter()
     out = jax.block_until_ready(run())  # the first call compiles
@@ -216,14 +206,14 @@ def bench_sample(
       {
         "stage": i + 1,
         "output_size": stage.output_size,
-        "steps": kw["steps"],
-        "sampler": kw["sampler"],
-        "guidance": kw["guidance"],
+        "steps": options.steps,
+        "sampler": options.sampler,
+        "guidance": options.guidance,
         "compile_seconds": round(max(first - seconds, 0.0), 2),
         "seconds": round(seconds, 4),
         "seconds_per_image": round(seconds / batch, 5),
-        "steps_run": ran,
-        "seconds_per_step": round(seconds / ran, 5),
+        "steps_run": options.steps_run,
+        "seconds_per_step": round(seconds / options.steps_run, 5),
       }
     )
   report["cascade_seconds_per_image"] = round(total / batch, 5)

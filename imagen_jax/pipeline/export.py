@@ -29,7 +29,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from imagen_jax import parallel, paths
 from imagen_jax.models.safetensors_io import SafetensorsFile, save_file
-from imagen_jax.models.stage import Stage
+from imagen_jax.stages import ImagenStage
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def save_stages(stages, folder) -> pathlib.Path:
   if is_export(folder) or (folder.exists() and any(folder.iterdir())):
     raise FileExistsError(f"{folder} exists and is not empty: export into a new folder.")
   for loaded in stages:
-    if not isinstance(loaded.stage, Stage):
+    if not isinstance(loaded.stage, ImagenStage):
       raise ValueError(
         f"{loaded.path} is an imported stage; share it as the pipeline folder it came from."
       )
@@ -102,7 +102,7 @@ def load_exported_stage(path, mesh=None):
   """(Stage, EMA parameters replicated over `mesh`, config, step) of an exported stage folder."""
   path = pathlib.Path(path)
   config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   file = SafetensorsFile(path / PARAMS)
   params = unflatten_dict({tuple(name.split("/")): file.get(name) for name in file.names()})
   expected = {k: a.shape for k, a in flatten_dict(nn.unbox(stage.abstract_params())).items()}
@@ -119,7 +119,7 @@ def load_exported_stage(path, mesh=None):
 
 
 def _card(stages, names) -> str:
-  from imagen_jax.models.unets import count_params
+  from imagen_jax.models.unet_factory import count_params
 
   rows = []
   for name, loaded in zip(names, stages):

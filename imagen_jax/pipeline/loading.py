@@ -1,5 +1,6 @@
-"""Loading a trained stage for sampling: its config and EMA parameters from a workdir or one of
-its checkpoints (read through train.checkpoint, the format's owner), and its compiled sampler."""
+"""Loading a stage for sampling: a trained stage's config and EMA parameters from a workdir, one
+of its checkpoints (read through train.checkpoint, the format's owner) or an exported folder;
+DeepFloyd IF's from a hub id or a saved pipeline."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ import jax
 import ml_collections
 
 from imagen_jax import hardware, parallel
-from imagen_jax.errors import short_error
-from imagen_jax.models.sampler import StageSampler
-from imagen_jax.models.stage import Stage
+from imagen_jax.errors import MissingPath, short_error
 from imagen_jax.pipeline import export
+from imagen_jax.stages import ImagenStage, Stage
 from imagen_jax.train import checkpoint
 
 log = logging.getLogger(__name__)
@@ -25,23 +25,20 @@ DEMO_SUMMARY = "summary.json"  # written by `imagen-jax demo` beside its stages 
 
 @dataclasses.dataclass
 class LoadedStage:
-  """A trained stage: its model, EMA parameters, config, where it came from, and its sampler
-  (compiled on first use per batch shape and options)."""
+  """A stage ready to sample: any stages.Stage (stages.ImagenStage, pretrained.IFStage, ...),
+  its parameters (the EMA ones of a trained stage), its config (whose `sample` section holds its
+  default options), where it came from, and its training step (-1: not known)."""
 
-  stage: Stage  # or an imported pretrained.IFStage
-  params: dict  # EMA parameters
+  stage: Stage
+  params: dict
   config: ml_collections.ConfigDict
   path: str
   step: int
-  sampler: StageSampler = dataclasses.field(init=False, repr=False)
-
-  def __post_init__(self):
-    self.sampler = StageSampler(self.stage)
 
 
-def _restore(step_dir, mesh) -> tuple[Stage, dict, ml_collections.ConfigDict]:
+def _restore(step_dir, mesh) -> tuple[ImagenStage, dict, ml_collections.ConfigDict]:
   config = ml_collections.ConfigDict(checkpoint.read_config(step_dir))
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(
     lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated),
@@ -87,7 +84,7 @@ def stage_paths(paths) -> list[str]:
     else:
       demos = sorted(p.parent for p in pathlib.Path(path).glob(f"*/{DEMO_SUMMARY}"))
       if demos and not (pathlib.Path(path) / "checkpoints").exists():  # e.g. imagen_demo/quick
-        raise FileNotFoundError(
+        raise MissingPath(
           f"{path} holds no stages of its own but the demo cascade {demos[0]}: pass that."
         )
       out.append(str(path))
@@ -117,4 +114,4 @@ def load_stage(path, *, mesh=None) -> LoadedStage:
       log.warning("%s: sampling from the checkpoint of step %s", path, step_dir.name)
     step = int(step_dir.name) if step_dir.name.isdigit() else -1
     return LoadedStage(stage, params, config, str(path), step)
-  raise RuntimeError(f"No checkpoint of {path} can be read:\n  " + "\n  ".join(errors))
+  raise MissingPath(f"No checkpoint of {path} can be read:\n  " + "\n  ".join(errors))

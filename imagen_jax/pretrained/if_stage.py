@@ -1,5 +1,5 @@
-"""A DeepFloyd IF stage sampled as IF samples it, with the same `sample` signature as a
-self-trained models.Stage (so models.StageSampler compiles either).
+"""A DeepFloyd IF stage sampled as IF samples it; it implements stages.Stage, as this package's
+own stages do.
 
 IF's semantics (diffusers' IFPipeline and IFSuperResolutionPipeline): a 1000-step discrete
 schedule; the U-Net predicts eps and a learned-range variance value; classifier-free guidance
@@ -18,11 +18,10 @@ import numpy as np
 
 from imagen_jax import diffusion
 from imagen_jax.diffusion import discrete, rng
-from imagen_jax.diffusion.thresholding import check_threshold
+from imagen_jax.errors import InputError
 from imagen_jax.images import bilinear_resize_align_corners
-from imagen_jax.models.unet import UNet
-
-SAMPLERS = ("ddpm", "ddim", "dpm++2m")
+from imagen_jax.models.adm_unet import UNet
+from imagen_jax.stages import SampleOptions
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,6 +60,14 @@ class IFStage:
       eps = out[batch:, ..., :3] + guidance * (eps - out[batch:, ..., :3])
     return eps, value
 
+  def check_options(self, options: SampleOptions) -> None:
+    """Stage II's noise level (aug_level) is a step of its noising schedule, in [0, T)."""
+    if self.super_res and not options.aug_level < len(self.noise_alpha_bar):
+      raise InputError(
+        f"IF's noise level (aug_level) must be in [0, {len(self.noise_alpha_bar)}), "
+        f"got {options.aug_level}."
+      )
+
   def sample(
     self,
     params,
@@ -68,84 +75,68 @@ class IFStage:
     text,
     mask,
     *,
-    steps: int,
-    sampler: str = "ddpm",
-    guided: bool = False,
-    guidance=1.0,
-    threshold: str = "dynamic",
+    options: SampleOptions,
     low_res=None,
-    aug_level=250.0,
-    size: int | None = None,
-    progress=None,
     null_text=None,
     null_mask=None,
-    edit=None,
+    source=None,
+    keep=None,
+    progress=None,
   ):
-    """Images [B, size, size, 3] in [-1, 1], as models.Stage.sample; text [B, L, D] is IF's
-    (unmasked) T5 states, `null_text` the encoding of "" (needed when guided), `aug_level` the
-    noise level of stage II's input (an integer step; IF's default 250). "ddpm" is IF's own
-    sampler (the learned variance, on the scheduler's step spacing, "leading" for IF); "ddim"
-    and "dpm++2m" run with eps alone on "trailing" steps, which start from step 999: starting
-    from pure noise at a leading spacing's first step (900 of 1000 for 10 steps) leaves the
-    deterministic samplers off (tests/test_if_scheduler.py measures it on Gaussian data)."""
+    """Images [B, S, S, 3] in [-1, 1]: stages.Stage.sample, with IF's meanings. `text` [B, L, D]
+    is IF's (unmasked) T5 states and `null_text` the encoding of "" (needed when guided);
+    options.aug_level is stage II's noise level (an integer step; IF's default 250). "ddpm" is
+    IF's own sampler (the learned variance, on the scheduler's step spacing, "leading" for
+    IF); "ddim" and "dpm++2m" run with eps alone on "trailing" steps, which start from step
+    999: starting from pure noise at a leading spacing's first step (900 of 1000 for 10 steps)
+    leaves the deterministic samplers off (tests/test_if_scheduler.py measures it)."""
     del mask, null_mask  # IF's U-Nets attend to every token
-    if sampler not in SAMPLERS:
-      raise ValueError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")
-    check_threshold(threshold)
-    if guided and null_text is None:
-      raise ValueError("Guided IF sampling needs null_text: the encoding of the empty prompt.")
-    num_train = len(self.alpha_bar)
-    batch = text.shape[0]
+    if options.guided and null_text is None:
+      raise InputError("Guided IF sampling needs null_text: the encoding of the empty prompt.")
     key_noise, key_sample = rng.split(key)
-    cond = level = None
-    if self.super_res:
-      if low_res is None:
-        raise ValueError("IF's stage II needs low_res images to upsample.")
-      size = size or low_res.shape[1] * self.factor
-      up = bilinear_resize_align_corners(low_res, size)
-      level = jnp.full((batch,), jnp.round(aug_level), jnp.int32)
-      noise = rng.normal(key_noise, up.shape)
-      cond = discrete.add_noise(up, noise, level, self.noise_alpha_bar)
+    size, cond, level, upsampled = self._stage_two_input(options, low_res, key_noise)
+    null = null_text if options.guided else None
+    num_train = len(self.alpha_bar)
+    if options.sampler == "ddpm":
+      steps_run = discrete.inference_steps(
+        num_train, options.steps, self.spacing, self.steps_offset
+      )
     else:
-      size = size or self.output_size
-    shape = (batch, size, size, 3)
-    null = null_text if guided else None
-    if sampler == "ddpm":
-      steps_run = discrete.inference_steps(num_train, steps, self.spacing, self.steps_offset)
-    else:
-      steps_run = discrete.inference_steps(num_train, steps, "trailing")
-    if edit is not None and float(edit.strength) < 1.0:
-      steps_run = discrete.edit_steps(steps_run, float(edit.strength))
-    max_value = 1.0 if threshold == "static" else self.max_value  # s = 1: clip to [-1, 1]
+      steps_run = discrete.inference_steps(num_train, options.steps, "trailing")
+    edit = options.edit(source, keep, upsampled=upsampled)
+    if edit is not None and edit.strength < 1.0:
+      steps_run = discrete.edit_steps(steps_run, edit.strength)
+    max_value = 1.0 if options.threshold == "static" else self.max_value  # s = 1: clip to [-1, 1]
+    batch = text.shape[0]
 
     def eps_and_variance(x, t):
       t = jnp.broadcast_to(t, (batch,)).astype(jnp.int32)
-      return self._eps_and_variance(params, x, t, text, cond, level, null, guidance)
+      return self._eps_and_variance(params, x, t, text, cond, level, null, options.guidance)
 
-    if sampler == "ddpm":
+    shape = (batch, size, size, 3)
+    if options.sampler == "ddpm":
+      percentile = None if options.threshold == "none" else self.percentile
       return discrete.sample(
-        eps_and_variance,
-        shape,
-        key_sample,
-        alpha_bar=self.alpha_bar,
-        steps=steps_run,
-        threshold_percentile=None if threshold == "none" else self.percentile,
-        max_value=max_value,
-        edit=edit,
-        progress=progress,
-      )
+        eps_and_variance, shape, key_sample, alpha_bar=self.alpha_bar, steps=steps_run,
+        threshold_percentile=percentile, max_value=max_value, edit=edit, progress=progress,
+      )  # fmt: skip
     schedule = discrete.Discrete(self.alpha_bar)
     return diffusion.sample(
-      lambda z, t: eps_and_variance(z, schedule.step(t))[0],
-      shape,
-      key_sample,
-      schedule=schedule,
-      steps=len(steps_run),
-      sampler=sampler,
-      threshold=threshold,
-      percentile=self.percentile,
-      threshold_max=max_value,
-      times=discrete.step_times(steps_run, num_train),
-      edit=edit,
-      progress=progress,
-    )
+      lambda z, t: eps_and_variance(z, schedule.step(t))[0], shape, key_sample,
+      schedule=schedule, steps=len(steps_run), sampler=options.sampler,
+      threshold=options.threshold, percentile=self.percentile, threshold_max=max_value,
+      times=discrete.step_times(steps_run, num_train), edit=edit, progress=progress,
+    )  # fmt: skip
+
+  def _stage_two_input(self, options: SampleOptions, low_res, key):
+    """(size, noised upsampled input or None, its level [B] or None, the upsampled input or
+    None): stage II's conditioning at options.aug_level."""
+    if not self.super_res:
+      return options.size or self.output_size, None, None, None
+    if low_res is None:
+      raise InputError("IF's stage II needs low_res images to upsample.")
+    size = options.size or low_res.shape[1] * self.factor
+    up = bilinear_resize_align_corners(low_res, size)
+    level = jnp.full((low_res.shape[0],), jnp.round(options.aug_level), jnp.int32)
+    cond = discrete.add_noise(up, rng.normal(key, up.shape), level, self.noise_alpha_bar)
+    return size, cond, level, up

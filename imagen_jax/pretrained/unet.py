@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imagen_jax.models.unet import UNet
-from imagen_jax.models.unets import count_params
+from imagen_jax.models.adm_unet import UNet
+from imagen_jax.models.unet_factory import count_params
 from imagen_jax.models.weight_loading import load_mapped
 from imagen_jax.pretrained import unet_config, unet_weights
 

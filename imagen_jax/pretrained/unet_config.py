@@ -12,7 +12,7 @@ import pathlib
 
 import jax.numpy as jnp
 
-from imagen_jax.models.unet import TextTimeConditioning, UNet
+from imagen_jax.models.adm_unet import TextTimeConditioning, UNet
 
 ACTIVATIONS = ("gelu", "silu", "swish")
 DOWN_BLOCKS = {"ResnetDownsampleBlock2D": False, "SimpleCrossAttnDownBlock2D": True}

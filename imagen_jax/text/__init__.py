@@ -4,7 +4,7 @@
     enc = TextEncoder.from_pretrained("google/t5-v1_1-xxl")  # hub id or local directory
     emb, mask = enc(["a photo of a cat"])                    # [B, L, D] float, [B, L] bool
 
-`text.dataset.encode_text` precomputes the embeddings of a dataset's captions.
+`text.precompute.encode_text` precomputes the embeddings of a dataset's captions.
 """
 
 from imagen_jax.text.encoder import TINY_CONFIG, TextEncoder

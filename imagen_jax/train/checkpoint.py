@@ -24,7 +24,7 @@ from etils import epath
 from imagen_jax import parallel, paths
 from imagen_jax.configuration import stage_defaults
 from imagen_jax.errors import short_error
-from imagen_jax.models import unets
+from imagen_jax.models import unet_factory
 from imagen_jax.train.state import unsound_reason
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def config_differences(saved: dict, current: dict) -> tuple[list[str], list[str]
   its default."""
   defaults = _flatten(json.loads(stage_defaults().to_json()))
   kind = saved.get("unet", {}).get("type")
-  if kind in unets.UNET_TYPES:  # the U-Net's fields default to its module's
-    defaults.update(_flatten({"unet": json.loads(json.dumps(unets.unet_defaults(kind)))}))
+  if kind in unet_factory.UNET_TYPES:  # the U-Net's fields default to its module's
+    defaults.update(_flatten({"unet": json.loads(json.dumps(unet_factory.unet_defaults(kind)))}))
   saved, current = _flatten(saved), _flatten(current)
   refused, allowed = [], []
   for key in sorted(set(saved) | set(current)):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.images import bicubic_resize, grid, to_float, to_uint8
-from imagen_jax.models.sampler import StageSampler
+from imagen_jax.stages import SampleOptions, compiled
 from imagen_jax.train.step import text_condition
 
 EXAMPLES = 8
@@ -22,7 +22,8 @@ class GridSampler:
   compiled on the first grid and reused for the run."""
 
   def __init__(self, stage, config, batch: dict, text_encoder=None, text_params=None, captions=()):
-    self.stage, self.options = stage, config.sample
+    self.stage = stage
+    self.options = SampleOptions.from_config(config.sample, size=stage.image_size)
     self.captions = list(captions)
     batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "index"}
     self.target = np.asarray(batch["image"]) if stage.super_res else None  # an SR grid's row
@@ -31,7 +32,6 @@ class GridSampler:
     self.text, self.mask, self.low_res, self.upsampled = jax.jit(
       functools.partial(_fixed_inputs, stage=stage, text_encoder=text_encoder)
     )(batch, text_params)
-    self._sampler = StageSampler(stage)
     self._to_uint8 = jax.jit(to_uint8)
 
   def caption_text(self) -> str:
@@ -40,20 +40,10 @@ class GridSampler:
 
   def __call__(self, ema_params, key) -> np.ndarray:
     """uint8 [H, W, 3]: the grid of samples for the fixed batch."""
-    s = self.options
-    images = self._sampler(
-      ema_params,
-      key,
-      self.text,
-      self.mask,
-      steps=s.steps,
-      sampler=s.sampler,
-      guidance=s.guidance,
-      threshold=s.threshold,
+    images = compiled.sample(
+      self.stage, ema_params, key, self.text, self.mask, options=self.options,
       low_res=self.low_res,
-      aug_level=s.aug_level,
-      size=self.stage.image_size,
-    )
+    )  # fmt: skip
     rows = [np.asarray(self._to_uint8(images))]
     if self.stage.super_res:
       rows = [np.asarray(self.upsampled), rows[0], self.target]

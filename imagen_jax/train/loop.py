@@ -23,12 +23,11 @@ from etils import epath
 from tqdm import tqdm
 
 from imagen_jax import hardware, parallel, paths
-from imagen_jax.data import pipeline
+from imagen_jax.data import input_pipeline
 from imagen_jax.data.store import EmbeddingStore
-from imagen_jax.models.stage import Stage
+from imagen_jax.stages import ImagenStage
 from imagen_jax.text import TextEncoder, tokenize
-from imagen_jax.train import compile as compile_lib
-from imagen_jax.train import grids
+from imagen_jax.train import aot, grids
 from imagen_jax.train import workdir as workdir_lib
 from imagen_jax.train.checkpoint import Checkpointer
 from imagen_jax.train.guards import (
@@ -89,7 +88,7 @@ def _train(
   checkpointer.check_config(config_dict)  # before data and compilation: a refusal comes at once
   mesh = parallel.make_mesh(dict(config.mesh))
   parallel.check_batch(config, mesh.shape)
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   log.info(
     "%d %s device(s), mesh %s, compute dtype %s, process %d of %d",
     mesh.size,
@@ -162,10 +161,10 @@ def _text_setup(config, mesh, dtype) -> _Text:
 
 def _open_data(config, text: _Text):
   if jax.process_index() == 0:
-    source = pipeline.open_source(config)  # builds offline datasets on first use
+    source = input_pipeline.open_source(config)  # builds offline datasets on first use
   parallel.sync("dataset built")
   if jax.process_index() != 0:
-    source = pipeline.open_source(config, build=False)
+    source = input_pipeline.open_source(config, build=False)
   if text.store is not None:
     text.store.check_matches(
       encoder=config.text.encoder,
@@ -176,14 +175,14 @@ def _open_data(config, text: _Text):
   tokenize_fn = None
   if text.tokenizer is not None:
     tokenize_fn = functools.partial(tokenize, text.tokenizer, max_length=config.text.max_length)
-  return source, pipeline.ExampleTransform(config, tokenize=tokenize_fn, store=text.store)
+  return source, input_pipeline.ExampleTransform(config, tokenize=tokenize_fn, store=text.store)
 
 
 def _dataset(config, source, transform, *, grid: bool = False):
   """The training stream of this process, or (grid) the fixed batch of sample grids: another
   seed, read whole by every process."""
   if grid:
-    return pipeline.make_dataset(
+    return input_pipeline.make_dataset(
       source,
       transform,
       seed=config.seed + 1,
@@ -192,7 +191,7 @@ def _dataset(config, source, transform, *, grid: bool = False):
       process_count=1,
       shuffle=config.data.shuffle,
     )
-  return pipeline.make_dataset(
+  return input_pipeline.make_dataset(
     source,
     transform,
     workers=config.data.workers,
@@ -240,9 +239,9 @@ class _HeldOut:
       return None
     eval_config = config.copy_and_resolve_references()
     eval_config.data.split = config.data.eval_split
-    source = pipeline.open_source(eval_config, build=False)
+    source = input_pipeline.open_source(eval_config, build=False)
     stream = iter(
-      pipeline.make_dataset(
+      input_pipeline.make_dataset(
         source,
         transform,
         seed=config.seed + 2,
@@ -265,12 +264,12 @@ class _HeldOut:
     return float(sum(jax.device_get(losses)) / len(losses))
 
 
-def _memory_check(step: compile_lib.Compiled, enabled: bool) -> dict:
+def _memory_check(step: aot.Compiled, enabled: bool) -> dict:
   """Per-device bytes of the compiled step; raises TrainingError when it exceeds the device."""
   need = step.bytes_per_device
   if need is None:
     return {}
-  limit = compile_lib.device_bytes_limit()
+  limit = aot.device_bytes_limit()
   if enabled and limit and need > limit:
     raise TrainingError(
       f"The train step needs {need / 2**30:.1f} GiB per device but the device has "
@@ -304,7 +303,7 @@ class _Run:
       return restored
     return create_state(self.stage, self.optimizer, self.init_key, self.shardings), 0
 
-  def compile_step(self, example_batch) -> compile_lib.Compiled:
+  def compile_step(self, example_batch) -> aot.Compiled:
     """The train step compiled ahead of time for global batches shaped like `example_batch`."""
     config, mesh = self.config, self.mesh
     step_fn = make_train_step(self.stage, config, self.optimizer, text_encoder=self.text.module)
@@ -323,7 +322,7 @@ class _Run:
       donate_argnums=0,
       compiler_options=hardware.compiler_options("train"),
     )
-    step = compile_lib.compile_ahead(jitted, self.abstract, batch_spec, self.key, self.text.params)
+    step = aot.compile_ahead(jitted, self.abstract, batch_spec, self.key, self.text.params)
     log.info(
       "compiled the train step in %.1fs; %.3g FLOPs per step per device", step.seconds, step.flops
     )

@@ -17,8 +17,8 @@ import optax
 
 from imagen_jax import diffusion
 from imagen_jax.images import bicubic_resize, to_float
-from imagen_jax.models.stage import Stage
 from imagen_jax.models.t5 import T5Encoder
+from imagen_jax.stages import ImagenStage
 from imagen_jax.train.optim import ema_decay, learning_rate_schedule
 from imagen_jax.train.state import TrainState
 
@@ -40,7 +40,7 @@ def text_condition(batch, text_encoder: T5Encoder | None, text_params):
   return jnp.where(mask[..., None], emb, 0.0), mask
 
 
-def _draw_inputs(stage: Stage, dc, batch, key, text_encoder, text_params):
+def _draw_inputs(stage: ImagenStage, dc, batch, key, text_encoder, text_params):
   """(the per-example inputs of the loss, the dropout key): t, eps, the text (dropped with
   probability cond_drop_prob) and, for SR stages, the noise-augmented low-res image."""
   k_t, k_eps, k_drop, k_aug, k_aug_eps, k_dropout = jax.random.split(key, 6)
@@ -64,7 +64,7 @@ def _draw_inputs(stage: Stage, dc, batch, key, text_encoder, text_params):
   return inputs, k_dropout
 
 
-def _loss(stage: Stage, dc, params, mb, key, *, train: bool):
+def _loss(stage: ImagenStage, dc, params, mb, key, *, train: bool):
   logsnr = stage.schedule.logsnr(mb["t"])
   z = diffusion.q_sample(x=mb["x"], eps=mb["eps"], logsnr=logsnr)
   pred = stage.apply(
@@ -89,7 +89,7 @@ def _loss(stage: Stage, dc, params, mb, key, *, train: bool):
   return jnp.mean(loss)
 
 
-def make_eval_loss(stage: Stage, config, *, text_encoder: T5Encoder | None = None):
+def make_eval_loss(stage: ImagenStage, config, *, text_encoder: T5Encoder | None = None):
   """A pure (params, batch, key, text_params) -> the batch's mean loss, drawn as the train step
   draws it, without dropout: the held-out loss (with a fixed key, comparable across steps)."""
   dc = config.diffusion
@@ -109,7 +109,9 @@ def unroll_micro_batches() -> bool:
   return jax.default_backend() == "cpu"
 
 
-def make_train_step(stage: Stage, config, optimizer, *, text_encoder: T5Encoder | None = None):
+def make_train_step(
+  stage: ImagenStage, config, optimizer, *, text_encoder: T5Encoder | None = None
+):
   tc, dc = config.train, config.diffusion
   accum = tc.grad_accum
   optimizer = optax.with_extra_args_support(optimizer)  # it is given grad_norm=

@@ -9,8 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.models.adm_unet import UNet
 from imagen_jax.models.efficient_unet import EfficientUNet
-from imagen_jax.models.unet import UNet
 
 UNET_CLASSES = {"adm": UNet, "efficient": EfficientUNet}
 UNET_TYPES = tuple(UNET_CLASSES)

@@ -21,8 +21,8 @@ from jax.sharding import PartitionSpec
 from imagen_jax import hardware, models, parallel, text
 from imagen_jax.models import t5
 from imagen_jax.models.layers import REMAT_POLICIES
-from imagen_jax.models.stage import Stage
-from imagen_jax.train import compile as compile_lib
+from imagen_jax.stages import ImagenStage
+from imagen_jax.train import aot
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import TrainState, optimizer_layout
 from imagen_jax.train.step import make_train_step
@@ -82,7 +82,7 @@ def inspect_config(
   sizes = _mesh_sizes(config, devices)
   parallel.check_batch(config, sizes)  # as train would, before any tracing
   dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
-  stage = Stage.from_config(config, dtype=dtype)
+  stage = ImagenStage.from_config(config, dtype=dtype)
   boxed = stage.abstract_params()
   params = nn.unbox(boxed)
   counts = jax.tree.map(lambda x: math.prod(x.shape), params)
@@ -94,7 +94,7 @@ def inspect_config(
 
   # FLOPs per image: the U-Net forward, and the train step with stored text embeddings.
   args = models.unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
-  forward = compile_lib.flops(jax.jit(stage.apply).lower(params, *args))
+  forward = aot.flops(jax.jit(stage.apply).lower(params, *args))
   one = config.copy_and_resolve_references()
   one.train.grad_accum = 1
   optimizer = make_optimizer(one.train)
@@ -111,7 +111,7 @@ def inspect_config(
       (1, stage.low_res_size, stage.low_res_size, 3), jnp.uint8
     )
   step = make_train_step(stage, one, optimizer)
-  train_flops = compile_lib.flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
+  train_flops = aot.flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
 
   param_bytes = _bytes_per_device(boxed, sizes)
   report = {
@@ -138,7 +138,7 @@ def inspect_config(
       mask = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.bool_)
       abstract_t5 = jax.eval_shape(t5.T5Encoder(encoder).init, jax.random.key(0), ids, mask)
       t5_params = nn.unbox(abstract_t5["params"])
-      report["flops_per_image"]["text_encoder_forward"] = compile_lib.flops(
+      report["flops_per_image"]["text_encoder_forward"] = aot.flops(
         jax.jit(t5.T5Encoder(encoder, dtype=dtype).apply).lower({"params": t5_params}, ids, mask)
       )
       # Frozen and stored in bfloat16 for training.
@@ -172,7 +172,7 @@ def saved_activation_bytes(config, remat: str, per_device: int) -> int:
   config = config.copy_and_resolve_references()
   config.unet.remat = remat
   dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
-  stage = Stage.from_config(config, dtype=dtype)
+  stage = ImagenStage.from_config(config, dtype=dtype)
   params = nn.unbox(stage.abstract_params())
   args = models.unet_inputs(
     per_device, stage.image_size, stage.text_len, stage.text_dim, stage.super_res
@@ -211,7 +211,7 @@ def _activation_bytes(stage, config, optimizer, state, batch, per_device: int) -
     .lower(state, batch, jax.random.key(0), None)
     .compile()
   )
-  analysis = compile_lib.memory(compiled)
+  analysis = aot.memory(compiled)
   return int(analysis.temp_size_in_bytes) if analysis is not None else -1
 
 
@@ -278,7 +278,7 @@ def inspect_pretrained(
 
   size = int(config.get("sample_size") or 64)
   args = pretrained_unet.abstract_inputs(module, in_channels, text_dim, size, 77)
-  forward = compile_lib.flops(jax.jit(module.apply).lower({"params": params}, *args))
+  forward = aot.flops(jax.jit(module.apply).lower({"params": params}, *args))
   memory = {
     "devices": devices,
     "mesh": sizes,

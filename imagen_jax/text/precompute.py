@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from imagen_jax import parallel
-from imagen_jax.data import pipeline
+from imagen_jax.data import input_pipeline
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
 from imagen_jax.text.encoder import TextEncoder
 
@@ -32,7 +32,7 @@ def encode_text(
   progress: bool = True,
 ) -> EmbeddingStore:
   """Encodes every caption of config.data with config.text.encoder into a store at out_dir."""
-  source = pipeline.open_source(config, skip_images=True)
+  source = input_pipeline.open_source(config, skip_images=True)
   total = len(source)
   identity = dict(
     encoder=config.text.encoder,
@@ -44,7 +44,7 @@ def encode_text(
   if StoreWriter.complete(out_dir, **identity):  # without loading the encoder (T5-XXL: minutes)
     log.info("the store at %s already holds all %d embeddings", out_dir, total)
     return EmbeddingStore(out_dir)
-  transform = pipeline.ExampleTransform(config)
+  transform = input_pipeline.ExampleTransform(config)
   if encoder is None:
     mesh = parallel.make_mesh({"data": -1})
     encoder = TextEncoder.from_pretrained(

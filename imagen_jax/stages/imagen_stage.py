@@ -1,5 +1,6 @@
-"""One stage of the cascade as training and sampling both see it: the U-Net, the noise schedule,
-how the low-res conditioning image is made, and its sampler as a pure function.
+"""This package's own kind of stage, as training and sampling both see it: the U-Net, the noise
+schedule (continuous time, log-SNR), how the low-res conditioning image is made, and its sampler
+as a pure function. It implements stages.Stage.
 
 Images inside are float in [-1, 1]; imagen_jax.images converts at the edges.
 """
@@ -12,19 +13,29 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from imagen_jax import diffusion, hardware
+from imagen_jax.diffusion import rng
+from imagen_jax.errors import ConfigError, InputError
 from imagen_jax.images import bicubic_resize
-from imagen_jax.models.unets import abstract_unet_params, build_unet, unet_inputs
+from imagen_jax.models.unet_factory import abstract_unet_params, build_unet, unet_inputs
+from imagen_jax.stages.options import SampleOptions
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def compute_dtype(name: str):
+  """The dtype of a config's `train.compute_dtype` ("auto": the hardware's default)."""
   if name == "auto":
     return hardware.default_compute_dtype()
-  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+  if name not in COMPUTE_DTYPES:
+    raise ConfigError(
+      f"Unknown compute_dtype {name!r}; choose auto or one of {list(COMPUTE_DTYPES)}."
+    )
+  return COMPUTE_DTYPES[name]
 
 
-@dataclasses.dataclass(frozen=True)
-class Stage:
-  """A stage built from its config: `model`, `schedule`, `super_res`, sizes and options."""
+@dataclasses.dataclass(frozen=True, eq=False)  # compiled per instance: hashed by identity
+class ImagenStage:
+  """A stage built from its config: `model`, `schedule`, `super_res`, sizes and objective."""
 
   model: nn.Module
   schedule: diffusion.Schedule
@@ -38,7 +49,9 @@ class Stage:
   objective: str
 
   @classmethod
-  def from_config(cls, config, *, dtype=None) -> Stage:
+  def from_config(cls, config, *, dtype=None) -> ImagenStage:
+    """The stage of a stage config (configuration.load_config); `dtype` overrides the compute
+    dtype of config.train.compute_dtype."""
     if dtype is None:
       dtype = compute_dtype(config.train.compute_dtype)
     sr = config.stage == "sr"
@@ -84,6 +97,11 @@ class Stage:
       {"params": params}, z, t, text, text_mask, cond_image, aug_level, train=train, rngs=rngs
     )
 
+  def check_options(self, options: SampleOptions) -> None:
+    """The augmentation level is a time of the schedule, in [0, 1]."""
+    if options.aug_level > 1.0:
+      raise InputError(f"aug_level must be in [0, 1] for this stage, got {options.aug_level}.")
+
   def sample(
     self,
     params,
@@ -91,56 +109,37 @@ class Stage:
     text,
     mask,
     *,
-    steps: int,
-    sampler: str = "ddpm",
-    guided: bool = False,
-    guidance=1.0,
-    threshold: str = "dynamic",
+    options: SampleOptions,
     low_res=None,
-    aug_level=0.0,
-    size: int | None = None,
-    progress=None,
     null_text=None,
     null_mask=None,
-    edit=None,
+    source=None,
+    keep=None,
+    progress=None,
   ):
-    """Images [B, size, size, 3] in [-1, 1]: the stage's sampler as a pure function, to call
-    inside your own `jax.jit` (or shard_map) with the keyword options static except guidance,
-    aug_level, low_res and the null text (models.StageSampler does so for the package).
-
-    `key` is one PRNG key or keys [B], one per example (then an example's image depends on its
-    own key alone, whatever else is in the batch). text [B, L, D] and mask [B, L] condition it;
-    `edit` (diffusion.Edit, at this stage's size) edits a source picture (image-to-image,
-    inpainting); the unconditional half of guidance reads
-    null_text and null_mask (default: zeros with an empty mask, the null text of training);
-    SR stages take low_res [B, h, w, 3] in [-1, 1], upsampled to `size` (default: the stage's
-    output size, or low-res size x factor) and noise-augmented at aug_level.
-    `guided` runs classifier-free guidance at scale `guidance` with the conditional and
-    unconditional halves in one call on a doubled batch; unguided is one plain call per step.
-    """
-    if self.super_res:
-      if low_res is None:
-        raise ValueError("A super-resolution stage needs low_res images to upsample.")
-      size = size or low_res.shape[1] * self.factor
-    else:
-      size = size or self.output_size
-    key_aug, key_sample = diffusion.rng.split(key)
+    """Images [B, S, S, 3] in [-1, 1]: stages.Stage.sample. The null text defaults to zeros
+    with an empty mask (training's); an SR stage upsamples low_res bicubically to S (default:
+    the stage's output size, or the input's size x factor) and noise-augments it."""
+    size = self._size(options, low_res)
+    key_aug, key_sample = rng.split(key)
     cond = {"text": text, "mask": mask}
+    upsampled = None
     if self.super_res:
-      cond["cond_image"], cond["aug"] = self.cond_image(
-        low_res, size=size, aug_level=aug_level, key=key_aug
+      upsampled = bicubic_resize(low_res, size)
+      cond["cond_image"], cond["aug"] = diffusion.noise_augment(
+        upsampled, aug_level=options.aug_level, key=key_aug, schedule=self.schedule
       )
 
     def call(z, t, c):
       return self.apply(params, z, t, c["text"], c["mask"], c.get("cond_image"), c.get("aug"))
 
-    if guided:
+    if options.guided:
       null = {
         **cond,
         "text": jnp.zeros_like(text) if null_text is None else null_text,
         "mask": jnp.zeros_like(mask) if null_mask is None else null_mask,
       }
-      guided_call = diffusion.guided_model(call, guidance)
+      guided_call = diffusion.guided_model(call, options.guidance)
       model_fn = lambda z, t: guided_call(z, t, (cond, null))
     else:
       model_fn = lambda z, t: call(z, t, cond)
@@ -149,10 +148,17 @@ class Stage:
       (text.shape[0], size, size, 3),
       key_sample,
       schedule=self.schedule,
-      steps=steps,
-      sampler=sampler,
-      threshold=threshold,
+      steps=options.steps,
+      sampler=options.sampler,
+      threshold=options.threshold,
       objective=self.objective,
-      edit=edit,
+      edit=options.edit(source, keep, upsampled=upsampled),
       progress=progress,
     )
+
+  def _size(self, options: SampleOptions, low_res) -> int:
+    if not self.super_res:
+      return options.size or self.output_size
+    if low_res is None:
+      raise InputError("A super-resolution stage needs low_res images to upsample.")
+    return options.size or low_res.shape[1] * self.factor
