@@ -34,8 +34,8 @@ from compare_imagen_pytorch import SIZES  # this folder's; imports no torch
 from jax.sharding import Mesh, PartitionSpec
 
 from imagen_jax import hardware
-from imagen_jax.models.stage import Stage
-from imagen_jax.models.unets import unet_inputs
+from imagen_jax.stages import ImagenStage
+from imagen_jax.models.unet_factory import unet_inputs
 from imagen_jax.perf.bench import load_configs, time_calls
 
 SIZE_32PX = SIZES["32px"]["ours"]  # the comparison's FLOP-matched 32 px base
@@ -205,7 +205,7 @@ def main() -> None:
   if args.config == "configs/demo.py:base" and not overrides:
     overrides = SIZE_32PX
   (config,) = load_configs(args.config, overrides)
-  stage = Stage.from_config(config)
+  stage = ImagenStage.from_config(config)
   per_device = args.batch // jax.device_count()
   report, rows = measure_jax(stage, per_device, args.sample_batch, args.iters)
   if args.torch:

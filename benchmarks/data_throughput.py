@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from imagen_jax.configuration import load_config
-from imagen_jax.data import pipeline
+from imagen_jax.data import input_pipeline
 
 STAGES = ("base64", "sr256", "sr1024")
 # Images per second per A100-80G in NVIDIA JAX-Toolbox's Imagen README (base 2B, SR 600M).
@@ -52,9 +52,9 @@ def write_folder(folder: pathlib.Path, images: int, size: int) -> None:
 
 def throughput(config, workers: int, batch: int, batches: int) -> float:
   """Examples per second of `batches` batches after two warm-up batches."""
-  source = pipeline.open_source(config)
-  transform = pipeline.ExampleTransform(config)
-  it = iter(pipeline.make_dataset(source, transform, seed=0, global_batch=batch, workers=workers))
+  source = input_pipeline.open_source(config)
+  transform = input_pipeline.ExampleTransform(config)
+  it = iter(input_pipeline.make_dataset(source, transform, seed=0, global_batch=batch, workers=workers))
   for _ in range(2):
     next(it)
   start = time.perf_counter()

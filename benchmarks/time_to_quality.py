@@ -25,7 +25,7 @@ import time
 
 from imagen_jax import Imagen
 from imagen_jax.data import shapes_eval
-from imagen_jax.demo import sr_consistency
+from imagen_jax.demo_job import sr_consistency
 from imagen_jax.diffusion import editing
 
 STEPS = {"ddpm": (32, 64, 128, 256), "ddim": (8, 16, 32, 64), "dpm++2m": (8, 16, 32, 64)}
