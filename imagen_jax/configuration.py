@@ -20,6 +20,7 @@ import traceback
 import ml_collections
 
 from imagen_jax import paths
+from imagen_jax.errors import ConfigError, InputError, MissingPath
 
 STAGES = ("base", "sr")
 
@@ -145,15 +146,15 @@ def load_config(
     try:
       module_spec.loader.exec_module(module)
     except Exception as e:  # a config file is user code: say where it failed, in one line
-      raise ValueError(_where(file, e)) from e
+      raise ConfigError(_where(file, e)) from e
     if not hasattr(module, "get_config"):
-      raise ValueError(f"{file} defines no get_config().")
+      raise ConfigError(f"{file} defines no get_config().")
     try:
       config = module.get_config(arg) if arg else module.get_config()
     except Exception as e:
-      raise ValueError(_where(file, e)) from e
+      raise ConfigError(_where(file, e)) from e
   if not isinstance(config, ml_collections.ConfigDict):
-    raise ValueError(
+    raise ConfigError(
       f"get_config() in {file} returned {type(config).__name__}; it must return an "
       "ml_collections.ConfigDict (start from imagen_jax.configuration.stage_defaults())."
     )
@@ -222,7 +223,7 @@ def resolve_config_path(path: str) -> pathlib.Path:
   known = sorted(
     p.stem for p in _packaged_configs().glob("*.py") if "def get_config" in p.read_text()
   )
-  raise FileNotFoundError(
+  raise MissingPath(
     f"Config file {path} not found: give the path of a config file, or the name of one that "
     f"comes with the package ({', '.join(known)}; e.g. --config demo:base)."
   )
@@ -234,7 +235,7 @@ def _parse_value(text: str, current):
       return True
     if text.lower() in ("false", "0", "no"):
       return False
-    raise ValueError(f"expected true or false, got {text!r}")
+    raise ConfigError(f"expected true or false, got {text!r}")
   if isinstance(current, str):
     return text
   try:
@@ -246,7 +247,7 @@ def _parse_value(text: str, current):
   if isinstance(current, tuple) and isinstance(value, list):
     value = tuple(value)
   if current is not None and not isinstance(value, type(current)):
-    raise ValueError(f"expected {type(current).__name__}, got {text!r}")
+    raise ConfigError(f"expected {type(current).__name__}, got {text!r}")
   return value
 
 
@@ -264,7 +265,7 @@ def _check_fields(config: ml_collections.ConfigDict, file) -> None:
   ignored) and a U-Net section without its type."""
   unet = config.get("unet") or {}
   if "type" not in unet:
-    raise ValueError(
+    raise ConfigError(
       f"{file}: config.unet has no type; start it from configuration.unet_defaults('adm') (the "
       "base U-Net) or unet_defaults('efficient') (the SR U-Net) and change what differs."
     )
@@ -276,7 +277,7 @@ def _check_fields(config: ml_collections.ConfigDict, file) -> None:
       section = isinstance(value, ml_collections.ConfigDict)
       if key not in ref or section != isinstance(ref[key], ml_collections.ConfigDict):
         kind = "section" if section else "setting"
-        raise ValueError(f"{file} sets {where}.{key}, not a {kind}{_known(key, ref, section)}")
+        raise ConfigError(f"{file} sets {where}.{key}, not a {kind}{_known(key, ref, section)}")
       if section:
         compare(value, ref[key], f"{where}.{key}")
 
@@ -290,11 +291,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
   while i < len(items):
     item = items[i]
     if not item.startswith("--config."):
-      raise ValueError(f"Unrecognised argument {item!r}; overrides look like --config.a.b=value.")
+      raise ConfigError(f"Unrecognised argument {item!r}; overrides look like --config.a.b=value.")
     key, eq, value = item[len("--config.") :].partition("=")
     if not eq:
       if i + 1 >= len(items):
-        raise ValueError(f"{item} needs a value.")
+        raise ConfigError(f"{item} needs a value.")
       value = items[i + 1]
       i += 1
     i += 1
@@ -302,84 +303,96 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
     node = config
     for p in parents:
       if not isinstance(node.get(p), ml_collections.ConfigDict):
-        raise ValueError(f"Unknown config key {key!r}: no section {p!r}{_known(p, node, True)}.")
+        raise ConfigError(f"Unknown config key {key!r}: no section {p!r}{_known(p, node, True)}.")
       node = node[p]
     if leaf not in node:
-      raise ValueError(f"Unknown config key {key!r}{_known(leaf, node, False)}.")
+      raise ConfigError(f"Unknown config key {key!r}{_known(leaf, node, False)}.")
     try:
       node[leaf] = _parse_value(value, node[leaf])
     except ValueError as e:
-      raise ValueError(f"Bad value for --config.{key}: {e}.") from None
+      raise ConfigError(f"Bad value for --config.{key}: {e}.") from None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError with what to change for configs that cannot work."""
   if config.stage not in STAGES:
-    raise ValueError(f"config.stage must be one of {STAGES}, got {config.stage!r}.")
+    raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}.")
   if config.stage == "sr" and not config.low_res_size:
-    raise ValueError("A super-resolution stage needs config.low_res_size (e.g. 64).")
+    raise ConfigError("A super-resolution stage needs config.low_res_size (e.g. 64).")
   if config.stage == "sr" and config.image_size % config.low_res_size:
-    raise ValueError(
+    raise ConfigError(
       f"image_size {config.image_size} must be a multiple of low_res_size {config.low_res_size}."
     )
   t = config.train
   if t.batch_size < 1 or t.steps < 1:
-    raise ValueError("train.batch_size and train.steps must be positive.")
+    raise ConfigError("train.batch_size and train.steps must be positive.")
   if t.grad_accum < 1 or t.batch_size % t.grad_accum:
-    raise ValueError(
+    raise ConfigError(
       f"train.batch_size {t.batch_size} must be divisible by train.grad_accum {t.grad_accum}."
     )
   for name in ("checkpoint_every", "log_every", "keep_checkpoints", "max_bad_steps"):
     if not isinstance(t[name], int) or t[name] < 1:
-      raise ValueError(f"train.{name} must be a positive whole number, got {t[name]!r}.")
+      raise ConfigError(f"train.{name} must be a positive whole number, got {t[name]!r}.")
   if t.sample_every < 0:
-    raise ValueError(f"train.sample_every must be 0 (no grids) or positive, got {t.sample_every}.")
+    raise ConfigError(f"train.sample_every must be 0 (no grids) or positive, got {t.sample_every}.")
   if t.eval_every < 0 or t.eval_batches < 1:
-    raise ValueError("train.eval_every must be 0 (no held-out loss) or positive, eval_batches > 0.")
+    raise ConfigError(
+      "train.eval_every must be 0 (no held-out loss) or positive, eval_batches > 0."
+    )
   if t.eval_every and not config.data.eval_split:
-    raise ValueError(
+    raise ConfigError(
       "train.eval_every needs data.eval_split: a held-out split, e.g. 'test', or a slice such "
       "as 'train[98%:]' (with data.split='train[:98%]')."
     )
   if t.eval_every and config.text.store:
-    raise ValueError("train.eval_every does not work with text.store (it indexes data.split).")
+    raise ConfigError("train.eval_every does not work with text.store (it indexes data.split).")
   if not (math.isfinite(t.learning_rate) and t.learning_rate > 0):
-    raise ValueError(f"train.learning_rate must be a positive number, got {t.learning_rate}.")
+    raise ConfigError(f"train.learning_rate must be a positive number, got {t.learning_rate}.")
   if t.warmup_steps < 0 or t.decay_steps < 0:
-    raise ValueError("train.warmup_steps and train.decay_steps must be 0 or positive.")
+    raise ConfigError("train.warmup_steps and train.decay_steps must be 0 or positive.")
   if t.optimizer not in ("adam", "adafactor"):
-    raise ValueError(f"train.optimizer must be 'adam' or 'adafactor', got {t.optimizer!r}.")
+    raise ConfigError(f"train.optimizer must be 'adam' or 'adafactor', got {t.optimizer!r}.")
   if t.compute_dtype not in ("auto", "float32", "bfloat16"):
-    raise ValueError("train.compute_dtype must be 'auto', 'float32' or 'bfloat16'.")
-  if not 0.0 < config.sample.sr_strength <= 1.0:
-    raise ValueError(f"sample.sr_strength must be in (0, 1], got {config.sample.sr_strength}.")
+    raise ConfigError("train.compute_dtype must be 'auto', 'float32' or 'bfloat16'.")
+  _check_sample(config.sample)
   if config.stage == "base" and config.sample.sr_strength != 1.0:
-    raise ValueError("sample.sr_strength is for SR stages; a base stage starts from noise.")
+    raise ConfigError("sample.sr_strength is for SR stages; a base stage starts from noise.")
   if not 0.0 <= config.diffusion.cond_drop_prob < 1.0:
-    raise ValueError("diffusion.cond_drop_prob must be in [0, 1).")
+    raise ConfigError("diffusion.cond_drop_prob must be in [0, 1).")
   if not config.diffusion.min_snr_gamma >= 0.0:
-    raise ValueError(
+    raise ConfigError(
       "diffusion.min_snr_gamma must be >= 0 (0 turns min-SNR weighting off; 5 is usual), got "
       f"{config.diffusion.min_snr_gamma}."
     )
   _check_choices(config)
   if not abs(config.diffusion.logsnr_shift) <= 10.0:
-    raise ValueError(
+    raise ConfigError(
       "diffusion.logsnr_shift must be a number in [-10, 10] (2 log(64 / image_size) carries the "
       f"cosine schedule to image_size), got {config.diffusion.logsnr_shift}."
     )
 
 
+def _check_sample(sample) -> None:
+  """The sampling options of the config's `sample` section, by the rules every sampling call
+  applies (stages.SampleOptions)."""
+  from imagen_jax.diffusion.editing import check_strength
+  from imagen_jax.stages import SampleOptions
+
+  try:
+    check_strength(sample.sr_strength, name="sr_strength")
+    SampleOptions.from_config(sample)
+  except InputError as e:
+    raise ConfigError(f"config.sample: {e}") from None
+
+
 def _check_choices(config) -> None:
   """Names that would otherwise fail only deep in a run (a sampler at the first sample grid)."""
-  from imagen_jax.diffusion import OBJECTIVES, SAMPLERS, THRESHOLDS
+  from imagen_jax.diffusion import OBJECTIVES
   from imagen_jax.diffusion.schedules import SCHEDULES
 
   choices = {
     "diffusion.schedule": (config.diffusion.schedule, sorted(SCHEDULES)),
     "diffusion.objective": (config.diffusion.objective, OBJECTIVES),
-    "sample.sampler": (config.sample.sampler, SAMPLERS),
-    "sample.threshold": (config.sample.threshold, THRESHOLDS),
     "data.crop": (config.data.crop, ("center", "random")),
   }
   if "remat" in config.unet:  # a config's own U-Net section (stage_defaults() has none)
@@ -389,4 +402,4 @@ def _check_choices(config) -> None:
     choices["unet.attn_impl"] = (config.unet.get("attn_impl", "auto"), ATTENTION_IMPLS)
   for key, (value, allowed) in choices.items():
     if value not in allowed:
-      raise ValueError(f"{key} must be one of {tuple(allowed)}, got {value!r}.")
+      raise ConfigError(f"{key} must be one of {tuple(allowed)}, got {value!r}.")

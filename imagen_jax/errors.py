@@ -24,12 +24,28 @@ class InputTypeError(UserError, TypeError):
   """An argument of the wrong kind (a float seed, a key that is not a PRNG key)."""
 
 
+class PathError(UserError, OSError):
+  """A path that cannot be used as asked (not writable, a file where a folder is needed)."""
+
+
 class MissingPath(UserError, FileNotFoundError):
   """A file or folder the user named that is not there, or holds nothing usable."""
 
 
 class PathExists(UserError, FileExistsError):
   """A path the user named that is already taken."""
+
+
+class AccessDenied(UserError, PermissionError):
+  """A resource the user has no access to yet (a gated model on the hub)."""
+
+
+class Unreachable(UserError, ConnectionError):
+  """A network resource that cannot be reached, and no local copy of it."""
+
+
+class CheckpointError(UserError, RuntimeError):
+  """Checkpoints that cannot be used as they are (none of a workdir's can be restored)."""
 
 
 class DataError(UserError, ValueError):

@@ -4,12 +4,29 @@ errors that say what to do (gated, not found, offline)."""
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
+import re
 from collections.abc import Callable, Sequence
 
-from imagen_jax.errors import short_error
+from imagen_jax.errors import AccessDenied, MissingPath, Unreachable, short_error
 
 log = logging.getLogger(__name__)
+
+# The hub's repository ids: owner/name of letters, digits, "-", "_" and ".", at most 96 long.
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def is_repo_id(name: str) -> bool:
+  """Whether `name` is read as a hub repository (owner/name, such as DeepFloyd/IF-I-XL-v1.0)
+  rather than a local path: it is not a path that exists, does not start like one (".", "/",
+  "~") and is not a URL. A bare name is a path (a missing folder, not a download)."""
+  name = str(name)
+  if "://" in name or name.startswith((".", "/", "~")):
+    return False
+  if pathlib.Path(os.path.expanduser(name)).exists():
+    return False
+  return len(name) <= 96 and _REPO_ID.fullmatch(name) is not None and ".." not in name
 
 
 def snapshot(repo_id: str, files: Sequence[str] | Callable[[str], Sequence[str]]) -> pathlib.Path:
@@ -28,12 +45,12 @@ def snapshot(repo_id: str, files: Sequence[str] | Callable[[str], Sequence[str]]
     log.info("downloading %s (%s) from the Hugging Face hub", repo_id, ", ".join(patterns))
     return pathlib.Path(huggingface_hub.snapshot_download(repo_id, allow_patterns=patterns))
   except GatedRepoError as e:  # before its base class, RepositoryNotFoundError
-    raise PermissionError(
+    raise AccessDenied(
       f"{repo_id} is gated: accept its license on https://huggingface.co/{repo_id} with your "
       "account, then log in here (`hf auth login`, or set HF_TOKEN)."
     ) from e
   except RepositoryNotFoundError as e:
-    raise FileNotFoundError(
+    raise MissingPath(
       f"{repo_id} is not a local folder and was not found on the hub (if it is a private or "
       "gated repository, log in first: `hf auth login`)."
     ) from e
@@ -46,7 +63,7 @@ def snapshot(repo_id: str, files: Sequence[str] | Callable[[str], Sequence[str]]
   try:
     cached = huggingface_hub.snapshot_download(repo_id, local_files_only=True)
   except LocalEntryNotFoundError:
-    raise ConnectionError(
+    raise Unreachable(
       f"{repo_id} is not a local folder, nor in the hub cache, and the hub cannot be reached "
       f"({short_error(unreachable, 120)}): download it where there is a network (offline "
       "hosts: HF_HUB_OFFLINE=1 reads the cache), or pass a folder."

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from imagen_jax.errors import ConfigError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis -> mesh axis (or axes, or None for replicated). The first rule whose mesh axes are
@@ -54,21 +56,21 @@ def make_mesh(
   if isinstance(shape, Mapping):
     unknown = set(shape) - set(MESH_AXES)
     if unknown:
-      raise ValueError(f"Unknown mesh axes {sorted(unknown)}; the axes are {MESH_AXES}.")
+      raise ConfigError(f"Unknown mesh axes {sorted(unknown)}; the axes are {MESH_AXES}.")
     sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
   else:
     sizes = [int(s) for s in shape]
     if len(sizes) != len(MESH_AXES):
-      raise ValueError(f"A mesh shape has {len(MESH_AXES)} sizes {MESH_AXES}, got {sizes}.")
+      raise ConfigError(f"A mesh shape has {len(MESH_AXES)} sizes {MESH_AXES}, got {sizes}.")
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"Mesh sizes must be positive, with at most one -1; got {sizes}.")
+    raise ConfigError(f"Mesh sizes must be positive, with at most one -1; got {sizes}.")
   if -1 in sizes:
     known = math.prod(s for s in sizes if s != -1)
     if len(devices) % known:
-      raise ValueError(f"Mesh sizes {sizes} do not divide the {len(devices)} devices.")
+      raise ConfigError(f"Mesh sizes {sizes} do not divide the {len(devices)} devices.")
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(
+    raise ConfigError(
       f"Mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices but "
       f"{len(devices)} are available; set one size to -1 to use them all."
     )
@@ -175,7 +177,7 @@ def check_batch(config, mesh_shape: Mapping[str, int]) -> None:
   shards = batch_shards(mesh_shape)
   micro = config.train.batch_size // config.train.grad_accum
   if micro % shards:
-    raise ValueError(
+    raise ConfigError(
       f"The micro-batch (train.batch_size / train.grad_accum = {micro}) must divide evenly "
       f"over the {shards} batch shards of the mesh ({' x '.join(batch_axes())}): make "
       f"train.batch_size a multiple of {shards * config.train.grad_accum} or use other devices."

@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from imagen_jax.configuration import load_config
-from imagen_jax.data import builders, pipeline, shapes
+from imagen_jax.data import builders, input_pipeline, shapes
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
 from imagen_jax.text import SHAPES_ENCODER, TextEncoder, load_tokenizer, tokenize
 from imagen_jax.text.precompute import encode_text
@@ -34,12 +34,12 @@ def demo_config(tmp_path, stage="base", *extra):
 
 
 def batches(config, n, *, process_index=0, process_count=1, workers=0, global_batch=8, state=None):
-  source = pipeline.open_source(config)
+  source = input_pipeline.open_source(config)
   tokenizer = load_tokenizer(config.text.encoder)
-  transform = pipeline.ExampleTransform(
+  transform = input_pipeline.ExampleTransform(
     config, tokenize=functools.partial(tokenize, tokenizer, max_length=config.text.max_length)
   )
-  ds = pipeline.make_dataset(
+  ds = input_pipeline.make_dataset(
     source,
     transform,
     seed=config.seed,
@@ -70,7 +70,7 @@ def test_shapes_captions_describe_the_picture():
 
 def test_shapes_builder_builds_and_reads_offline(tmp_path):
   config = demo_config(tmp_path)
-  source = pipeline.open_source(config)
+  source = input_pipeline.open_source(config)
   assert len(source) == 48
   element = source[0]
   assert element["image"].shape == (32, 32, 3) and element["image"].dtype == np.uint8
@@ -81,7 +81,7 @@ def test_a_data_dir_that_cannot_be_written_is_named(tmp_path):
   (tmp_path / "a_file").write_text("")
   config = demo_config(tmp_path, "base", f"--config.data.data_dir={tmp_path / 'a_file' / 'tfds'}")
   with pytest.raises(OSError, match=r"Cannot write the dataset into .*a_file/tfds \(Not a dir"):
-    pipeline.open_source(config)
+    input_pipeline.open_source(config)
 
 
 def test_batches_have_the_stage_shapes(tmp_path):
@@ -191,7 +191,7 @@ def test_image_text_folder_converts_modes_and_skips_bad_files(tmp_path, caplog):
   rgb = make_folder(tmp_path / "images")
   config = _folder_config(tmp_path, tmp_path / "images", "--config.data.min_size=16")
   with caplog.at_level(logging.WARNING):
-    source = pipeline.open_source(config)
+    source = input_pipeline.open_source(config)
   assert "2 unreadable" in caplog.text and "1 too small" in caplog.text
   assert "1 without a caption" in caplog.text and "['uncaptioned.png']" in caplog.text
   by_caption = {source[i]["caption"].decode(): source[i]["image"] for i in range(len(source))}
@@ -224,7 +224,7 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind, caplog):
     )
   config = _folder_config(tmp_path, folder, "--config.data.build_size=32")
   with caplog.at_level(logging.WARNING):
-    source = pipeline.open_source(config)
+    source = input_pipeline.open_source(config)
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
   assert "short side under" not in caplog.text  # 20 px pictures for a 16 px stage
 
@@ -238,14 +238,14 @@ def test_images_a_stage_would_upscale_are_counted_at_every_run(tmp_path, caplog,
     Image.new("RGB", (side + 10, side)).save(folder / f"{i}.png")
     (folder / f"{i}.txt").write_text(f"red {i}")
   size = f"--config.data.build_size={build_size}"
-  pipeline.open_source(_folder_config(tmp_path, folder, size))  # builds it
+  input_pipeline.open_source(_folder_config(tmp_path, folder, size))  # builds it
   with caplog.at_level(logging.WARNING):
-    pipeline.open_source(_folder_config(tmp_path, folder, size, "--config.image_size=48"))
+    input_pipeline.open_source(_folder_config(tmp_path, folder, size, "--config.image_size=48"))
   assert f"3 of the 4 images of {folder} have a short side under 48 px" in caplog.text
   assert "--config.data.min_size=48 skips them" in caplog.text
   caplog.clear()
   with caplog.at_level(logging.WARNING):  # an SR stage reads its crops from crop_from px
-    pipeline.open_source(
+    input_pipeline.open_source(
       _folder_config(tmp_path, folder, size, "--config.data.crop_from=32", "--config.image_size=8")
     )
   assert "1 of the 4 images" in caplog.text
@@ -286,14 +286,14 @@ def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):
     (folder / f"{i}.png").write_bytes(b"not a picture")
     (folder / f"{i}.txt").write_text("a caption")
   with pytest.raises(ValueError, match=r"No usable image in .*: skipped 2 unreadable"):
-    pipeline.open_source(_folder_config(tmp_path, folder))
+    input_pipeline.open_source(_folder_config(tmp_path, folder))
 
 
 def test_folder_without_captions_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   config = _folder_config(tmp_path, tmp_path / "empty")
   with pytest.raises(ValueError, match="No captioned images"):
-    pipeline.open_source(config)
+    input_pipeline.open_source(config)
 
 
 def _red_folder(tmp_path):
@@ -314,7 +314,7 @@ def test_folder_captions_that_are_not_utf8_skip_their_image_and_are_named(tmp_pa
   folder = _red_folder(tmp_path)
   (folder / "1.txt").write_bytes(b"caf\xe9 latin-1")
   with caplog.at_level(logging.WARNING):
-    source = pipeline.open_source(_folder_config(tmp_path, folder))
+    source = input_pipeline.open_source(_folder_config(tmp_path, folder))
   assert _captions(source) == ["red 0", "red 2"]
   assert f"not UTF-8 text: {folder / '1.txt'}" in caplog.text
   assert "1 caption not UTF-8" in caplog.text
@@ -341,7 +341,7 @@ def test_caption_files_skip_lines_that_are_not_utf8_and_names_outside_the_folder
     text = b"file,caption\n" + b"".join(b"%s,%s\n" % (n.encode(), c) for n, c in rows)
     (folder / "captions.csv").write_bytes(text)
   with caplog.at_level(logging.WARNING):
-    source = pipeline.open_source(_folder_config(tmp_path, folder))
+    source = input_pipeline.open_source(_folder_config(tmp_path, folder))
   assert _captions(source) == ["red 0", "red 2"]
   assert f"not UTF-8 text: {folder / f'captions.{kind}'}:" in caplog.text
   assert "1 caption not UTF-8, 2 outside the folder" in caplog.text
@@ -350,25 +350,25 @@ def test_caption_files_skip_lines_that_are_not_utf8_and_names_outside_the_folder
 def test_a_folder_changed_after_its_build_is_built_again(tmp_path, caplog):
   folder = _red_folder(tmp_path)
   config = _folder_config(tmp_path, folder)
-  assert len(pipeline.open_source(config)) == 3
-  assert len(pipeline.open_source(config)) == 3  # unchanged: reused
+  assert len(input_pipeline.open_source(config)) == 3
+  assert len(input_pipeline.open_source(config)) == 3  # unchanged: reused
   Image.new("RGB", (20, 20)).save(folder / "3.png")
   (folder / "3.txt").write_text("black")
   with caplog.at_level(logging.WARNING):
-    assert _captions(pipeline.open_source(config)) == ["black", "red 0", "red 1", "red 2"]
+    assert _captions(input_pipeline.open_source(config)) == ["black", "red 0", "red 1", "red 2"]
   assert "changed since its dataset was built" in caplog.text
   (folder / "0.txt").unlink()
   (folder / "2.txt").write_text("edited")
-  assert _captions(pipeline.open_source(config)) == ["black", "edited", "red 1"]
+  assert _captions(input_pipeline.open_source(config)) == ["black", "edited", "red 1"]
 
 
 def test_an_unknown_dataset_name_suggests_close_names_in_one_line(tmp_path):
   config = demo_config(tmp_path, "base", "--config.data.name=imagen_shape")
   with pytest.raises(ValueError, match="Did you mean imagen_shapes") as error:
-    pipeline.open_source(config)
+    input_pipeline.open_source(config)
   config = demo_config(tmp_path, "base", "--config.data.name=cifar100x")
   with pytest.raises(ValueError, match="Did you mean cifar100") as error:
-    pipeline.open_source(config)
+    input_pipeline.open_source(config)
   assert "\n" not in str(error.value) and len(str(error.value)) < 300
 
 
@@ -402,8 +402,8 @@ def test_any_tfds_image_caption_dataset_with_a_caption_picked_by_seed(tmp_path):
   config = demo_config(
     tmp_path, "base", "--config.data.name=tiny_captions", "--config.data.text_key=captions/text"
   )
-  source = pipeline.open_source(config)
-  transform = pipeline.ExampleTransform(config)
+  source = input_pipeline.open_source(config)
+  transform = input_pipeline.ExampleTransform(config)
   picks = [transform.caption({**source[i], "index": i}) for i in range(8)]
   assert picks == [transform.caption({**source[i], "index": i}) for i in range(8)]
   assert len({p.split(" caption ")[1] for p in picks}) > 1  # not always the first caption
@@ -414,7 +414,7 @@ def test_any_tfds_image_caption_dataset_with_a_caption_picked_by_seed(tmp_path):
 def test_unprepared_tfds_dataset_says_how_to_build_it(tmp_path):
   config = demo_config(tmp_path, "base", "--config.data.name=coco_captions")
   with pytest.raises(ValueError, match="tfds build coco_captions"):
-    pipeline.open_source(config)
+    input_pipeline.open_source(config)
 
 
 def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
@@ -422,7 +422,7 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
   encoder = TextEncoder.builtin(SHAPES_ENCODER, max_length=72)
   full = encode_text(config, tmp_path / "store", batch_size=16, encoder=encoder, progress=False)
   # An interrupted run: 16 rows written, then the job is started again.
-  source = pipeline.open_source(config)
+  source = input_pipeline.open_source(config)
   writer = StoreWriter(
     tmp_path / "partial",
     encoder=config.text.encoder,
@@ -475,9 +475,9 @@ def test_pipeline_reads_text_embeddings_from_the_store(tmp_path):
     encoder=TextEncoder.builtin(SHAPES_ENCODER, max_length=72),
     progress=False,
   )
-  source = pipeline.open_source(config)
-  transform = pipeline.ExampleTransform(config, store=store)
-  it = iter(pipeline.make_dataset(source, transform, seed=0, global_batch=16))
+  source = input_pipeline.open_source(config)
+  transform = input_pipeline.ExampleTransform(config, store=store)
+  it = iter(input_pipeline.make_dataset(source, transform, seed=0, global_batch=16))
   for _ in range(4):  # into the second epoch (48 examples)
     batch = next(it)
     assert batch["text_emb"].shape == (16, 72, 64) and "input_ids" not in batch
@@ -549,12 +549,12 @@ def test_folder_pictures_are_stored_upright_and_jpeg_as_jpeg(tmp_path):
   for name in ("kept", "large", "lossless", "camera"):
     (folder / f"{name}.txt").write_text(name)
   config = _folder_config(tmp_path, folder, "--config.data.build_size=32")
-  stored = pipeline.open_source(config, skip_images=True)
+  stored = input_pipeline.open_source(config, skip_images=True)
   by_caption = {stored[i]["caption"].decode(): stored[i]["image"] for i in range(4)}
   assert by_caption["kept"] == (folder / "kept.jpg").read_bytes()
   assert by_caption["large"][:2] == b"\xff\xd8"  # a JPEG of 32 px
   assert by_caption["lossless"][:4] == b"\x89PNG"
-  decoded = pipeline.open_source(config)
+  decoded = input_pipeline.open_source(config)
   pictures = {decoded[i]["caption"].decode(): decoded[i]["image"] for i in range(4)}
   assert pictures["large"].shape == (32, 48, 3)
   assert np.abs(pictures["large"].astype(int) - smooth).mean() < 3

@@ -195,6 +195,50 @@ def test_same_key_gives_the_same_samples():
   np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_legacy_uint32_keys_draw_what_typed_keys_draw(batched):
+  """jax.random.PRNGKey(0) (uint32 [2]) is the same key as jax.random.key(0), one or [B]: every
+  sampler, the discrete one and noise augmentation take either."""
+  from imagen_jax.diffusion import discrete
+
+  schedule = diffusion.get_schedule("cosine")
+  eps_fn = gaussian_eps(schedule, MU, STD)
+  typed, legacy = jax.random.key(3), jax.random.PRNGKey(3)
+  if batched:
+    typed, legacy = jax.random.split(typed, 8), jax.random.split(legacy, 8)
+  assert legacy.dtype == jnp.uint32
+  for sampler in diffusion.SAMPLERS:
+    run = lambda key, sampler=sampler: diffusion.sample(
+      eps_fn, (8, 2), key, schedule=schedule, steps=4, sampler=sampler
+    )
+    np.testing.assert_array_equal(run(legacy), run(typed))
+  alpha_bar = discrete.alphas_cumprod(discrete.betas(50))
+  both = [
+    discrete.sample(
+      lambda x, t: (x * 0.1, jnp.zeros_like(x)),
+      (8, 2),
+      key,
+      alpha_bar=alpha_bar,
+      steps=discrete.inference_steps(50, 5),
+    )
+    for key in (legacy, typed)
+  ]
+  np.testing.assert_array_equal(*both)
+  low = jnp.zeros((8, 4, 4, 3))
+  augmented = [
+    diffusion.noise_augment(low, aug_level=0.5, schedule=schedule, key=key)[0]
+    for key in (legacy, typed)
+  ]
+  np.testing.assert_array_equal(*augmented)
+
+
+def test_keys_that_are_not_keys_are_one_clear_error():
+  schedule = diffusion.get_schedule("cosine")
+  for key in (jnp.zeros((3,), jnp.uint32), jnp.zeros((2,), jnp.float32), 7):
+    with pytest.raises(TypeError, match="PRNG key"):
+      diffusion.sample(lambda z, t: z, (2, 1), key, schedule=schedule, steps=2)
+
+
 def test_thresholding_keeps_samples_in_range():
   schedule = diffusion.get_schedule("cosine")
   eps_fn = gaussian_eps(schedule, 0.0, 3.0)  # data far outside [-1, 1]
@@ -215,7 +259,7 @@ def test_thresholding_keeps_samples_in_range():
   "kwargs,match",
   [
     ({"sampler": "euler"}, "choose one of"),
-    ({"steps": 0}, "positive integer"),
+    ({"steps": 0}, "steps"),
     ({"eta": 2.0}, "eta"),
     ({"threshold": "soft"}, "choose one of"),
     ({"objective": "score"}, "choose one of"),

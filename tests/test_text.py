@@ -168,8 +168,20 @@ def test_bad_texts_are_clear_errors(demo, texts, error):
 
 
 def test_missing_local_directory_is_not_sent_to_the_hub(tmp_path):
-  with pytest.raises(FileNotFoundError, match="not a model directory"):
+  with pytest.raises(FileNotFoundError, match="model directory"):
     TextEncoder.from_pretrained(str(tmp_path / "nope"))
+
+
+def test_one_rule_says_what_is_a_hub_id(tmp_path, monkeypatch):
+  from imagen_jax.hub import is_repo_id
+
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "runs" / "base").mkdir(parents=True)
+  for name in ("DeepFloyd/IF-I-XL-v1.0", "google/t5-v1_1-xxl", "org/model.name_2"):
+    assert is_repo_id(name), name
+  # Local paths (existing or written as paths), URLs, bare names and malformed ids are not.
+  for name in ("runs/base", "./base", "/abs/dir", "~/x", "gs://b/t5", "base", "a/b/c", "a/../b"):
+    assert not is_repo_id(name), name
 
 
 def test_loading_a_tokenizer_prints_no_advisory_about_pytorch():

@@ -120,6 +120,8 @@ def compile_fast() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """Runs `imagen-jax VERB ...`; returns the exit status: 0 done, 2 a mistake the user can fix
+  (one line says what to do), 1 a bug (a short message and how to report it), 130 Ctrl-C."""
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   if args.verb is None:
@@ -141,18 +143,37 @@ def main(argv: list[str] | None = None) -> int:
     # At once: not waiting for background threads (an orbax save in flight, data loaders).
     # Checkpoints are published only when complete, so none is left half-written.
     os._exit(130)
-  except (ValueError, TypeError, OSError, RuntimeError, ImportError) as e:
-    # Errors of configuration and input carry a message that says what to do; an ImportError
-    # is an optional package that a path or option needs (gcsfs for gs://).
+  except Exception as e:
     if args.debug:
       raise
-    if isinstance(e, ImportError):
-      from imagen_jax.errors import missing_package
+    return report_error(args.verb, e)
 
-      e = missing_package(e)
-    print(f"imagen-jax {args.verb}: error: {e}", file=sys.stderr)
-    print("(run with --debug for the traceback)", file=sys.stderr)
-    return 2
+
+def report_error(verb: str, e: Exception) -> int:
+  """Prints `e` for a user and returns the exit status (see main)."""
+  from imagen_jax.errors import UserError, missing_package, short_error
+
+  ours = isinstance(e, ImportError) and (e.name or "").startswith("imagen_jax")
+  if isinstance(e, UserError):
+    message = missing_package(e) if isinstance(e, ImportError) else str(e)
+  elif isinstance(e, ImportError) and not ours:
+    message = missing_package(e)  # an optional package a path or option needs (gcsfs for gs://)
+  elif isinstance(e, OSError):
+    # What the file system or the network said (no space left, permission denied): the user's
+    # to fix, not a bug.
+    message = short_error(e, 300)
+  else:
+    print(f"imagen-jax {verb}: internal error: {short_error(e, 300)}", file=sys.stderr)
+    print(
+      "This is a bug in imagen-jax or in a library it runs on, not in what you asked for. "
+      f"Run again with --debug for the traceback and report it with the command line: "
+      f"imagen-jax {verb} ... --debug",
+      file=sys.stderr,
+    )
+    return 1
+  print(f"imagen-jax {verb}: error: {message}", file=sys.stderr)
+  print("(run with --debug for the traceback)", file=sys.stderr)
+  return 2
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from imagen_jax.cli import positive_int
+from imagen_jax.errors import InputError
 
 ACCEPTS_CONFIG_OVERRIDES = True
 
@@ -18,7 +19,7 @@ def _mesh(text: str) -> dict[str, int]:
   except ValueError:
     mesh = None
   if not mesh or set(mesh) - set(parallel.MESH_AXES):
-    raise ValueError(
+    raise InputError(
       f"--mesh takes axis=size pairs over {parallel.MESH_AXES}, e.g. fsdp=8 or data=2,fsdp=4; "
       f"got {text!r}."
     )

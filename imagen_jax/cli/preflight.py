@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from imagen_jax.errors import InputError, MissingExtra
+
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
@@ -66,7 +68,7 @@ def _workdir(workdir) -> str:
     probe.write_text("ok")
     probe.unlink()
   except ImportError as e:  # gs:// without gcsfs
-    raise RuntimeError(f"{path}: {missing_package(e)}") from e
+    raise MissingExtra(f"{path}: {missing_package(e)}") from e
   return f"{path} is writable"
 
 
@@ -99,7 +101,7 @@ def _text(config) -> str:
   directory = resolve_directory(t.encoder)  # a hub id: config and tokenizer, no weights
   encoder_config = t5_weights.read_config(directory)
   if encoder_config.d_model != t.dim:
-    raise ValueError(f"config.text.dim is {t.dim} but {t.encoder} gives {encoder_config.d_model}.")
+    raise InputError(f"config.text.dim is {t.dim} but {t.encoder} gives {encoder_config.d_model}.")
   load_tokenizer(str(directory))
   return f"{t.encoder}: d_model {encoder_config.d_model}, tokenizer loads"
 

@@ -13,6 +13,7 @@ import os
 import pathlib
 
 from imagen_jax.cli import positive_int
+from imagen_jax.errors import InputError, MissingPath
 
 # --pretrained NAME -> IF's stages (IF's model cards pair IF-I-XL and -L with IF-II-L).
 PRETRAINED = {
@@ -92,11 +93,13 @@ def add_arguments(parser):
 
 
 def _is_if_stage(stage: str) -> bool:
-  """A DeepFloyd IF pipeline folder, or a hub id that is not a local folder."""
+  """A DeepFloyd IF pipeline folder, or a hub id."""
+  from imagen_jax import hub
+
   path = pathlib.Path(os.path.expanduser(stage))
   if path.is_dir():
     return (path / "model_index.json").exists()
-  return stage.count("/") == 1 and not stage.startswith((".", "/", "~")) and not path.exists()
+  return hub.is_repo_id(stage)
 
 
 def _load(args):
@@ -109,7 +112,7 @@ def _load(args):
     return Imagen.from_pretrained(stages, variant=variant)
   if kinds == {False}:
     return Imagen.load(stages)
-  raise ValueError(
+  raise InputError(
     "--stages mixes DeepFloyd IF stages with self-trained ones; a cascade is one or the other "
     "(they read different text encodings)."
   )
@@ -120,12 +123,12 @@ def _prompts(args) -> list[str]:
   if args.prompts_file:
     path = pathlib.Path(args.prompts_file)
     if not path.is_file():
-      raise FileNotFoundError(f"--prompts-file {path} does not exist.")
+      raise MissingPath(f"--prompts-file {path} does not exist.")
     prompts += [
       line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()
     ]
   if not prompts:
-    raise ValueError("No prompts: give --prompt (repeatable) or --prompts-file.")
+    raise InputError("No prompts: give --prompt (repeatable) or --prompts-file.")
   return prompts
 
 
@@ -136,38 +139,29 @@ def _open_picture(path: str, option: str):
   try:
     return Image.open(path)
   except FileNotFoundError:
-    raise ValueError(f"{option} {path}: no such file.") from None
+    raise InputError(f"{option} {path}: no such file.") from None
   except UnidentifiedImageError:
-    raise ValueError(f"{option} {path}: not a picture (give a PNG or JPEG).") from None
+    raise InputError(f"{option} {path}: not a picture (give a PNG or JPEG).") from None
 
 
-def _edit_inputs(args):
-  """(init_image uint8 [H, W, 3] or None, mask bool [H, W] or None) from --init-image, --mask."""
+def _edit_inputs(args, prompts: int):
+  """(init_image uint8 [H, W, 3] or None, mask bool [H, W] or None) read from --init-image and
+  --mask (white: draw), checked as Imagen.sample checks them, before any stage loads."""
   import numpy as np
 
-  if args.init_image is None:
-    if args.mask or args.strength != 1.0:
-      raise ValueError("--strength and --mask edit a picture: give it with --init-image.")
-    return None, None
-  if not 0.0 < args.strength <= 1.0:
-    raise ValueError(f"--strength must be in (0, 1] (1 starts from noise), got {args.strength}.")
-  image = _open_picture(args.init_image, "--init-image")
-  if image.mode not in ("RGB", "RGBA", "L", "P"):
-    raise ValueError(f"--init-image {args.init_image} is {image.mode}; give an RGB picture.")
-  init = np.asarray(image.convert("RGB"))
-  if args.mask is None:
-    if args.strength == 1.0:
-      raise ValueError("--init-image at --strength 1 without --mask changes nothing.")
-    return init, None
-  mask_image = _open_picture(args.mask, "--mask")
-  if mask_image.size != image.size:
-    raise ValueError(
-      f"--mask is {mask_image.size[0]}x{mask_image.size[1]} but --init-image is "
-      f"{image.size[0]}x{image.size[1]}: give a mask of the picture's size."
-    )
-  mask = np.asarray(mask_image.convert("L")) >= 128  # white: draw
-  if not mask.any():
-    raise ValueError(f"--mask {args.mask} has no white pixel: nothing to draw.")
+  from imagen_jax.pipeline.edit_request import EditRequest
+
+  init = mask = None
+  if args.init_image is not None:
+    image = _open_picture(args.init_image, "--init-image")
+    if image.mode not in ("RGB", "RGBA", "L", "P"):
+      raise InputError(f"--init-image {args.init_image} is {image.mode}; give an RGB picture.")
+    init = np.asarray(image.convert("RGB"))
+  if args.mask is not None:
+    mask = np.asarray(_open_picture(args.mask, "--mask").convert("L")) >= 128
+    if not mask.any():
+      raise InputError(f"--mask {args.mask} has no white pixel: nothing to draw.")
+  EditRequest.make(init, mask, args.strength, args.resample, prompts=prompts)
   return init, mask
 
 
@@ -219,15 +213,15 @@ def run(args) -> int:
   prompts = _prompts(args)
   out = pathlib.Path(args.out)
   if out.suffix.lower() == ".png":
-    raise ValueError(f"--out is the folder to write into, not a PNG file: {out}.")
+    raise InputError(f"--out is the folder to write into, not a PNG file: {out}.")
   if out.exists() and not out.is_dir():
-    raise ValueError(f"--out {out} is a file: give a folder to write the pictures into.")
-  init_image, mask = _edit_inputs(args)
+    raise InputError(f"--out {out} is a file: give a folder to write the pictures into.")
+  init_image, mask = _edit_inputs(args, len(prompts))
   start = None
   if args.start_image:
     start = np.asarray(_open_picture(args.start_image, "--start-image").convert("RGB"))
   if (out / "samples.json").exists() and not args.overwrite:
-    raise ValueError(
+    raise InputError(
       f"{out} holds the pictures of an earlier run (samples.json): give another --out, or "
       "add --overwrite to replace them."
     )

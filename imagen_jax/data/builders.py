@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 
 from imagen_jax import logs, paths
 from imagen_jax.data import remote, shapes
-from imagen_jax.errors import short_error
+from imagen_jax.errors import DataError, MissingPath, short_error
 
 log = logging.getLogger(__name__)
 logs.drop_known_notices()
@@ -54,7 +54,7 @@ class PILImage(tfds.features.Image):
       return image
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-      raise ValueError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
+      raise DataError(f"expected uint8 [H, W, 3], got {image.dtype} {image.shape}")
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -205,7 +205,7 @@ def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
           row = json.loads(line)
           captions[row["file"]] = str(row["caption"])
         except (json.JSONDecodeError, KeyError, TypeError) as e:
-          raise ValueError(
+          raise DataError(
             f"{jsonl}:{n}: each line must be a JSON object with 'file' and 'caption' ({e})."
           ) from None
     return captions, undecodable
@@ -215,7 +215,7 @@ def read_captions(folder: pathlib.Path) -> tuple[dict[str, str], list[str]]:
     with open(table, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
       reader = csv.DictReader(f)
       if not reader.fieldnames or not {"file", "caption"} <= set(reader.fieldnames):
-        raise ValueError(f"{table} needs a header with the columns 'file' and 'caption'.")
+        raise DataError(f"{table} needs a header with the columns 'file' and 'caption'.")
       for row in reader:
         try:
           (row["file"] + row["caption"]).encode("utf-8")
@@ -292,7 +292,7 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
     for where in undecodable:
       log.warning("skipping a caption that is not UTF-8 text: %s", where)
     if not captions:
-      raise ValueError(
+      raise DataError(
         f"No captioned images in {folder}: put a .txt beside each image, or a captions.jsonl "
         "({'file': ..., 'caption': ...} per line) or captions.csv (file,caption)."
       )
@@ -350,7 +350,7 @@ class ImageTextFolder(_Built, tfds.core.GeneratorBasedBuilder):
           yield name, {"image": stored, "caption": caption}
     counts = ", ".join(f"{v} {k}" for k, v in skipped.items())
     if not kept:
-      raise ValueError(f"No usable image in {folder}: skipped {counts} (the log names them).")
+      raise DataError(f"No usable image in {folder}: skipped {counts} (the log names them).")
     log.warning("image_text_folder %s: kept %d images; skipped %s", folder, kept, counts)
 
 
@@ -374,7 +374,7 @@ def folder_builder(*, path: str, min_size: int, max_size: int, data_dir: str | N
   url = paths.is_url(path)
   folder = epath.Path(path) if url else pathlib.Path(path).expanduser().resolve()
   if not folder.is_dir():
-    raise FileNotFoundError(f"--config.data.path {path} is not a folder of images.")
+    raise MissingPath(f"--config.data.path {path} is not a folder of images.")
   digest = hashlib.sha1(f"{folder}|{min_size}|{max_size}".encode()).hexdigest()[:10]
   config = FolderConfig(
     name=f"{folder.name}_{digest}", path=str(folder), min_size=min_size, max_size=max_size

@@ -26,7 +26,7 @@ import numpy as np
 
 from imagen_jax import images, logs, paths
 from imagen_jax.data import builders, remote
-from imagen_jax.errors import short_error
+from imagen_jax.errors import ConfigError, MissingPath, short_error
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,11 @@ def make_dataset(
 ) -> grain.IterDataset:
   """The IterDataset of this process's local batches of `global_batch / process_count` rows."""
   if global_batch % process_count:
-    raise ValueError(
+    raise ConfigError(
       f"The global batch {global_batch} must divide evenly over {process_count} processes."
     )
   if len(source) == 0:
-    raise ValueError("The dataset is empty.")
+    raise ConfigError("The dataset is empty.")
   local = global_batch // process_count
   ds = grain.MapDataset.source(source).map_with_index(functools.partial(_with_index, len(source)))
   if shuffle:
@@ -201,11 +201,11 @@ def open_source(config, *, build: bool = True, skip_images: bool = False):
       d.name, split=d.split, data_dir=data_dir, download=False, decoders=decoders
     )
   except tfds.core.registered.DatasetNotFoundError:
-    raise ValueError(
+    raise ConfigError(
       _unknown_dataset(d.name, tfds.list_builders(with_community_datasets=False))
     ) from None
   except Exception as e:  # tfds raises several types for "not prepared"
-    raise ValueError(
+    raise ConfigError(
       f"Could not open the TFDS dataset {d.name!r} ({short_error(e)}). Prepare it once in the "
       f"ArrayRecord format, e.g. `tfds build {d.name} --file_format=array_record` (that step "
       "needs TensorFlow), and point --config.data.data_dir at its data_dir."
@@ -218,7 +218,7 @@ def prepare_dataset(config):
   builds, every host then reads its own shard from data_dir."""
   builder = _our_builder(config, build=True)
   if builder is None:
-    raise ValueError(
+    raise ConfigError(
       f"{config.data.name} is a TFDS dataset: prepare it with `tfds build {config.data.name} "
       "--file_format=array_record --data_dir=DIR` (needs TensorFlow), then copy DIR to "
       "data.data_dir. prepare-data builds imagen_shapes and image_text_folder."
@@ -242,7 +242,7 @@ def _our_builder(config, *, build: bool):
       builder = remote.build(make, data_dir)
   elif d.name == "image_text_folder":
     if not d.path:
-      raise ValueError("image_text_folder needs --config.data.path=DIR (a folder of images).")
+      raise ConfigError("image_text_folder needs --config.data.path=DIR (a folder of images).")
     args = dict(path=d.path, min_size=d.min_size, max_size=d.build_size, data_dir=data_dir)
     builder = builders.prepare_folder(**args) if build else builders.folder_builder(**args)
     if builder.is_prepared():
@@ -250,7 +250,7 @@ def _our_builder(config, *, build: bool):
   else:
     return None
   if not builder.is_prepared():
-    raise FileNotFoundError(f"The dataset {d.name} is not built yet in {builder.data_dir}.")
+    raise MissingPath(f"The dataset {d.name} is not built yet in {builder.data_dir}.")
   return builder
 
 

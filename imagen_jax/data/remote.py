@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from etils import epath
 
 from imagen_jax import paths
+from imagen_jax.errors import PathError
 
 log = logging.getLogger(__name__)
 _CHUNK = 16 * 2**20
@@ -68,7 +69,7 @@ def build(make: Callable, data_dir: str | None, prepare: Callable | None = None)
     try:
       root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-      raise OSError(
+      raise PathError(
         f"Cannot write the dataset into {root} ({e.strerror or e}): set --config.data.data_dir "
         "to a folder you can write."
       ) from None

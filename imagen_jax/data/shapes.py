@@ -13,6 +13,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
+from imagen_jax.errors import InputError
+
 SHAPES = ("circle", "square", "triangle", "diamond", "star")
 COLORS = {
   "red": (220, 30, 30),
@@ -110,7 +112,7 @@ def _polygon(kind: str, cx: float, cy: float, r: float) -> list[tuple[float, flo
       angle = -math.pi / 2 + i * math.pi / 5
       points.append((cx + radius * math.cos(angle), cy + radius * math.sin(angle)))
     return points
-  raise ValueError(f"Unknown shape {kind!r}; known: {SHAPES}.")
+  raise InputError(f"Unknown shape {kind!r}; known: {SHAPES}.")
 
 
 def render(scene: Scene, size: int) -> np.ndarray:

@@ -18,6 +18,8 @@ import pathlib
 import ml_dtypes
 import numpy as np
 
+from imagen_jax.errors import DataError, MissingPath
+
 META = "meta.json"
 
 
@@ -37,12 +39,12 @@ class EmbeddingStore:
     self.path = pathlib.Path(path)
     meta_path = self.path / META
     if not meta_path.exists():
-      raise FileNotFoundError(
+      raise MissingPath(
         f"No embedding store at {self.path}; make one with `imagen-jax encode-text`."
       )
     self.meta = json.loads(meta_path.read_text())
     if self.meta["completed"] < self.meta["num_examples"]:
-      raise ValueError(
+      raise DataError(
         f"The embedding store {self.path} is incomplete ({self.meta['completed']} of "
         f"{self.meta['num_examples']} rows); run `imagen-jax encode-text` again to finish it."
       )
@@ -82,7 +84,7 @@ class EmbeddingStore:
     diff = {k: (self.meta[k], v) for k, v in want.items() if self.meta[k] != v}
     if diff:
       detail = ", ".join(f"{k}: store {a!r} vs config {b!r}" for k, (a, b) in diff.items())
-      raise ValueError(f"The embedding store {self.path} does not fit this config ({detail}).")
+      raise DataError(f"The embedding store {self.path} does not fit this config ({detail}).")
 
 
 class StoreWriter:
@@ -106,7 +108,7 @@ class StoreWriter:
       self.meta = json.loads(meta_path.read_text())
       old = {k: self.meta.get(k) for k in identity}
       if old != identity:
-        raise ValueError(
+        raise DataError(
           f"{self.path} holds a store for {old}, not {identity}; choose another --out."
         )
       mode = "r+"

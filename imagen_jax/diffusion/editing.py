@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.predictions import q_sample
@@ -32,15 +33,30 @@ class Edit:
   resample: int = 1
 
   def check(self) -> None:
-    if not 0.0 < float(self.strength) <= 1.0:
-      raise InputError(f"strength must be in (0, 1], got {self.strength}.")
-    if int(self.resample) < 1:
-      raise InputError(f"resample must be at least 1, got {self.resample}.")
+    check_strength(self.strength)
+    check_resample(self.resample)
 
 
 jax.tree_util.register_dataclass(
   Edit, data_fields=["source", "keep"], meta_fields=["strength", "resample"]
 )
+
+
+def check_strength(strength, name: str = "strength") -> float:
+  """`strength` as a float, if it is in (0, 1] (1 starts from pure noise); `name` is what the
+  caller calls it."""
+  if isinstance(strength, bool) or not isinstance(strength, (int, float, np.number)):
+    raise InputError(f"{name} must be a number in (0, 1], got {strength!r}.")
+  if not 0.0 < float(strength) <= 1.0:
+    raise InputError(f"{name} must be in (0, 1] (1 starts from noise), got {strength}.")
+  return float(strength)
+
+
+def check_resample(resample) -> int:
+  """`resample` as an int, if it is a whole number of at least 1 (1: no RePaint jumps)."""
+  if isinstance(resample, bool) or not isinstance(resample, (int, np.integer)) or resample < 1:
+    raise InputError(f"resample must be a whole number of at least 1, got {resample!r}.")
+  return int(resample)
 
 
 def start_steps(steps: int, strength: float) -> int:

@@ -19,6 +19,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imagen_jax.errors import InputError
 from imagen_jax.models import layers
 
 
@@ -41,7 +42,7 @@ class Conditioning(nn.Module):
     )(text, text_mask)
     if self.use_aug_level:
       if aug_level is None:
-        raise ValueError("A super-resolution U-Net needs aug_level [B] with its cond_image.")
+        raise InputError("A super-resolution U-Net needs aug_level [B] with its cond_image.")
       emb = emb + layers.TimeEmbedding(self.channels, self.emb_dim, self.dtype, name="aug")(
         aug_level
       )
@@ -87,7 +88,7 @@ class IFConditioning(nn.Module):
     emb = embedding("time")(t)
     if c.class_label:
       if class_label is None:
-        raise ValueError("This U-Net is conditioned on a class label (IF: the noise level).")
+        raise InputError("This U-Net is conditioned on a class label (IF: the noise level).")
       emb = emb + embedding("class")(class_label)
     if c.pool_heads:
       emb = emb + layers.TextTimeEmbedding(c.pool_heads, c.emb_dim, self.dtype, name="text_pool")(
@@ -103,20 +104,20 @@ class IFConditioning(nn.Module):
 
 def check_inputs(z, cond_image, *, super_res: bool, total_stride: int):
   if z.ndim != 4:
-    raise ValueError(f"z must be [B, H, W, C], got shape {z.shape}.")
+    raise InputError(f"z must be [B, H, W, C], got shape {z.shape}.")
   if z.shape[1] % total_stride or z.shape[2] % total_stride:
-    raise ValueError(
+    raise InputError(
       f"Image size {z.shape[1]}x{z.shape[2]} is not divisible by the U-Net's total stride "
       f"{total_stride}."
     )
   if super_res:
     if cond_image is None or cond_image.shape[:3] != z.shape[:3]:
       got = None if cond_image is None else cond_image.shape
-      raise ValueError(
+      raise InputError(
         f"A super-resolution U-Net needs cond_image upsampled to z's size {z.shape[:3]}, got {got}."
       )
   elif cond_image is not None:
-    raise ValueError("This U-Net is not a super-resolution model; do not pass cond_image.")
+    raise InputError("This U-Net is not a super-resolution model; do not pass cond_image.")
 
 
 class UNet(nn.Module):

@@ -25,6 +25,7 @@ import math
 import flax.linen as nn
 import jax.numpy as jnp
 
+from imagen_jax.errors import ConfigError
 from imagen_jax.models import layers
 from imagen_jax.models.adm_unet import Conditioning, check_inputs
 
@@ -54,7 +55,7 @@ class EfficientUNet(nn.Module):
   def __post_init__(self):
     n = len(self.channels)
     if not (len(self.num_res_blocks) == len(self.strides) == len(self.attention) == n):
-      raise ValueError(
+      raise ConfigError(
         "EfficientUNet needs one entry per block in channels, num_res_blocks, strides and "
         f"attention; got {self.channels}, {self.num_res_blocks}, {self.strides}, "
         f"{self.attention}."

@@ -18,6 +18,8 @@ import ml_dtypes
 import msgpack
 import numpy as np
 
+from imagen_jax.errors import DataError
+
 _NDARRAY_EXT = 1  # flax.serialization's extension type of numpy arrays
 # msgpack's sized types: (kind, bytes of the length field).
 _SIZED = {
@@ -63,7 +65,7 @@ def _header(buf, pos: int) -> tuple[str, int, int]:
     return "ext", 1 + _uint(buf, pos + 1, _EXT[b]), pos + 1 + _EXT[b]
   if b in _SCALAR:
     return "scalar", _SCALAR[b], pos + 1
-  raise ValueError(f"not a msgpack object at byte {pos}")
+  raise DataError(f"not a msgpack object at byte {pos}")
 
 
 def _skip(buf, pos: int) -> int:
@@ -100,7 +102,7 @@ class FlaxMsgpackFile:
     self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
     self._tensors: dict[str, tuple[int, tuple[int, ...], np.dtype, bool]] = {}
     if not len(self._mmap) or _header(self._mmap, 0)[0] != "map":
-      raise ValueError(f"{self.path} is not a Flax msgpack checkpoint (no map at its start).")
+      raise DataError(f"{self.path} is not a Flax msgpack checkpoint (no map at its start).")
     self._walk(0, (), keep)
 
   def _walk(self, pos: int, path: tuple[str, ...], keep) -> int:
@@ -109,7 +111,7 @@ class FlaxMsgpackFile:
     for _ in range(entries):
       kind, n, start = _header(self._mmap, pos)
       if kind != "str":
-        raise ValueError(f"{self.path}: the key at byte {pos} is not a string.")
+        raise DataError(f"{self.path}: the key at byte {pos} is not a string.")
       here = (*path, bytes(self._mmap[start : start + n]).decode())
       top = here[1:] if here[0] == "params" else here  # a {"params": ...} wrapper
       pos = start + n
@@ -128,14 +130,14 @@ class FlaxMsgpackFile:
     """(offset of the raw bytes, shape, dtype) of the (shape, dtype, bytes) payload there."""
     kind, _, pos = _header(self._mmap, payload)
     if kind != "array":
-      raise ValueError(f"{self.path}: the array at byte {payload} has no (shape, dtype, bytes).")
+      raise DataError(f"{self.path}: the array at byte {payload} has no (shape, dtype, bytes).")
     end = _skip(self._mmap, pos)
     shape = tuple(msgpack.unpackb(bytes(self._mmap[pos:end])))
     _, n, start = _header(self._mmap, end)
     dtype = _dtype(bytes(self._mmap[start : start + n]).decode())
     kind, size, offset = _header(self._mmap, start + n)
     if kind != "bin" or size != int(np.prod(shape)) * dtype.itemsize:
-      raise ValueError(f"{self.path}: the tensor at byte {payload} does not match its shape.")
+      raise DataError(f"{self.path}: the tensor at byte {payload} does not match its shape.")
     return offset, shape, dtype
 
   def names(self) -> list[str]:

@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.errors import ConfigError
+
 Dtype = jnp.dtype
 # Parameter axis names (parallel.LOGICAL_AXIS_RULES maps them to the mesh). "column" layers split
 # their outputs over "tensor", "row" layers their inputs, as in Megatron-LM's pairs of matmuls.
@@ -99,7 +101,7 @@ def group_norm(x, scale, bias, groups: int, eps: float = 1e-6):
   every element of the pass that normalises. Measurements: docs/performance.md.
   """
   if x.shape[-1] % groups:
-    raise ValueError(f"GroupNorm: {x.shape[-1]} channels do not split into {groups} groups.")
+    raise ConfigError(f"GroupNorm: {x.shape[-1]} channels do not split into {groups} groups.")
   return _group_norm(x, scale, bias, groups, eps)
 
 
@@ -191,7 +193,7 @@ ACTIVATIONS = {
 
 def activation(name: str) -> Callable:
   if name not in ACTIVATIONS:
-    raise ValueError(f"Unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}.")
+    raise ConfigError(f"Unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}.")
   return ACTIVATIONS[name]
 
 
@@ -253,7 +255,7 @@ def attention_impl(impl: str, dtype, head_dim: int, backend: str | None = None) 
   """The implementation `impl` resolves to for inputs of `dtype` and `head_dim` on `backend`
   (default: JAX's default backend)."""
   if impl not in ATTENTION_IMPLS:
-    raise ValueError(f"Unknown attn_impl {impl!r}; choose one of {ATTENTION_IMPLS}.")
+    raise ConfigError(f"Unknown attn_impl {impl!r}; choose one of {ATTENTION_IMPLS}.")
   if impl != "auto":
     return impl
   backend = backend or jax.default_backend()
@@ -393,7 +395,7 @@ class AttentionBlock(nn.Module):
     if self.text_kv == "added":
       k, v = AddedKeysValues(heads, head_dim, self.dtype, name="text")(text)
       return k, v, jnp.ones(k.shape[:2], bool)
-    raise ValueError(f"Unknown text_kv {self.text_kv!r}; use 'imagen' or 'added'.")
+    raise ConfigError(f"Unknown text_kv {self.text_kv!r}; use 'imagen' or 'added'.")
 
   @nn.compact
   def __call__(self, x, text, text_mask):
@@ -413,7 +415,7 @@ class AttentionBlock(nn.Module):
     elif self.mode == "cross":
       k, v, mask = self._text_keys_values(heads, head_dim, text, text_mask)
     else:
-      raise ValueError(f"Unknown attention mode {self.mode!r}; use 'self' or 'cross'.")
+      raise ConfigError(f"Unknown attention mode {self.mode!r}; use 'self' or 'cross'.")
     out = attention(q, k, v, mask, chunk_size=self.chunk_size, impl=self.impl)
     out = out.reshape(b, h * w, c)
     out = dense(c, names=ROW, zero=True, dtype=self.dtype, name="out")(out)
@@ -588,7 +590,7 @@ REMAT_POLICIES = {
 def maybe_remat(module_cls, policy: str):
   """The module class, rematerialised under `policy` ("none", "full" or "dots")."""
   if policy not in REMAT_POLICIES:
-    raise ValueError(f"Unknown remat policy {policy!r}; choose one of {sorted(REMAT_POLICIES)}.")
+    raise ConfigError(f"Unknown remat policy {policy!r}; choose one of {sorted(REMAT_POLICIES)}.")
   if policy == "none":
     return module_cls
   return nn.remat(module_cls, policy=REMAT_POLICIES[policy])

@@ -15,6 +15,8 @@ import struct
 import ml_dtypes
 import numpy as np
 
+from imagen_jax.errors import DataError, MissingPath
+
 DTYPES = {
   "F64": np.float64,
   "F32": np.float32,
@@ -37,7 +39,7 @@ class SafetensorsFile:
     with open(self.path, "rb") as f:
       (header_len,) = struct.unpack("<Q", f.read(8))
       if header_len > 100 * 2**20:
-        raise ValueError(f"{self.path} is not a safetensors file (header of {header_len} bytes).")
+        raise DataError(f"{self.path} is not a safetensors file (header of {header_len} bytes).")
       header = json.loads(f.read(header_len))
     self.metadata = header.pop("__metadata__", None) or {}
     self._header = header
@@ -54,7 +56,7 @@ class SafetensorsFile:
     """The tensor `name` as a read-only numpy array backed by the file."""
     info = self._header[name]
     if info["dtype"] not in DTYPES:
-      raise ValueError(f"{self.path}: tensor {name} has unsupported dtype {info['dtype']}.")
+      raise DataError(f"{self.path}: tensor {name} has unsupported dtype {info['dtype']}.")
     if self._mmap is None:
       self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
     begin, end = info["data_offsets"]
@@ -106,7 +108,7 @@ def open_checkpoint(directory) -> dict:
     if found
     else ""
   )
-  raise FileNotFoundError(
+  raise MissingPath(
     f"No T5 weights in {directory}: it needs model.safetensors or flax_model.msgpack (or their "
     f"sharded .index.json), or is a T5X checkpoint directory.{hint}"
   )
@@ -119,7 +121,7 @@ def save_file(path, tensors: dict, metadata: dict | None = None) -> None:
   for name, array in tensors.items():
     array = np.ascontiguousarray(array)
     if array.dtype not in codes:
-      raise ValueError(f"Tensor {name} has dtype {array.dtype}, which safetensors cannot store.")
+      raise DataError(f"Tensor {name} has dtype {array.dtype}, which safetensors cannot store.")
     header[name] = {
       "dtype": codes[array.dtype],
       "shape": list(array.shape),

@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.errors import ConfigError
+
 ACTIVATIONS = {
   "relu": jax.nn.relu,
   "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),  # HF "gelu_new": tanh approximation
@@ -57,7 +59,7 @@ class T5Config:
 
   def __post_init__(self):
     if self.activation not in ACTIVATIONS:
-      raise ValueError(
+      raise ConfigError(
         f"Unsupported feed_forward_proj {self.feed_forward_proj!r}; supported: relu, gelu, "
         f"silu, gelu_new and their gated- forms."
       )

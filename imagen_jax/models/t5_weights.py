@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from etils import epath
 
+from imagen_jax.errors import DataError, MissingPath
 from imagen_jax.models import t5x_io
 from imagen_jax.models.safetensors_io import open_checkpoint
 from imagen_jax.models.t5 import T5Config, T5Encoder
@@ -104,8 +105,8 @@ def read_config(directory) -> T5Config:
   if not path.exists() and t5x_io.is_checkpoint(directory):
     return t5x_io.T5XCheckpoint(directory).config()
   if not path.exists():
-    raise FileNotFoundError(f"No config.json in {directory}; it should be a T5 model directory.")
+    raise MissingPath(f"No config.json in {directory}; it should be a T5 model directory.")
   config = json.loads(path.read_text())
   if config.get("model_type") not in (None, "t5", "mt5", "umt5"):
-    raise ValueError(f"{path} describes a {config['model_type']!r} model, not a T5 encoder.")
+    raise DataError(f"{path} describes a {config['model_type']!r} model, not a T5 encoder.")
   return T5Config.from_dict(config)

@@ -19,6 +19,8 @@ import numpy as np
 from etils import epath
 from flax import serialization
 
+from imagen_jax.errors import DataError
+
 _LAYER = re.compile(r"encoder/layers_(\d+)/(.+)")
 # T5X name within an encoder layer -> (PyTorch name within block i, transposed)
 _IN_LAYER = {
@@ -76,7 +78,7 @@ class T5XCheckpoint:
     self.directory = epath.Path(directory)
     state = serialization.msgpack_restore((self.directory / "checkpoint").read_bytes())
     if "target" not in state:
-      raise ValueError(f"{self.directory}/checkpoint has no `target` parameters: not T5X's.")
+      raise DataError(f"{self.directory}/checkpoint has no `target` parameters: not T5X's.")
     self._tensors = {}
     for path, leaf in _leaves(state["target"]):
       mapped = torch_name("/".join(path))

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.errors import ConfigError
 from imagen_jax.models.adm_unet import UNet
 from imagen_jax.models.efficient_unet import EfficientUNet
 
@@ -23,7 +24,7 @@ def unet_defaults(kind: str) -> dict:
   paper's sizes: the 2B base for "adm", the 64->256 model for "efficient"). Attention kinds
   are strings in configs ("none" for None)."""
   if kind not in UNET_CLASSES:
-    raise ValueError(f"Unknown U-Net type {kind!r}; choose one of {UNET_TYPES}.")
+    raise ConfigError(f"Unknown U-Net type {kind!r}; choose one of {UNET_TYPES}.")
   fields = {
     f.name: f.default
     for f in dataclasses.fields(UNET_CLASSES[kind])
@@ -39,7 +40,7 @@ def build_unet(unet_config, *, super_res: bool, dtype=jnp.float32) -> nn.Module:
   c = dict(unet_config)
   kind = c.pop("type")
   if kind not in UNET_TYPES:
-    raise ValueError(f"Unknown U-Net type {kind!r}; choose one of {UNET_TYPES}.")
+    raise ConfigError(f"Unknown U-Net type {kind!r}; choose one of {UNET_TYPES}.")
   if kind == "adm":
     c = {k: tuple(v) if isinstance(v, list) else v for k, v in c.items()}
     return UNet(super_res=super_res, dtype=dtype, **c)

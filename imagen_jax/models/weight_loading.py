@@ -17,6 +17,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import NamedSharding
 
 from imagen_jax import parallel
+from imagen_jax.errors import DataError
 
 # our parameter path -> (names the checkpoint may use, conversion of the stored tensor)
 NameMap = Mapping[tuple[str, ...], tuple[tuple[str, ...], Callable]]
@@ -66,7 +67,7 @@ def load_mapped(
   if bad_shapes:
     problems.append("shape mismatches: " + "; ".join(bad_shapes[:8]))
   if problems:
-    raise ValueError(f"{description}: " + " | ".join(problems))
+    raise DataError(f"{description}: " + " | ".join(problems))
 
   params = {}
   for path, leaf in boxed.items():

@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from imagen_jax import hardware, models, parallel, text
+from imagen_jax.errors import ConfigError, MissingPath
 from imagen_jax.models import t5
 from imagen_jax.models.layers import REMAT_POLICIES
 from imagen_jax.stages import ImagenStage
@@ -41,7 +42,7 @@ def _mesh_sizes(config, devices: int) -> dict[str, int]:
     if v == -1:
       sizes[axis] = devices // known
   if math.prod(sizes.values()) != devices:
-    raise ValueError(f"The mesh {dict(config.mesh)} does not fit {devices} devices.")
+    raise ConfigError(f"The mesh {dict(config.mesh)} does not fit {devices} devices.")
   return sizes
 
 
@@ -242,7 +243,7 @@ def _pretrained_config(name: str) -> tuple[dict, str, float | None]:
   for candidate in (path, path / "config.json", path / "unet" / "config.json"):
     if candidate.is_file():
       return json.loads(candidate.read_text()), str(candidate), None
-  raise FileNotFoundError(
+  raise MissingPath(
     f"{name} is not a known IF model ({', '.join(known.UNETS)}) nor a U-Net config.json or "
     "folder; nothing is downloaded to inspect."
   )
@@ -274,7 +275,7 @@ def inspect_pretrained(
   known_size = math.prod(v for v in sizes.values() if v != -1)
   sizes = {a: devices // known_size if v == -1 else v for a, v in sizes.items()}
   if math.prod(sizes.values()) != devices:
-    raise ValueError(f"The mesh {mesh} does not fit {devices} devices.")
+    raise ConfigError(f"The mesh {mesh} does not fit {devices} devices.")
 
   size = int(config.get("sample_size") or 64)
   args = pretrained_unet.abstract_inputs(module, in_channels, text_dim, size, 77)
@@ -308,7 +309,7 @@ def inspect_pretrained(
   memory["total_gib"] = round(weights / GIB, 2)
   if chip is not None:
     if chip not in CHIP_MEMORY_GIB:
-      raise ValueError(f"Unknown chip {chip!r}; choose one of {sorted(CHIP_MEMORY_GIB)}.")
+      raise ConfigError(f"Unknown chip {chip!r}; choose one of {sorted(CHIP_MEMORY_GIB)}.")
     memory["chip"] = chip
     memory["chip_memory_gib"] = CHIP_MEMORY_GIB[chip]
     # Weights must leave room for activations and XLA's buffers: a quarter of the chip.

@@ -249,9 +249,9 @@ class Imagen:
     check_output_type(output_type)
     last = self._last_stage(stop_at_stage)
     options = cascade_options(
-      self.stages[:last], strength=strength, resample=resample, steps=steps, sampler=sampler,
+      self.stages, strength=strength, resample=resample, steps=steps, sampler=sampler,
       guidance=guidance, threshold=threshold, aug_level=aug_level, sr_strength=sr_strength,
-    )  # fmt: skip
+    )[:last]  # fmt: skip
     cond = conditioning(
       self.text_encoder, prompts, prompt_embeds=prompt_embeds, prompt_mask=prompt_mask,
       negative_prompt=negative_prompt, negative_embeds=negative_embeds,

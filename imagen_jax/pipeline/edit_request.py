@@ -13,6 +13,7 @@ import logging
 import jax.numpy as jnp
 import numpy as np
 
+from imagen_jax.diffusion.editing import check_resample, check_strength
 from imagen_jax.errors import InputError
 from imagen_jax.images import antialiased_resize, to_float
 
@@ -40,6 +41,7 @@ class EditRequest:
     """The request of Imagen.sample's editing arguments (None when nothing is edited): the
     picture `init_image` uint8 [H, W, 3] (all prompts) or [P, H, W, 3], `mask` bool or uint8
     [H, W] or [P, H, W], nonzero where new content is drawn."""
+    strength, resample = check_strength(strength), check_resample(resample)
     if init_image is None:
       if mask is not None or strength != 1.0:
         raise InputError("strength < 1 and mask edit a picture: give it as init_image.")

@@ -28,6 +28,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from imagen_jax import parallel, paths
+from imagen_jax.errors import InputError, PathExists
 from imagen_jax.models.safetensors_io import SafetensorsFile, save_file
 from imagen_jax.stages import ImagenStage
 
@@ -52,7 +53,7 @@ def stage_dirs(folder) -> list[pathlib.Path]:
   folder = pathlib.Path(folder)
   index = json.loads((folder / INDEX).read_text())
   if index.get("format") != FORMAT:
-    raise ValueError(f"{folder / INDEX} is not an imagen_jax cascade export.")
+    raise InputError(f"{folder / INDEX} is not an imagen_jax cascade export.")
   return [folder / name for name in index["stages"]]
 
 
@@ -60,10 +61,10 @@ def save_stages(stages, folder) -> pathlib.Path:
   """Writes LoadedStages (self-trained, base first) as an export folder; returns its path."""
   folder = pathlib.Path(paths.absolute(folder))
   if is_export(folder) or (folder.exists() and any(folder.iterdir())):
-    raise FileExistsError(f"{folder} exists and is not empty: export into a new folder.")
+    raise PathExists(f"{folder} exists and is not empty: export into a new folder.")
   for loaded in stages:
     if not isinstance(loaded.stage, ImagenStage):
-      raise ValueError(
+      raise InputError(
         f"{loaded.path} is an imported stage; share it as the pipeline folder it came from."
       )
   folder.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ def load_exported_stage(path, mesh=None):
   if got != expected:
     missing = sorted("/".join(k) for k in set(expected) - set(got))[:5]
     wrong = sorted("/".join(k) for k in set(expected) & set(got) if expected[k] != got[k])[:5]
-    raise ValueError(
+    raise InputError(
       f"{path / PARAMS} does not fit its config.json (missing e.g. {missing}; other shapes e.g. "
       f"{wrong})."
     )

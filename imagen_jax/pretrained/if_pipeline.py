@@ -17,6 +17,7 @@ import numpy as np
 
 from imagen_jax import hub
 from imagen_jax.diffusion import discrete
+from imagen_jax.errors import InputError, MissingPath
 from imagen_jax.models import t5_weights
 from imagen_jax.pretrained.if_stage import IFStage
 from imagen_jax.pretrained.unet import load_unet
@@ -33,16 +34,16 @@ NOISE_LEVEL = 250
 
 def _read_json(path: pathlib.Path) -> dict:
   if not path.exists():
-    raise FileNotFoundError(f"{path} is missing: not a diffusers DeepFloyd IF pipeline folder.")
+    raise MissingPath(f"{path} is missing: not a diffusers DeepFloyd IF pipeline folder.")
   return json.loads(path.read_text())
 
 
 def scheduler_alpha_bar(config: dict, where: str) -> np.ndarray:
   """alpha_bar [T] of a saved DDPMScheduler config; refuses what IF's schedules do not use."""
   if config.get("_class_name", "DDPMScheduler") != "DDPMScheduler":
-    raise ValueError(f"{where}: {config['_class_name']} is not supported (IF uses DDPMScheduler).")
+    raise InputError(f"{where}: {config['_class_name']} is not supported (IF uses DDPMScheduler).")
   if config.get("trained_betas") is not None or config.get("rescale_betas_zero_snr"):
-    raise ValueError(f"{where}: trained_betas and rescale_betas_zero_snr are not supported.")
+    raise InputError(f"{where}: trained_betas and rescale_betas_zero_snr are not supported.")
   beta = discrete.betas(
     int(config.get("num_train_timesteps", 1000)),
     config.get("beta_schedule", "linear"),
@@ -59,7 +60,7 @@ def _sampling_options(config: dict, where: str) -> dict:
     if config.get(k, ok) != ok
   }
   if wrong:
-    raise ValueError(f"{where}: {wrong} not supported (IF predicts eps with a learned range).")
+    raise InputError(f"{where}: {wrong} not supported (IF predicts eps with a learned range).")
   return {
     "max_value": float(config.get("sample_max_value", 1.0)) if config.get("thresholding") else 1.0,
     "percentile": 100.0 * float(config.get("dynamic_thresholding_ratio", 0.995)),
@@ -103,7 +104,7 @@ def load_if_text_encoder(directory, *, dtype=None, param_dtype=jnp.float32, mesh
   directory = pathlib.Path(directory)
   folder = directory / "text_encoder"
   if not folder.is_dir():
-    raise FileNotFoundError(
+    raise MissingPath(
       f"{directory} has no text_encoder/: the first stage of an IF cascade must be an IF-I "
       "pipeline (it brings the T5 encoder that all stages share)."
     )
@@ -150,11 +151,11 @@ def pipeline_directory(
   path = pathlib.Path(os.path.expanduser(name))
   if path.is_dir():
     if not (path / "model_index.json").exists():
-      raise FileNotFoundError(
+      raise MissingPath(
         f"{path} has no model_index.json: pass a diffusers DeepFloyd IF pipeline folder "
         "(model_index.json, unet/, scheduler/, ...) or a hub id such as DeepFloyd/IF-I-XL-v1.0."
       )
     return path
-  if path.exists() or name.startswith((".", "/", "~")) or name.count("/") != 1:
-    raise FileNotFoundError(f"{name} is neither a pipeline folder nor a hub id (owner/name).")
+  if not hub.is_repo_id(name):
+    raise MissingPath(f"{name} is neither a pipeline folder nor a hub id (owner/name).")
   return hub.snapshot(name, hub_patterns(variant, text_encoder=text_encoder))

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from imagen_jax.errors import InputError, MissingPath
 from imagen_jax.models.adm_unet import UNet
 from imagen_jax.models.unet_factory import count_params
 from imagen_jax.models.weight_loading import load_mapped
@@ -88,16 +89,16 @@ class PretrainedUNet:
     class_labels int [B] or scalar, the noise level of stage II. -> [B, H, W, out_channels]
     float32 (IF: eps, then the learned-range variance values)."""
     if sample.ndim != 4 or sample.shape[-1] != self.in_channels:
-      raise ValueError(
+      raise InputError(
         f"sample must be NHWC with {self.in_channels} channels, got shape {sample.shape}."
       )
     if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[-1] != text_dim(self.config):
-      raise ValueError(
+      raise InputError(
         f"encoder_hidden_states must be [B, T, {text_dim(self.config)}], "
         f"got {encoder_hidden_states.shape}."
       )
     if self.module.if_conditioning.class_label and class_labels is None:
-      raise ValueError("This U-Net (IF stage II) needs class_labels: the noise level, e.g. 250.")
+      raise InputError("This U-Net (IF stage II) needs class_labels: the noise level, e.g. 250.")
     return self._apply(self.params, sample, timesteps, encoder_hidden_states, class_labels)
 
 
@@ -107,7 +108,7 @@ def unet_directory(path) -> pathlib.Path:
   if not (path / "config.json").exists() and (path / "unet" / "config.json").exists():
     return path / "unet"
   if not path.is_dir():
-    raise FileNotFoundError(f"{path} is not a folder (a diffusers U-Net or pipeline folder).")
+    raise MissingPath(f"{path} is not a folder (a diffusers U-Net or pipeline folder).")
   return path
 
 

@@ -12,6 +12,7 @@ import pathlib
 
 import jax.numpy as jnp
 
+from imagen_jax.errors import InputError, MissingPath
 from imagen_jax.models.adm_unet import TextTimeConditioning, UNet
 
 ACTIVATIONS = ("gelu", "silu", "swish")
@@ -125,14 +126,14 @@ SUPPORTED = {
 }
 
 
-class UnsupportedConfig(ValueError):
+class UnsupportedConfig(InputError):
   """A U-Net config with values this importer does not compute."""
 
 
 def read_config(directory) -> dict:
   path = pathlib.Path(directory) / "config.json"
   if not path.exists():
-    raise FileNotFoundError(f"No config.json in {directory}: not a diffusers U-Net folder.")
+    raise MissingPath(f"No config.json in {directory}: not a diffusers U-Net folder.")
   return json.loads(path.read_text())
 
 

@@ -14,6 +14,7 @@ import re
 import flax.linen as nn
 from flax.traverse_util import flatten_dict
 
+from imagen_jax.errors import MissingPath
 from imagen_jax.models.safetensors_io import SafetensorsFile
 
 WEIGHTS = "diffusion_pytorch_model"
@@ -67,7 +68,7 @@ def weight_files(directory, variant: str | None = None) -> list[pathlib.Path]:
     if (directory / single).exists():
       return [directory / single]
   found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
-  raise FileNotFoundError(
+  raise MissingPath(
     f"No U-Net weights in safetensors in {directory} (looked for {WEIGHTS}"
     f"{'.' + variant if variant else '[.fp16]'}.safetensors and its sharded index; found "
     f"{found}). Pickled .bin files are not read: save the model with diffusers' "

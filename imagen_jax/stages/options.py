@@ -66,10 +66,8 @@ class SampleOptions:
       )
     if not _real(self.aug_level) or self.aug_level < 0:
       raise InputError(f"aug_level must be 0 or more, got {self.aug_level!r}.")
-    if not _real(self.strength) or not 0.0 < self.strength <= 1.0:
-      raise InputError(f"strength must be in (0, 1] (1 starts from noise), got {self.strength!r}.")
-    if not _whole(self.resample) or self.resample < 1:
-      raise InputError(f"resample must be a whole number of at least 1, got {self.resample!r}.")
+    diffusion.editing.check_strength(self.strength)
+    diffusion.editing.check_resample(self.resample)
     if self.size is not None and (not _whole(self.size) or self.size < 1):
       raise InputError(f"size must be a positive whole number, got {self.size!r}.")
     # Python numbers from here on (numpy scalars would make the static structure unhashable

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax import hardware, parallel
+from imagen_jax.errors import InputError, MissingPath
 from imagen_jax.models import t5, t5_weights
 from imagen_jax.text import tokenizers
 from imagen_jax.text.tokenizers import BUILTIN_TOKENIZERS, SHAPES_ENCODER, check_texts
@@ -56,7 +57,7 @@ def hub_files(repo_id: str) -> list[str]:
   if any(n.startswith("flax_model.msgpack") for n in names):
     return [*config, "flax_model.msgpack*"]
   weights = sorted(n for n in names if n.endswith((".bin", ".h5", ".ckpt", ".pt", ".pth")))
-  raise FileNotFoundError(
+  raise MissingPath(
     f"{repo_id} on the hub has no safetensors or Flax msgpack weights (it has {weights}); "
     "pickled PyTorch and TensorFlow files are not read. Convert them once with transformers "
     "(T5EncoderModel.from_pretrained(src).save_pretrained(dst)) and pass the folder."
@@ -87,7 +88,7 @@ class TextEncoder:
     if_style: bool = False,
   ):
     if max_length < 1:
-      raise ValueError(f"max_length must be positive, got {max_length}.")
+      raise InputError(f"max_length must be positive, got {max_length}.")
     self.config = config
     self.params = params
     self.tokenizer = tokenizer

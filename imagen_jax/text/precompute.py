@@ -13,6 +13,7 @@ from tqdm import tqdm
 from imagen_jax import parallel
 from imagen_jax.data import input_pipeline
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
+from imagen_jax.errors import ConfigError
 from imagen_jax.text.encoder import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def encode_text(
       config.text.encoder, max_length=config.text.max_length, mesh=mesh
     )
   if encoder.dim != config.text.dim:
-    raise ValueError(f"config.text.dim is {config.text.dim} but the encoder gives {encoder.dim}.")
+    raise ConfigError(f"config.text.dim is {config.text.dim} but the encoder gives {encoder.dim}.")
   writer = StoreWriter(out_dir, **identity)
   if writer.start:
     log.info("resuming the store at %s from row %d of %d", out_dir, writer.start, total)

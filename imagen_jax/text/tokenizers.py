@@ -20,6 +20,7 @@ from etils import epath
 
 from imagen_jax import hub, paths
 from imagen_jax.data import shapes
+from imagen_jax.errors import InputError, InputTypeError, MissingPath
 
 BYTE_ENCODER = "builtin:byt5-tiny"
 SHAPES_ENCODER = "builtin:shapes-tiny"
@@ -37,7 +38,7 @@ def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
   """A local model directory, or a hub snapshot downloaded on request of `files` (patterns, or
   a function of the hub id that returns them; by default config and tokenizer only)."""
   if name_or_dir.startswith("builtin:"):
-    raise ValueError(
+    raise InputError(
       f"Unknown builtin text encoder {name_or_dir!r}; the builtins are "
       f"{', '.join(sorted(BUILTIN_TOKENIZERS))}."
     )
@@ -46,8 +47,8 @@ def resolve_directory(name_or_dir: str, files=HUB_CONFIG_FILES) -> pathlib.Path:
   path = pathlib.Path(os.path.expanduser(name_or_dir))
   if path.is_dir():
     return path
-  if path.exists() or name_or_dir.startswith((".", "/", "~")) or name_or_dir.count("/") > 1:
-    raise FileNotFoundError(f"{name_or_dir} is not a model directory.")
+  if not hub.is_repo_id(name_or_dir):
+    raise MissingPath(f"{name_or_dir} is neither a model directory nor a hub id (owner/name).")
   return hub.snapshot(name_or_dir, files)
 
 
@@ -85,7 +86,7 @@ def load_tokenizer(name_or_dir: str):
   if t5x_io.is_checkpoint(directory):  # T5X checkpoints carry no vocabulary: T5's own
     log.info("%s: using T5's SentencePiece vocabulary %s", directory, T5_VOCABULARY)
     return _transformers().T5TokenizerFast.from_pretrained(str(_spiece_folder(T5_VOCABULARY)))
-  raise FileNotFoundError(
+  raise MissingPath(
     f"{directory} has no tokenizer: it needs tokenizer.json, tokenizer_config.json or "
     f"spiece.model; it holds {', '.join(files) or 'nothing'}."
   )
@@ -127,15 +128,17 @@ def tokenize(
 def check_texts(texts) -> list[str]:
   """`texts` as a list of strings; a clear TypeError or ValueError for anything else."""
   if isinstance(texts, str):
-    raise TypeError("Pass a list of strings, not a single string: enc([text]).")
+    raise InputTypeError("Pass a list of strings, not a single string: enc([text]).")
   if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
-    raise TypeError(f"Pass a list of strings, e.g. ['a red circle']; got {type(texts).__name__}.")
+    raise InputTypeError(
+      f"Pass a list of strings, e.g. ['a red circle']; got {type(texts).__name__}."
+    )
   texts = list(texts)
   if not texts:
-    raise ValueError("No texts given: pass a non-empty list of strings.")
+    raise InputError("No texts given: pass a non-empty list of strings.")
   bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
   if bad:
-    raise TypeError(f"Every text must be a string; got {bad[0]}.")
+    raise InputTypeError(f"Every text must be a string; got {bad[0]}.")
   return texts
 
 

@@ -23,7 +23,7 @@ from etils import epath
 
 from imagen_jax import parallel, paths
 from imagen_jax.configuration import stage_defaults
-from imagen_jax.errors import short_error
+from imagen_jax.errors import CheckpointError, ConfigError, InputError, MissingPath, short_error
 from imagen_jax.models import unet_factory
 from imagen_jax.train.state import unsound_reason
 
@@ -91,7 +91,7 @@ def config_differences(saved: dict, current: dict) -> tuple[list[str], list[str]
   return refused, allowed
 
 
-class ConfigChangeError(ValueError):
+class ConfigChangeError(ConfigError):
   """A resume under a config that changes what the model or its data mean."""
 
 
@@ -121,9 +121,9 @@ def checkpoint_dirs(path) -> list[epath.Path]:
   """The checkpoint step directories of a workdir (newest first), or [path] for one checkpoint."""
   path = epath.Path(paths.absolute(path))
   if not path.exists():
-    raise FileNotFoundError(f"Stage directory {path} does not exist.")
+    raise MissingPath(f"Stage directory {path} does not exist.")
   if not path.is_dir():
-    raise ValueError(
+    raise InputError(
       f"{path} is a file; a stage is a training --workdir or one of its checkpoints/N folders."
     )
   if (path / "state").exists() and (path / "config").exists():
@@ -131,7 +131,7 @@ def checkpoint_dirs(path) -> list[epath.Path]:
   root = path / "checkpoints" if (path / "checkpoints").exists() else path
   steps = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit()), reverse=True)
   if not steps:
-    raise FileNotFoundError(
+    raise MissingPath(
       f"No checkpoints in {path}: pass a training --workdir (or one of its checkpoints/N "
       "directories) of a run that saved at least one checkpoint."
     )
@@ -142,7 +142,7 @@ def read_config(step_dir) -> dict:
   """The config a checkpoint was saved with, as a dict."""
   step_dir = epath.Path(step_dir)
   if not (step_dir / "config").exists():
-    raise FileNotFoundError(f"{step_dir} has no saved config; it is not an imagen_jax checkpoint.")
+    raise MissingPath(f"{step_dir} has no saved config; it is not an imagen_jax checkpoint.")
   return ocp.JsonCheckpointHandler().restore(step_dir / "config", args=ocp.args.JsonRestore())
 
 
@@ -253,7 +253,7 @@ class Checkpointer:
         )
       return restored["state"], step
     if steps:
-      raise RuntimeError(
+      raise CheckpointError(
         f"None of the checkpoints in {self.directory} can be restored, so the run will not "
         "start from scratch over them; move the directory away to start anew.\n  "
         + "\n  ".join(errors)

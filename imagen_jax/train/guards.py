@@ -11,10 +11,12 @@ import sys
 
 import jax
 
+from imagen_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
   """A run that cannot go on (non-finite updates, a step that cannot fit in memory)."""
 
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from imagen_jax import hardware, parallel, paths
 from imagen_jax.data import input_pipeline
 from imagen_jax.data.store import EmbeddingStore
+from imagen_jax.errors import ConfigError
 from imagen_jax.stages import ImagenStage
 from imagen_jax.text import TextEncoder, tokenize
 from imagen_jax.train import aot, grids
@@ -153,7 +154,7 @@ def _text_setup(config, mesh, dtype) -> _Text:
     config.text.encoder, max_length=config.text.max_length, mesh=mesh, dtype=dtype
   )
   if encoder.dim != config.text.dim:
-    raise ValueError(
+    raise ConfigError(
       f"config.text.dim is {config.text.dim} but {config.text.encoder} gives {encoder.dim}."
     )
   return _Text(encoder.model, encoder.params, encoder.tokenizer)

@@ -22,6 +22,7 @@ import time
 from etils import epath
 
 from imagen_jax import paths
+from imagen_jax.errors import InputError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "train.lock"
@@ -38,18 +39,18 @@ def prepare(workdir) -> epath.Path:
   cannot be written."""
   workdir = epath.Path(paths.absolute(workdir))
   if workdir.exists() and not workdir.is_dir():
-    raise ValueError(f"The workdir {workdir} is a file; give a directory for --workdir.")
+    raise InputError(f"The workdir {workdir} is a file; give a directory for --workdir.")
   try:
     workdir.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise ValueError(f"Cannot create the workdir {workdir} ({e.strerror or e}).") from None
+    raise InputError(f"Cannot create the workdir {workdir} ({e.strerror or e}).") from None
   if not paths.is_url(workdir):
     probe = workdir / f".write_test_{os.getpid()}"
     try:  # a real write: permissions, read-only mounts and full disks all show here
       probe.write_text("")
       probe.unlink()
     except OSError as e:
-      raise ValueError(
+      raise InputError(
         f"The workdir {workdir} is not writable ({e.strerror or e}); choose another --workdir "
         "or fix its permissions."
       ) from None
