@@ -34,9 +34,8 @@ from compare_imagen_pytorch import SIZES  # this folder's; imports no torch
 from jax.sharding import Mesh, PartitionSpec
 
 from imagen_jax import hardware
-from imagen_jax.stages import ImagenStage
-from imagen_jax.models.unet_factory import unet_inputs
 from imagen_jax.perf.bench import load_configs, time_calls
+from imagen_jax.stages import ImagenStage
 
 SIZE_32PX = SIZES["32px"]["ours"]  # the comparison's FLOP-matched 32 px base
 
@@ -91,7 +90,7 @@ def measure_jax(stage, per_device: int, sample_batch: int, iters: int) -> tuple[
   def inputs(batch):
     return [
       None if a is None else jnp.asarray(rng.normal(size=a.shape)).astype(a.dtype)
-      for a in unet_inputs(batch, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
+      for a in stage.abstract_inputs(batch)
     ]
 
   def forward(params, *args):

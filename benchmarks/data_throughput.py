@@ -54,7 +54,9 @@ def throughput(config, workers: int, batch: int, batches: int) -> float:
   """Examples per second of `batches` batches after two warm-up batches."""
   source = input_pipeline.open_source(config)
   transform = input_pipeline.ExampleTransform(config)
-  it = iter(input_pipeline.make_dataset(source, transform, seed=0, global_batch=batch, workers=workers))
+  it = iter(
+    input_pipeline.make_dataset(source, transform, seed=0, global_batch=batch, workers=workers)
+  )
   for _ in range(2):
     next(it)
   start = time.perf_counter()

@@ -134,7 +134,6 @@ def test_conv_share_finds_every_convolution_and_its_flops(monkeypatch):
 
   import flax.linen as nn
 
-  from imagen_jax.models.unet_factory import unet_inputs
   from imagen_jax.perf.inspection import inspect_config
   from imagen_jax.stages import ImagenStage
 
@@ -145,7 +144,7 @@ def test_conv_share_finds_every_convolution_and_its_flops(monkeypatch):
   (config,) = bench.load_configs("configs/demo.py:base", [])
   stage = ImagenStage.from_config(config)
   params = nn.unbox(stage.abstract_params())
-  args = unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
+  args = stage.abstract_inputs(1)
   jaxpr = jax.make_jaxpr(lambda p, *a: stage.apply(p, *a))(params, *args).jaxpr
   convs = conv_share._convolutions(jaxpr)
   kernels = [k for k in jax.tree.leaves(params) if k.ndim == 4]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from imagen_jax import Imagen
 from imagen_jax.pipeline import load_stage
-from imagen_jax.stages import ImagenStage, SampleOptions, compiled
+from imagen_jax.stages import ImagenStage, SampleOptions, StageInputs, compiled
 
 pytestmark = pytest.mark.xdist_group("cascade")
 
@@ -374,18 +374,20 @@ def test_the_pure_sampler_runs_inside_a_users_jit(demo, devices):
   emb, mask = Imagen.load([str(out / "base")]).text_encoder(["a red circle"] * 8)
   keys = jax.random.split(jax.random.key(0), 8)
   options = SampleOptions(steps=3)
-  fn = jax.jit(lambda p, k, t, m: loaded.stage.sample(p, k, t, m, options=options))
+  fn = jax.jit(lambda p, k, t, m: loaded.stage.sample(p, k, StageInputs(t, m), options=options))
   mesh = Mesh(np.array(jax.devices()[:devices]), ("batch",))
   rows = NamedSharding(mesh, PartitionSpec("batch"))
   params = jax.device_put(loaded.params, NamedSharding(mesh, PartitionSpec()))
   images = fn(params, *(jax.device_put(a, rows) for a in (keys, emb, mask)))
-  reference = compiled.sample(loaded.stage, loaded.params, keys, emb, mask, options=options)
+  reference = compiled.sample(
+    loaded.stage, loaded.params, keys, StageInputs(emb, mask), options=options
+  )
   assert images.shape == (8, 16, 16, 3)
   np.testing.assert_allclose(np.asarray(images), np.asarray(reference), atol=1e-4)
   # The same inside shard_map: each device samples its own rows with their own keys.
   per_device = jax.jit(
     jax.shard_map(
-      lambda p, k, t, m: loaded.stage.sample(p, k, t, m, options=options),
+      lambda p, k, t, m: loaded.stage.sample(p, k, StageInputs(t, m), options=options),
       mesh=mesh,
       in_specs=(PartitionSpec(), *(PartitionSpec("batch"),) * 3),
       out_specs=PartitionSpec("batch"),

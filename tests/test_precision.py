@@ -8,7 +8,7 @@ import pytest
 from helpers import moved, tiny_config, train_batch
 
 from imagen_jax import parallel
-from imagen_jax.stages import ImagenStage, SampleOptions
+from imagen_jax.stages import ImagenStage, SampleOptions, StageInputs
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
 from imagen_jax.train.step import make_train_step
@@ -61,10 +61,10 @@ def test_a_bfloat16_sampler_stays_finite_and_close_to_float32(tmp_path, stage_na
   low = config.low_res_size
   low_res = jnp.asarray(rng.uniform(-1, 1, (b, low, low, 3)), jnp.float32) if low else None
   options = SampleOptions(steps=16, guidance=3.0, threshold="static")
-  kwargs = dict(options=options, low_res=low_res)
+  inputs = StageInputs(text, mask, low_res=low_res)
 
   sample32, sample16 = (
-    jax.jit(lambda p, key, stage=stage: stage.sample(p, key, text, mask, **kwargs))
+    jax.jit(lambda p, key, stage=stage: stage.sample(p, key, inputs, options=options))
     for stage in (stage32, stage16)
   )
   x32, x16 = (

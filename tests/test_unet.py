@@ -53,7 +53,9 @@ def test_paper_configs_have_the_papers_sizes(path, target):
   config = load_config(path)
   sr = config.stage == "sr"
   model = models.build_unet(config.unet, super_res=sr)
-  params = models.abstract_unet_params(model, config.image_size, 8, config.text.dim, sr)
+  params = models.abstract_unet_params(
+    model, size=config.image_size, text_len=8, text_dim=config.text.dim, super_res=sr
+  )
   assert abs(models.count_params(params) / target - 1) < 0.15
 
 
@@ -62,7 +64,9 @@ def test_paper_configs_produce_images_of_their_size(path):
   config = load_config(path)
   sr = config.stage == "sr"
   model = models.build_unet(config.unet, super_res=sr)
-  args = models.unet_inputs(2, config.image_size, 8, config.text.dim, sr)
+  args = models.unet_inputs(
+    2, size=config.image_size, text_len=8, text_dim=config.text.dim, super_res=sr
+  )
   out = jax.eval_shape(lambda *a: model.init_with_output(jax.random.key(0), *a)[0], *args)
   assert out.shape == (2, config.image_size, config.image_size, 3)
 
@@ -70,9 +74,13 @@ def test_paper_configs_produce_images_of_their_size(path):
 def test_sr1024_model_trained_on_256_crops_runs_on_a_1024_input():
   config = load_config("configs/sr1024.py")
   model = models.build_unet(config.unet, super_res=True)
-  args = models.unet_inputs(1, config.image_size, 8, config.text.dim, True)
+  args = models.unet_inputs(
+    1, size=config.image_size, text_len=8, text_dim=config.text.dim, super_res=True
+  )
   variables = jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a), *args)
-  big = models.unet_inputs(1, config.sample_size, 8, config.text.dim, True)
+  big = models.unet_inputs(
+    1, size=config.sample_size, text_len=8, text_dim=config.text.dim, super_res=True
+  )
   out = jax.eval_shape(lambda v, *a: model.apply(v, *a), variables, *big)
   assert out.shape == (1, 1024, 1024, 3)
 
@@ -322,7 +330,9 @@ def test_sharded_forward_and_backward_equal_single_device(cls, kwargs, sr, size)
 def test_parameters_carry_the_partition_specs_of_the_rules():
   config = load_config("configs/base64.py")
   model = models.build_unet(config.unet, super_res=False)
-  boxed = models.abstract_unet_params(model, 64, 8, config.text.dim, False)
+  boxed = models.abstract_unet_params(
+    model, size=64, text_len=8, text_dim=config.text.dim, super_res=False
+  )
   mesh = parallel.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   shardings = parallel.tree_shardings(boxed, mesh)
   conv = shardings["down_1_res_0"]["conv_0"]["kernel"].spec

@@ -66,6 +66,20 @@ def positive_int(text: str) -> int:
   return value
 
 
+def config_argument(parser, help_text: str = "the config the run will use") -> None:
+  """--config FILE[:ARG] (its --config.a.b=value overrides are read by load_run_config)."""
+  parser.add_argument("--config", required=True, help=help_text)
+
+
+def load_run_config(args):
+  """Logging set up for a verb's run, and the config of --config with its overrides."""
+  from imagen_jax import logs
+  from imagen_jax.configuration import load_config
+
+  logs.setup()
+  return load_config(args.config, args.overrides)
+
+
 def host_cpu_devices(cpus: int | None = None) -> int:
   """How many devices the command line splits a CPU host into: the largest power of two up to
   the count of cores this process may use and 8 (powers of two divide the configs' batches)."""

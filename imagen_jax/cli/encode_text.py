@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagen_jax.cli import positive_int
+from imagen_jax.cli import load_run_config, positive_int
 
 ACCEPTS_CONFIG_OVERRIDES = True
 
@@ -24,12 +24,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-  from imagen_jax import logs
-  from imagen_jax.configuration import load_config
   from imagen_jax.text.precompute import encode_text
 
-  logs.setup()
-  config = load_config(args.config, args.overrides)
+  config = load_run_config(args)
   store = encode_text(config, args.out, batch_size=args.batch_size)
   print(f"{args.out} holds {len(store)} embeddings; train with --config.text.store={args.out}")
   return 0

@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 
+from imagen_jax.cli import config_argument, load_run_config
 from imagen_jax.errors import InputError, MissingExtra
 
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
 def add_arguments(parser):
-  parser.add_argument("--config", required=True, help="the config the run will use")
+  config_argument(parser)
   parser.add_argument("--workdir", help="the run's workdir: checked for writing")
 
 
@@ -110,12 +111,10 @@ def run(args) -> int:
   import jax
   import numpy as np
 
-  from imagen_jax import logs, parallel
-  from imagen_jax.configuration import load_config
+  from imagen_jax import parallel
   from imagen_jax.errors import short_error
 
-  logs.setup()
-  config = load_config(args.config, args.overrides)
+  config = load_run_config(args)
   parallel.initialize_distributed(config)
   checks = {
     "devices": lambda: _devices(config),

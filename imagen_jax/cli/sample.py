@@ -200,69 +200,41 @@ def _png_info(record: dict):
   return info
 
 
-def run(args) -> int:
-  import time
-
-  import numpy as np
-  from PIL import Image
-
-  from imagen_jax import logs
-  from imagen_jax.images import grid
-
-  logs.setup()
-  prompts = _prompts(args)
+def _check_out(args) -> pathlib.Path:
+  """The --out folder, refused before anything loads when it cannot take this run's pictures."""
   out = pathlib.Path(args.out)
   if out.suffix.lower() == ".png":
     raise InputError(f"--out is the folder to write into, not a PNG file: {out}.")
   if out.exists() and not out.is_dir():
     raise InputError(f"--out {out} is a file: give a folder to write the pictures into.")
-  init_image, mask = _edit_inputs(args, len(prompts))
-  start = None
-  if args.start_image:
-    start = np.asarray(_open_picture(args.start_image, "--start-image").convert("RGB"))
   if (out / "samples.json").exists() and not args.overwrite:
     raise InputError(
       f"{out} holds the pictures of an earlier run (samples.json): give another --out, or "
       "add --overwrite to replace them."
     )
-  out.mkdir(parents=True, exist_ok=True)
-  t0 = time.perf_counter()
-  imagen = _load(args)
-  load_seconds = time.perf_counter() - t0
-  settings = {
-    "stages": PRETRAINED[args.pretrained] if args.pretrained else args.stages,
-    "guidance": args.guidance,
-    "steps": args.steps,
-    "sampler": args.sampler,
-    "aug_level": args.aug_level,
-    "threshold": args.threshold,
-    "start_image": args.start_image,
-    "init_image": args.init_image,
-    "strength": args.strength,
-    "mask": args.mask,
-    "resample": args.resample,
-  }
-  result = imagen.sample(
-    prompts,
-    seed=args.seed,
-    negative_prompt=args.negative_prompt,
-    num_images_per_prompt=args.num_images,
-    batch_size=args.batch_size,
-    guidance=_one_or_many(args.guidance),
-    steps=_one_or_many(args.steps),
-    sampler=_one_or_many(args.sampler),
-    aug_level=_one_or_many(args.aug_level),
-    threshold=_one_or_many(args.threshold),
-    stop_at_stage=args.stop_at_stage,
-    start_image=start,
-    init_image=init_image,
-    strength=args.strength,
-    mask=mask,
-    resample=args.resample,
-    progress=True,
-  )
+  return out
+
+
+# The options of Imagen.sample that take one value per stage, as the parser names them.
+PER_STAGE = ("guidance", "steps", "sampler", "aug_level", "threshold")
+
+
+def _settings(args) -> dict:
+  """The settings every picture's PNG and samples.json record."""
+  stages = PRETRAINED[args.pretrained] if args.pretrained else args.stages
+  named = ("start_image", "init_image", "strength", "mask", "resample")
+  return {"stages": stages, **{k: getattr(args, k) for k in (*PER_STAGE, *named)}}
+
+
+def _write(result, args, out: pathlib.Path) -> None:
+  """Each picture (the final stage's, with --save-stages every stage's) as a PNG with its
+  record, the final grid and samples.json, replacing an earlier run's files."""
+  from PIL import Image
+
+  from imagen_jax.images import grid
+
   _remove_earlier_run(out)
-  records = []
+  settings, records = _settings(args), []
   stages = range(len(result)) if args.save_stages else [len(result) - 1]
   for k in stages:
     folder = out if k == len(result) - 1 else out / f"stage{k + 1}"
@@ -281,6 +253,34 @@ def run(args) -> int:
       records.append(record)
   Image.fromarray(grid(result[-1])).save(out / "grid.png")
   (out / "samples.json").write_text(json.dumps(records, indent=1) + "\n")
+
+
+def run(args) -> int:
+  import time
+
+  import numpy as np
+
+  from imagen_jax import logs
+
+  logs.setup()
+  prompts = _prompts(args)
+  out = _check_out(args)
+  init_image, mask = _edit_inputs(args, len(prompts))
+  start = None
+  if args.start_image:
+    start = np.asarray(_open_picture(args.start_image, "--start-image").convert("RGB"))
+  out.mkdir(parents=True, exist_ok=True)
+  t0 = time.perf_counter()
+  imagen = _load(args)
+  load_seconds = time.perf_counter() - t0
+  result = imagen.sample(
+    prompts, seed=args.seed, negative_prompt=args.negative_prompt,
+    num_images_per_prompt=args.num_images, batch_size=args.batch_size,
+    stop_at_stage=args.stop_at_stage, start_image=start, init_image=init_image,
+    strength=args.strength, mask=mask, resample=args.resample, progress=True,
+    **{name: _one_or_many(getattr(args, name)) for name in PER_STAGE},
+  )  # fmt: skip
+  _write(result, args, out)
   print(f"loaded {len(imagen.stages)} stage(s) in {load_seconds:.1f}s")
   if start is not None:
     print("stage 1: the given --start-image")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from imagen_jax.cli import positive_int
+from imagen_jax.cli import config_argument, load_run_config, positive_int
 
 ACCEPTS_CONFIG_OVERRIDES = True
 
 
 def add_arguments(parser):
-  parser.add_argument(
-    "--config", required=True, help="config file, optionally with an argument: configs/demo.py:base"
-  )
+  config_argument(parser, "config file, optionally with an argument: configs/demo.py:base")
   parser.add_argument(
     "--workdir",
     required=True,
@@ -27,12 +25,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-  from imagen_jax import logs, paths
-  from imagen_jax.configuration import load_config
+  from imagen_jax import paths
   from imagen_jax.train import train_and_evaluate
 
-  logs.setup()
-  config = load_config(args.config, args.overrides)
+  config = load_run_config(args)
   summary = train_and_evaluate(config, args.workdir, max_steps=args.max_steps)
   workdir = paths.absolute(args.workdir)
   if summary.get("stopped_by"):

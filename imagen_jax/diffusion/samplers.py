@@ -147,7 +147,10 @@ def sample(
     InputError: an unknown sampler, spacing, threshold or objective, or steps, eta,
       logvar_interp or times out of range.
   """
-  spacing = _check_options(steps, sampler, eta, logvar_interp, spacing, threshold, objective)
+  spacing = _check_options(
+    steps=steps, sampler=sampler, eta=eta, logvar_interp=logvar_interp, spacing=spacing,
+    threshold=threshold, objective=objective,
+  )  # fmt: skip
   if edit is not None:
     edit.check()
     if edit.strength < 1.0 and times is None:
@@ -184,7 +187,7 @@ def sample(
   return z
 
 
-def _check_options(steps, sampler, eta, logvar_interp, spacing, threshold, objective) -> str:
+def _check_options(*, steps, sampler, eta, logvar_interp, spacing, threshold, objective) -> str:
   """The time spacing to use, after refusing options out of range."""
   if sampler not in SAMPLERS:
     raise InputError(f"Unknown sampler {sampler!r}; choose one of {SAMPLERS}.")

@@ -82,8 +82,9 @@ class IFConditioning(nn.Module):
 
     def embedding(name):
       return layers.TimeEmbedding(
-        c.time_dim, c.emb_dim, self.dtype, c.act, 1.0, c.flip_sin_to_cos, c.freq_shift, name=name
-      )
+        channels=c.time_dim, emb_dim=c.emb_dim, dtype=self.dtype, act=c.act, scale=1.0,
+        flip_sin_to_cos=c.flip_sin_to_cos, freq_shift=c.freq_shift, name=name,
+      )  # fmt: skip
 
     emb = embedding("time")(t)
     if c.class_label:
@@ -185,51 +186,53 @@ class UNet(nn.Module):
         t, text, aug_level
       )
     return Conditioning(
-      self.channels, 4 * self.channels, self.text_cond_dim, self.super_res, self.dtype, name="cond"
-    )(t, text, text_mask, aug_level)
+      channels=self.channels, emb_dim=4 * self.channels, cond_dim=self.text_cond_dim,
+      use_aug_level=self.super_res, dtype=self.dtype, name="cond",
+    )(t, text, text_mask, aug_level)  # fmt: skip
 
   @nn.compact
   def __call__(self, z, t, text, text_mask, cond_image=None, aug_level=None, *, train=False):
     check_inputs(z, cond_image, super_res=self.super_res, total_stride=self.total_stride)
     dt = self.dtype
     emb, text = self._conditioning(t, text, text_mask, aug_level)
+    res, attn = self._block_makers(train)
+    x = z if cond_image is None else jnp.concatenate([z, cond_image], axis=-1)
+    h = layers.conv(self.levels[0], dtype=dt, name="in_conv")(x.astype(dt))
+    h, skips = self._down(h, emb, text, text_mask, res, attn)
+    h = res(self.levels[-1], "middle_res_0", scale=self.mid_scale)(h, emb)
+    h = attn("middle_attn")(h, text, text_mask)
+    h = res(self.levels[-1], "middle_res_1", scale=self.mid_scale)(h, emb)
+    h = self._up(h, skips, emb, text, text_mask, res, attn)
+    h = layers.GroupNorm(self.norm_groups, dt, self.norm_eps, name="out_norm")(h)
+    h = layers.activation(self.act)(h)
+    out = layers.conv(self.out_channels, names=layers.ROW, zero=True, dtype=dt, name="out_conv")(h)
+    return out.astype(jnp.float32)
+
+  def _block_makers(self, train: bool):
+    """(res(channels, name, resample=None, scale=res_scale), attn(name)): this U-Net's residual
+    and attention blocks, remat'd as configured."""
     Res = layers.maybe_remat(layers.ResBlock, self.remat)
     Attn = layers.maybe_remat(layers.AttentionBlock, self.remat)
 
-    def res(ch, name, resample=None, scale=self.res_scale):
+    def res(channels, name, resample=None, scale=self.res_scale):
       return Res(
-        ch,
-        resample,
-        self.dropout,
-        train,
-        dt,
-        self.act,
-        self.norm_eps,
-        self.norm_groups,
-        self.skip_time_act,
-        scale,
-        name=name,
-      )
+        out_channels=channels, resample=resample, dropout=self.dropout, train=train,
+        dtype=self.dtype, act=self.act, eps=self.norm_eps, groups=self.norm_groups,
+        skip_time_act=self.skip_time_act, out_scale=scale, name=name,
+      )  # fmt: skip
 
     def attn(name):
       return Attn(
-        "self",
-        self.head_dim,
-        None,
-        self.text_attention,
-        dt,
-        self.attn_chunk_size,
-        self.text_kv,
-        self.attn_norm_eps,
-        self.norm_groups,
-        self.attn_impl,
-        name=name,
-      )
+        mode="self", head_dim=self.head_dim, heads=None, use_text=self.text_attention,
+        dtype=self.dtype, chunk_size=self.attn_chunk_size, text_kv=self.text_kv,
+        eps=self.attn_norm_eps, groups=self.norm_groups, impl=self.attn_impl, name=name,
+      )  # fmt: skip
 
-    levels = self.levels
-    x = z if cond_image is None else jnp.concatenate([z, cond_image], axis=-1)
-    h = layers.conv(levels[0], dtype=dt, name="in_conv")(x.astype(dt))
-    skips = [h]
+    return res, attn
+
+  def _down(self, h, emb, text, text_mask, res, attn):
+    """The down path: (h at the lowest resolution, the skip activations, first to last)."""
+    levels, skips = self.levels, [h]
     for level, ch in enumerate(levels):
       for i in range(self._res_blocks(level)):
         h = res(ch, f"down_{level}_res_{i}")(h, emb)
@@ -240,11 +243,13 @@ class UNet(nn.Module):
         if self.resblock_updown:
           h = res(ch, f"down_{level}_resample", "down")(h, emb)
         else:
-          h = layers.conv(ch, strides=2, dtype=dt, name=f"down_{level}_conv")(h)
+          h = layers.conv(ch, strides=2, dtype=self.dtype, name=f"down_{level}_conv")(h)
         skips.append(h)
-    h = res(levels[-1], "middle_res_0", scale=self.mid_scale)(h, emb)
-    h = attn("middle_attn")(h, text, text_mask)
-    h = res(levels[-1], "middle_res_1", scale=self.mid_scale)(h, emb)
+    return h, skips
+
+  def _up(self, h, skips, emb, text, text_mask, res, attn):
+    """The up path, reading the skip activations last to first."""
+    levels = self.levels
     for level in reversed(range(len(levels))):
       ch = levels[level]
       for i in range(self._res_blocks(level) + 1):
@@ -255,8 +260,6 @@ class UNet(nn.Module):
         if self.resblock_updown:
           h = res(ch, f"up_{level}_resample", "up")(h, emb)
         else:
-          h = layers.conv(ch, dtype=dt, name=f"up_{level}_conv")(layers.nearest_upsample(h))
-    h = layers.GroupNorm(self.norm_groups, dt, self.norm_eps, name="out_norm")(h)
-    h = layers.activation(self.act)(h)
-    out = layers.conv(self.out_channels, names=layers.ROW, zero=True, dtype=dt, name="out_conv")(h)
-    return out.astype(jnp.float32)
+          up = layers.nearest_upsample(h)
+          h = layers.conv(ch, dtype=self.dtype, name=f"up_{level}_conv")(up)
+    return h

@@ -71,9 +71,10 @@ class EfficientUNet(nn.Module):
     check_inputs(z, cond_image, super_res=self.super_res, total_stride=self.total_stride)
     dt = self.dtype
     base = self.channels[0]
-    emb, text = Conditioning(base, 4 * base, self.text_cond_dim, self.super_res, dt, name="cond")(
-      t, text, text_mask, aug_level
-    )
+    emb, text = Conditioning(
+      channels=base, emb_dim=4 * base, cond_dim=self.text_cond_dim, use_aug_level=self.super_res,
+      dtype=dt, name="cond",
+    )(t, text, text_mask, aug_level)  # fmt: skip
     Res = layers.maybe_remat(layers.ResBlock, self.remat)
     Attn = layers.maybe_remat(layers.AttentionBlock, self.remat)
     FF = layers.maybe_remat(layers.FeedForward, self.remat)
@@ -82,20 +83,15 @@ class EfficientUNet(nn.Module):
       h = layers.ScaleShift(dt, zero_init=True, name=f"{prefix}_{i}_emb")(h, emb)
       n = self.num_res_blocks[i]
       for j in range(n):
-        h = Res(self.channels[i], None, self.dropout, train, dt, name=f"{prefix}_{i}_res_{j}")(
-          h, None
-        )
+        h = Res(
+          out_channels=self.channels[i], dropout=self.dropout, train=train, dtype=dt,
+          name=f"{prefix}_{i}_res_{j}",
+        )(h, None)  # fmt: skip
         if self.attention[i] is not None and (self.attn_per_res_block or j == n - 1):
           h = Attn(
-            self.attention[i],
-            0,
-            self.attn_heads,
-            True,
-            dt,
-            self.attn_chunk_size,
-            impl=self.attn_impl,
-            name=f"{prefix}_{i}_attn_{j}",
-          )(h, text, text_mask)
+            mode=self.attention[i], head_dim=0, heads=self.attn_heads, use_text=True, dtype=dt,
+            chunk_size=self.attn_chunk_size, impl=self.attn_impl, name=f"{prefix}_{i}_attn_{j}",
+          )(h, text, text_mask)  # fmt: skip
           if self.attn_ff_mult:
             h = FF(self.attn_ff_mult, dt, name=f"{prefix}_{i}_ff_{j}")(h)
       return h

@@ -129,11 +129,15 @@ class RMSNorm(nn.Module):
     return (x * scale.astype(jnp.float32)).astype(self.dtype)
 
 
-class SelfAttention(nn.Module):
+class _Layer(nn.Module):
+  """A part of the encoder: its config, compute dtype and parameter dtype."""
+
   config: T5Config
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
 
+
+class SelfAttention(_Layer):
   @nn.compact
   def __call__(self, x, bias):
     """x [B, L, D], bias [B or 1, H, L, L] (position bias plus mask) -> [B, L, D]."""
@@ -166,11 +170,7 @@ class SelfAttention(nn.Module):
     )(out)
 
 
-class FeedForward(nn.Module):
-  config: T5Config
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
+class FeedForward(_Layer):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
@@ -194,11 +194,7 @@ class FeedForward(nn.Module):
     return dense(cfg.d_model, ("mlp", "embed"), "wo", cfg.d_ff)(hidden)
 
 
-class EncoderLayer(nn.Module):
-  config: T5Config
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
-
+class EncoderLayer(_Layer):
   @nn.compact
   def __call__(self, x, bias):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -210,12 +206,8 @@ class EncoderLayer(nn.Module):
     return x + FeedForward(self.config, name="mlp", **kw)(normed)
 
 
-class T5Encoder(nn.Module):
+class T5Encoder(_Layer):
   """input_ids [B, L] int, mask [B, L] bool -> last hidden states [B, L, d_model] (`dtype`)."""
-
-  config: T5Config
-  dtype: jnp.dtype = jnp.float32
-  param_dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, input_ids, mask):

@@ -50,7 +50,7 @@ def build_unet(unet_config, *, super_res: bool, dtype=jnp.float32) -> nn.Module:
   return EfficientUNet(super_res=super_res, dtype=dtype, **c)
 
 
-def unet_inputs(batch: int, size: int, text_len: int, text_dim: int, super_res: bool):
+def unet_inputs(batch: int, *, size: int, text_len: int, text_dim: int, super_res: bool):
   """ShapeDtypeStructs of a U-Net call (z, t, text, text_mask, cond_image, aug_level)."""
   f32 = jnp.float32
   image = jax.ShapeDtypeStruct((batch, size, size, 3), f32)
@@ -65,10 +65,10 @@ def unet_inputs(batch: int, size: int, text_len: int, text_dim: int, super_res: 
 
 
 def abstract_unet_params(
-  model: nn.Module, size: int, text_len: int, text_dim: int, super_res: bool
+  model: nn.Module, *, size: int, text_len: int, text_dim: int, super_res: bool
 ):
   """Boxed ShapeDtypeStructs of the U-Net's parameters (jax.eval_shape; nothing allocated)."""
-  args = unet_inputs(1, size, text_len, text_dim, super_res)
+  args = unet_inputs(1, size=size, text_len=text_len, text_dim=text_dim, super_res=super_res)
   return jax.eval_shape(lambda *a: model.init(jax.random.key(0), *a), *args)["params"]
 
 

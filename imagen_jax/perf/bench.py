@@ -24,7 +24,7 @@ import numpy as np
 
 from imagen_jax import hardware, parallel
 from imagen_jax.configuration import load_config, resolve_config_path
-from imagen_jax.stages import ImagenStage, SampleOptions, compiled
+from imagen_jax.stages import ImagenStage, SampleOptions, StageInputs, compiled
 from imagen_jax.train import aot
 from imagen_jax.train.optim import make_optimizer
 from imagen_jax.train.state import create_state, state_shardings
@@ -74,6 +74,21 @@ def _peak_memory() -> int | None:
   return stats.get("peak_bytes_in_use")
 
 
+def _random_batch(config, super_res: bool, batch: int) -> dict:
+  """A host batch of random pictures and stored text embeddings, as the input pipeline gives."""
+  rng = np.random.default_rng(0)
+  size, text = config.image_size, (config.text.max_length, config.text.dim)
+  host = {
+    "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+    "text_emb": rng.normal(size=(batch, *text)).astype(jnp.bfloat16),
+    "text_mask": np.ones((batch, text[0]), bool),
+  }
+  if super_res:
+    low = config.low_res_size
+    host["low_res"] = rng.integers(0, 256, (batch, low, low, 3), dtype=np.uint8)
+  return host
+
+
 def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int = 2) -> dict:
   """Train-step speed at `batch` global images (default: the config's batch on accelerators, one
   image per device on CPU)."""
@@ -90,17 +105,7 @@ def bench_train(config, *, batch: int | None = None, iters: int = 5, warmup: int
   abstract = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
   )
-  rng = np.random.default_rng(0)
-  size, text = config.image_size, (config.text.max_length, config.text.dim)
-  host = {
-    "image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
-    "text_emb": rng.normal(size=(batch, *text)).astype(jnp.bfloat16),
-    "text_mask": np.ones((batch, text[0]), bool),
-  }
-  if stage.super_res:
-    low = config.low_res_size
-    host["low_res"] = rng.integers(0, 256, (batch, low, low, 3), dtype=np.uint8)
-  batch_arrays = parallel.global_batch(host, mesh)
+  batch_arrays = parallel.global_batch(_random_batch(config, stage.super_res, batch), mesh)
   step = jax.jit(
     make_train_step(stage, config, optimizer),
     out_shardings=(shardings, parallel.replicated(mesh)),
@@ -192,9 +197,9 @@ def bench_sample(
       strength=config.sample.get("sr_strength", 1.0) if stage.super_res else 1.0,
       size=stage.output_size,
     )  # fmt: skip
-    low_res = images if stage.super_res else None
-    run = lambda stage=stage, params=params, text=text, mask=mask, o=options, low=low_res: (
-      compiled.sample(stage, params, jax.random.key(0), text, mask, options=o, low_res=low)
+    inputs = StageInputs(text, mask, low_res=images if stage.super_res else None)
+    run = lambda stage=stage, params=params, inputs=inputs, o=options: compiled.sample(
+      stage, params, jax.random.key(0), inputs, options=o
     )
     t0 = time.perf_counter()
     out = jax.block_until_ready(run())  # the first call compiles

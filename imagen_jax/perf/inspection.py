@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec
 
-from imagen_jax import hardware, models, parallel, text
+from imagen_jax import hardware, parallel, text
 from imagen_jax.errors import ConfigError, MissingPath
 from imagen_jax.models import t5
 from imagen_jax.models.layers import REMAT_POLICIES
@@ -86,39 +86,21 @@ def inspect_config(
   stage = ImagenStage.from_config(config, dtype=dtype)
   boxed = stage.abstract_params()
   params = nn.unbox(boxed)
-  counts = jax.tree.map(lambda x: math.prod(x.shape), params)
-  by_part: dict[str, int] = {}
-  for name, sub in counts.items():
-    part = name.split("_")[0]
-    by_part[part] = by_part.get(part, 0) + sum(jax.tree.leaves(sub))
-  total = sum(by_part.values())
-
-  # FLOPs per image: the U-Net forward, and the train step with stored text embeddings.
-  args = models.unet_inputs(1, stage.image_size, stage.text_len, stage.text_dim, stage.super_res)
-  forward = aot.flops(jax.jit(stage.apply).lower(params, *args))
+  by_part = _params_by_part(params)
   one = config.copy_and_resolve_references()
   one.train.grad_accum = 1
   optimizer = make_optimizer(one.train)
-  opt_state = jax.eval_shape(optimizer.init, params)
-  scalar = jax.ShapeDtypeStruct((), jnp.int32)
-  state = TrainState(scalar, params, params, opt_state, scalar, scalar)
-  batch = {
-    "image": jax.ShapeDtypeStruct((1, stage.image_size, stage.image_size, 3), jnp.uint8),
-    "text_emb": jax.ShapeDtypeStruct((1, stage.text_len, stage.text_dim), jnp.bfloat16),
-    "text_mask": jax.ShapeDtypeStruct((1, stage.text_len), jnp.bool_),
-  }
-  if stage.super_res:
-    batch["low_res"] = jax.ShapeDtypeStruct(
-      (1, stage.low_res_size, stage.low_res_size, 3), jnp.uint8
-    )
+  state, batch = _abstract_train_inputs(stage, optimizer, params)
+  # FLOPs per image: the U-Net forward, and the train step with stored text embeddings.
+  args = stage.abstract_inputs(1)
+  forward = aot.flops(jax.jit(stage.apply).lower(params, *args))
   step = make_train_step(stage, one, optimizer)
   train_flops = aot.flops(jax.jit(step).lower(state, batch, jax.random.key(0), None))
-
   param_bytes = _bytes_per_device(boxed, sizes)
   report = {
     "config_stage": config.stage,
     "image_size": config.image_size,
-    "params": total,
+    "params": sum(by_part.values()),
     "params_by_part": by_part,
     "flops_per_image": {"unet_forward": forward, "train_step": train_flops},
     "global_batch": config.train.batch_size,
@@ -131,25 +113,10 @@ def inspect_config(
       "optimizer_bytes": _optimizer_bytes(optimizer, boxed, sizes),
     },
   }
-  encoder = _encoder_config(config)
-  if encoder is not None:
-    report["text_encoder"] = {**t5.count_params(encoder)}
-    if not config.text.store:
-      ids = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.int32)
-      mask = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.bool_)
-      abstract_t5 = jax.eval_shape(t5.T5Encoder(encoder).init, jax.random.key(0), ids, mask)
-      t5_params = nn.unbox(abstract_t5["params"])
-      report["flops_per_image"]["text_encoder_forward"] = aot.flops(
-        jax.jit(t5.T5Encoder(encoder, dtype=dtype).apply).lower({"params": t5_params}, ids, mask)
-      )
-      # Frozen and stored in bfloat16 for training.
-      report["memory_per_device"]["text_encoder_bytes"] = _bytes_per_device(
-        abstract_t5["params"], sizes, dtype_bytes=2
-      )
+  _add_text_encoder(report, config, sizes, dtype)
   mem = report["memory_per_device"]
-  batch_shards = parallel.batch_shards(sizes)
   micro = config.train.batch_size // config.train.grad_accum
-  per_device = mem["batch_per_device"] = micro // batch_shards
+  per_device = mem["batch_per_device"] = micro // parallel.batch_shards(sizes)
   if activations:
     mem["saved_activations_bytes"] = {
       policy: saved_activation_bytes(config, policy, per_device) for policy in REMAT_POLICIES
@@ -159,6 +126,51 @@ def inspect_config(
   state_bytes = sum(v for k, v in mem.items() if k.endswith("_bytes") and isinstance(v, int))
   mem["total_gib"] = round(state_bytes / GIB, 2)
   return report
+
+
+def _params_by_part(params) -> dict[str, int]:
+  """Parameter counts by the first word of each top-level module's name."""
+  by_part: dict[str, int] = {}
+  for name, sub in jax.tree.map(lambda x: math.prod(x.shape), params).items():
+    part = name.split("_")[0]
+    by_part[part] = by_part.get(part, 0) + sum(jax.tree.leaves(sub))
+  return by_part
+
+
+def _abstract_train_inputs(stage, optimizer, params):
+  """(train state, batch of one example with stored text embeddings), as ShapeDtypeStructs."""
+  state = TrainState.abstract(params, jax.eval_shape(optimizer.init, params))
+  batch = {
+    "image": jax.ShapeDtypeStruct((1, stage.image_size, stage.image_size, 3), jnp.uint8),
+    "text_emb": jax.ShapeDtypeStruct((1, stage.text_len, stage.text_dim), jnp.bfloat16),
+    "text_mask": jax.ShapeDtypeStruct((1, stage.text_len), jnp.bool_),
+  }
+  if stage.super_res:
+    low = stage.low_res_size
+    batch["low_res"] = jax.ShapeDtypeStruct((1, low, low, 3), jnp.uint8)
+  return state, batch
+
+
+def _add_text_encoder(report: dict, config, sizes, dtype) -> None:
+  """The T5 encoder's parameter counts and, when it runs in the train step (no text store),
+  its FLOPs per image and its bfloat16 weights per device."""
+  encoder = _encoder_config(config)
+  if encoder is None:
+    return
+  report["text_encoder"] = {**t5.count_params(encoder)}
+  if config.text.store:
+    return
+  ids = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.int32)
+  mask = jax.ShapeDtypeStruct((1, config.text.max_length), jnp.bool_)
+  abstract_t5 = jax.eval_shape(t5.T5Encoder(encoder).init, jax.random.key(0), ids, mask)
+  t5_params = nn.unbox(abstract_t5["params"])
+  report["flops_per_image"]["text_encoder_forward"] = aot.flops(
+    jax.jit(t5.T5Encoder(encoder, dtype=dtype).apply).lower({"params": t5_params}, ids, mask)
+  )
+  # Frozen and stored in bfloat16 for training.
+  report["memory_per_device"]["text_encoder_bytes"] = _bytes_per_device(
+    abstract_t5["params"], sizes, dtype_bytes=2
+  )
 
 
 def saved_activation_bytes(config, remat: str, per_device: int) -> int:
@@ -175,9 +187,7 @@ def saved_activation_bytes(config, remat: str, per_device: int) -> int:
   dtype = jnp.bfloat16 if config.train.compute_dtype in ("auto", "bfloat16") else jnp.float32
   stage = ImagenStage.from_config(config, dtype=dtype)
   params = nn.unbox(stage.abstract_params())
-  args = models.unet_inputs(
-    per_device, stage.image_size, stage.text_len, stage.text_dim, stage.super_res
-  )
+  args = stage.abstract_inputs(per_device)
 
   def loss(params, *args):
     out = stage.apply(params, *args, train=True, rngs={"dropout": jax.random.key(0)})
@@ -278,7 +288,9 @@ def inspect_pretrained(
     raise ConfigError(f"The mesh {mesh} does not fit {devices} devices.")
 
   size = int(config.get("sample_size") or 64)
-  args = pretrained_unet.abstract_inputs(module, in_channels, text_dim, size, 77)
+  args = pretrained_unet.abstract_inputs(
+    module, in_channels=in_channels, text_dim=text_dim, size=size, text_len=77
+  )
   forward = aot.flops(jax.jit(module.apply).lower({"params": params}, *args))
   memory = {
     "devices": devices,

@@ -43,7 +43,7 @@ from imagen_jax.pipeline.outputs import (
   convert,
 )
 from imagen_jax.pipeline.rows import Chunk, Rows, place, put
-from imagen_jax.stages import SampleOptions, compiled
+from imagen_jax.stages import SampleOptions, StageInputs, compiled
 from imagen_jax.text import TextEncoder
 
 log = logging.getLogger(__name__)
@@ -333,10 +333,13 @@ class _Run:
       source, keep = self._edit_inputs(i, loaded.stage.output_size, prompt_index)
       t0 = time.perf_counter()
       with self.reporter.steps(i, loaded.stage.output_size, options.steps_run) as on_step:
+        inputs = StageInputs(
+          chunk.text, chunk.mask, low_res=images, null_text=chunk.null_text,
+          null_mask=chunk.null_mask, source=source, keep=keep,
+        )  # fmt: skip
         images = compiled.sample(
-          loaded.stage, loaded.params, rng.fold_in(chunk.keys, i), chunk.text, chunk.mask,
-          options=options, low_res=images, null_text=chunk.null_text,
-          null_mask=chunk.null_mask, source=source, keep=keep, on_step=on_step,
+          loaded.stage, loaded.params, rng.fold_in(chunk.keys, i), inputs, options=options,
+          on_step=on_step,
         ).block_until_ready()  # fmt: skip
       yield i, images[: chunk.count], time.perf_counter() - t0
 

@@ -88,10 +88,10 @@ def conditioning(
     )
   rep = lambda a: None if a is None else jnp.repeat(jnp.asarray(a), images_per_prompt, axis=0)
   return Conditioning(
-    rep(text).astype(jnp.float32),
-    rep(mask),
-    None if null_text is None else rep(null_text).astype(jnp.float32),
-    rep(null_mask),
-    [n for n in names for _ in range(images_per_prompt)],
-    texts,
+    text=rep(text).astype(jnp.float32),
+    mask=rep(mask),
+    null_text=None if null_text is None else rep(null_text).astype(jnp.float32),
+    null_mask=rep(null_mask),
+    prompts=[n for n in names for _ in range(images_per_prompt)],
+    texts=texts,
   )

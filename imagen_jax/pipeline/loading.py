@@ -66,7 +66,7 @@ def load_pretrained_stage(
       "text": {"encoder": name, "max_length": stage.text_len, "dim": stage.text_dim},
     }
   )
-  return LoadedStage(stage, params, config, name, -1), directory
+  return LoadedStage(stage=stage, params=params, config=config, path=name, step=-1), directory
 
 
 def stage_paths(paths) -> list[str]:
@@ -99,7 +99,7 @@ def load_stage(path, *, mesh=None) -> LoadedStage:
   mesh = mesh or parallel.make_mesh({"data": -1})
   if export.is_exported_stage(path):
     stage, params, config, step = export.load_exported_stage(path, mesh)
-    return LoadedStage(stage, params, config, str(path), step)
+    return LoadedStage(stage=stage, params=params, config=config, path=str(path), step=step)
   candidates = checkpoint.checkpoint_dirs(path)
   errors = []
   for step_dir in candidates:
@@ -113,5 +113,5 @@ def load_stage(path, *, mesh=None) -> LoadedStage:
     if errors:
       log.warning("%s: sampling from the checkpoint of step %s", path, step_dir.name)
     step = int(step_dir.name) if step_dir.name.isdigit() else -1
-    return LoadedStage(stage, params, config, str(path), step)
+    return LoadedStage(stage=stage, params=params, config=config, path=str(path), step=step)
   raise MissingPath(f"No checkpoint of {path} can be read:\n  " + "\n  ".join(errors))

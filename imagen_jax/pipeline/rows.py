@@ -49,7 +49,7 @@ class Rows:
     index = np.repeat(np.arange(prompts), images_per_prompt)
     if start is not None:
       start = np.asarray(start)[index]
-    return cls(cond, keys, index, start, int(chunk))
+    return cls(cond=cond, keys=keys, prompt_index=index, start=start, chunk=int(chunk))
 
   @property
   def count(self) -> int:

@@ -21,7 +21,7 @@ from imagen_jax.diffusion import discrete, rng
 from imagen_jax.errors import InputError
 from imagen_jax.images import bilinear_resize_align_corners
 from imagen_jax.models.adm_unet import UNet
-from imagen_jax.stages import SampleOptions
+from imagen_jax.stages import SampleOptions, StageInputs
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -44,7 +44,7 @@ class IFStage:
   def super_res(self) -> bool:
     return self.noise_alpha_bar is not None
 
-  def _eps_and_variance(self, params, x, t, text, cond, level, null_text, guidance):
+  def _eps_and_variance(self, params, x, t, *, text, cond, level, null_text, guidance):
     """(eps [B, H, W, 3], variance value [B, H, W, 3]) at int steps t [B]; guided when
     null_text is given."""
     batch = x.shape[0]
@@ -68,21 +68,7 @@ class IFStage:
         f"got {options.aug_level}."
       )
 
-  def sample(
-    self,
-    params,
-    key,
-    text,
-    mask,
-    *,
-    options: SampleOptions,
-    low_res=None,
-    null_text=None,
-    null_mask=None,
-    source=None,
-    keep=None,
-    progress=None,
-  ):
+  def sample(self, params, key, inputs: StageInputs, *, options: SampleOptions, progress=None):
     """Images [B, S, S, 3] in [-1, 1]: stages.Stage.sample, with IF's meanings. `text` [B, L, D]
     is IF's (unmasked) T5 states and `null_text` the encoding of "" (needed when guided);
     options.aug_level is stage II's noise level (an integer step; IF's default 250). "ddpm" is
@@ -90,11 +76,12 @@ class IFStage:
     IF); "ddim" and "dpm++2m" run with eps alone on "trailing" steps, which start from step
     999: starting from pure noise at a leading spacing's first step (900 of 1000 for 10 steps)
     leaves the deterministic samplers off (tests/test_if_scheduler.py measures it)."""
-    del mask, null_mask  # IF's U-Nets attend to every token
+    # IF's U-Nets attend to every token: the masks are not read.
+    text, null_text = inputs.text, inputs.null_text
     if options.guided and null_text is None:
       raise InputError("Guided IF sampling needs null_text: the encoding of the empty prompt.")
     key_noise, key_sample = rng.split(key)
-    size, cond, level, upsampled = self._stage_two_input(options, low_res, key_noise)
+    size, cond, level, upsampled = self._stage_two_input(options, inputs.low_res, key_noise)
     null = null_text if options.guided else None
     num_train = len(self.alpha_bar)
     if options.sampler == "ddpm":
@@ -103,7 +90,7 @@ class IFStage:
       )
     else:
       steps_run = discrete.inference_steps(num_train, options.steps, "trailing")
-    edit = options.edit(source, keep, upsampled=upsampled)
+    edit = options.edit(inputs.source, inputs.keep, upsampled=upsampled)
     if edit is not None and edit.strength < 1.0:
       steps_run = discrete.edit_steps(steps_run, edit.strength)
     max_value = 1.0 if options.threshold == "static" else self.max_value  # s = 1: clip to [-1, 1]
@@ -111,7 +98,9 @@ class IFStage:
 
     def eps_and_variance(x, t):
       t = jnp.broadcast_to(t, (batch,)).astype(jnp.int32)
-      return self._eps_and_variance(params, x, t, text, cond, level, null, options.guidance)
+      return self._eps_and_variance(
+        params, x, t, text=text, cond=cond, level=level, null_text=null, guidance=options.guidance
+      )
 
     shape = (batch, size, size, 3)
     if options.sampler == "ddpm":

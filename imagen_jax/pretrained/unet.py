@@ -20,7 +20,7 @@ from imagen_jax.models.weight_loading import load_mapped
 from imagen_jax.pretrained import unet_config, unet_weights
 
 
-def abstract_inputs(module: UNet, in_channels: int, text_dim: int, size: int, text_len: int):
+def abstract_inputs(module: UNet, *, in_channels: int, text_dim: int, size: int, text_len: int):
   """ShapeDtypeStructs of one call on one image: (sample, timesteps, text, None, None, class
   label or None), the U-Net's positional arguments."""
   label = jax.ShapeDtypeStruct((1,), jnp.int32) if module.if_conditioning.class_label else None
@@ -36,7 +36,9 @@ def abstract_inputs(module: UNet, in_channels: int, text_dim: int, size: int, te
 
 def abstract_params(module: UNet, in_channels: int, text_dim: int, param_dtype=jnp.float32):
   """Boxed ShapeDtypeStructs of the U-Net's parameters in `param_dtype` (nothing allocated)."""
-  args = abstract_inputs(module, in_channels, text_dim, module.total_stride, 4)
+  args = abstract_inputs(
+    module, in_channels=in_channels, text_dim=text_dim, size=module.total_stride, text_len=4
+  )
   boxed = jax.eval_shape(lambda *a: module.init(jax.random.key(0), *a), *args)["params"]
   return jax.tree.map(
     lambda b: b.replace_boxed(jax.ShapeDtypeStruct(b.unbox().shape, param_dtype)),

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from imagen_jax import hardware
 from imagen_jax.diffusion import rng
 from imagen_jax.diffusion.progress import Listener
+from imagen_jax.stages.inputs import StageInputs
 from imagen_jax.stages.options import SampleOptions
 from imagen_jax.stages.protocol import Stage
 
@@ -49,12 +50,8 @@ def _listening(on_step: Callable[[int], None]):
       del _listeners[tag]
 
 
-def _sample(stage, params, key, text, mask, options, low_res, null_text, null_mask, source, keep,
-            listener):  # fmt: skip
-  return stage.sample(
-    params, key, text, mask, options=options, low_res=low_res, null_text=null_text,
-    null_mask=null_mask, source=source, keep=keep, progress=listener,
-  )  # fmt: skip
+def _sample(stage: Stage, params, key, inputs: StageInputs, options: SampleOptions, listener):
+  return stage.sample(params, key, inputs, options=options, progress=listener)
 
 
 @functools.cache
@@ -67,33 +64,26 @@ def sample(
   stage: Stage,
   params,
   key,
-  text,
-  mask,
+  inputs: StageInputs,
   *,
   options: SampleOptions,
-  low_res=None,
-  null_text=None,
-  null_mask=None,
-  source=None,
-  keep=None,
   on_step: Callable[[int], None] | None = None,
 ):
   """Images [B, S, S, 3] in [-1, 1] from `stage`'s sampler, compiled (see the module docstring).
 
   Args:
     stage: any stages.Stage.
-    params, key, text, mask, options, low_res, null_text, null_mask, source, keep: as
-      Stage.sample takes them (one key or keys [B], typed or legacy).
+    params: its parameters.
+    key: one PRNG key or keys [B], typed or legacy.
+    inputs: the arrays it reads (StageInputs).
+    options: how it samples (SampleOptions).
     on_step: called on the host with each finished step (0-based) while the computation runs;
       the call then returns when the images are ready.
 
   Returns:
     float32 images [B, S, S, 3] on the devices.
   """
-  run = functools.partial(
-    _compiled(), stage, params, rng.typed(key), text, mask, options, low_res, null_text,
-    null_mask, source, keep,
-  )  # fmt: skip
+  run = functools.partial(_compiled(), stage, params, rng.typed(key), inputs, options)
   if on_step is None:
     return run(None)
   with _listening(on_step) as listener:

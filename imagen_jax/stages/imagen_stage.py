@@ -17,6 +17,7 @@ from imagen_jax.diffusion import rng
 from imagen_jax.errors import ConfigError, InputError
 from imagen_jax.images import bicubic_resize
 from imagen_jax.models.unet_factory import abstract_unet_params, build_unet, unet_inputs
+from imagen_jax.stages.inputs import StageInputs
 from imagen_jax.stages.options import SampleOptions
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -70,16 +71,27 @@ class ImagenStage:
       objective=config.diffusion.objective,
     )
 
+  def abstract_inputs(self, batch: int = 1):
+    """ShapeDtypeStructs of a U-Net call on `batch` examples at the training resolution:
+    (z, t, text, text_mask, cond_image or None, aug_level or None)."""
+    return unet_inputs(
+      batch, size=self.image_size, text_len=self.text_len, text_dim=self.text_dim,
+      super_res=self.super_res,
+    )  # fmt: skip
+
   def abstract_params(self):
     """Boxed ShapeDtypeStructs of the parameters (for shardings; nothing allocated)."""
     return abstract_unet_params(
-      self.model, self.image_size, self.text_len, self.text_dim, self.super_res
+      self.model,
+      size=self.image_size,
+      text_len=self.text_len,
+      text_dim=self.text_dim,
+      super_res=self.super_res,
     )
 
   def init_params(self, key):
     """Boxed parameters (nn.LogicallyPartitioned leaves)."""
-    args = unet_inputs(1, self.image_size, self.text_len, self.text_dim, self.super_res)
-    zeros = [None if a is None else jnp.zeros(a.shape, a.dtype) for a in args]
+    zeros = [None if a is None else jnp.zeros(a.shape, a.dtype) for a in self.abstract_inputs()]
     return self.model.init(key, *zeros)["params"]
 
   def cond_image(self, low_res, *, size: int, aug_level, key):
@@ -102,30 +114,17 @@ class ImagenStage:
     if options.aug_level > 1.0:
       raise InputError(f"aug_level must be in [0, 1] for this stage, got {options.aug_level}.")
 
-  def sample(
-    self,
-    params,
-    key,
-    text,
-    mask,
-    *,
-    options: SampleOptions,
-    low_res=None,
-    null_text=None,
-    null_mask=None,
-    source=None,
-    keep=None,
-    progress=None,
-  ):
+  def sample(self, params, key, inputs: StageInputs, *, options: SampleOptions, progress=None):
     """Images [B, S, S, 3] in [-1, 1]: stages.Stage.sample. The null text defaults to zeros
     with an empty mask (training's); an SR stage upsamples low_res bicubically to S (default:
     the stage's output size, or the input's size x factor) and noise-augments it."""
-    size = self._size(options, low_res)
+    size = self._size(options, inputs.low_res)
     key_aug, key_sample = rng.split(key)
+    text, mask = inputs.text, inputs.mask
     cond = {"text": text, "mask": mask}
     upsampled = None
     if self.super_res:
-      upsampled = bicubic_resize(low_res, size)
+      upsampled = bicubic_resize(inputs.low_res, size)
       cond["cond_image"], cond["aug"] = diffusion.noise_augment(
         upsampled, aug_level=options.aug_level, key=key_aug, schedule=self.schedule
       )
@@ -136,8 +135,8 @@ class ImagenStage:
     if options.guided:
       null = {
         **cond,
-        "text": jnp.zeros_like(text) if null_text is None else null_text,
-        "mask": jnp.zeros_like(mask) if null_mask is None else null_mask,
+        "text": jnp.zeros_like(text) if inputs.null_text is None else inputs.null_text,
+        "mask": jnp.zeros_like(mask) if inputs.null_mask is None else inputs.null_mask,
       }
       guided_call = diffusion.guided_model(call, options.guidance)
       model_fn = lambda z, t: guided_call(z, t, (cond, null))
@@ -152,7 +151,7 @@ class ImagenStage:
       sampler=options.sampler,
       threshold=options.threshold,
       objective=self.objective,
-      edit=options.edit(source, keep, upsampled=upsampled),
+      edit=options.edit(inputs.source, inputs.keep, upsampled=upsampled),
       progress=progress,
     )
 

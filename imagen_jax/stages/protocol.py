@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import jax
 
-from imagen_jax.diffusion.progress import Listener
+from imagen_jax.stages.inputs import StageInputs
 from imagen_jax.stages.options import SampleOptions
 
 
@@ -41,19 +41,7 @@ class Stage(Protocol):
     ...
 
   def sample(
-    self,
-    params,
-    key: jax.Array,
-    text: jax.Array,
-    mask: jax.Array,
-    *,
-    options: SampleOptions,
-    low_res: jax.Array | None = None,
-    null_text: jax.Array | None = None,
-    null_mask: jax.Array | None = None,
-    source: jax.Array | None = None,
-    keep: jax.Array | None = None,
-    progress: Listener | None = None,
+    self, params, key: jax.Array, inputs: StageInputs, *, options: SampleOptions, progress=None
   ) -> jax.Array:
     """Images [B, S, S, 3] in [-1, 1], as a pure function (a lax.scan, no jit of its own).
 
@@ -61,17 +49,12 @@ class Stage(Protocol):
       params: the model's parameters.
       key: one PRNG key or keys [B] (one per example: an image then depends on its own key
         alone), typed or legacy.
-      text: text embeddings [B, L, D].
-      mask: [B, L] bool, True at real tokens.
+      inputs: the text and, as the call needs, the low-res input, the null text and the
+        editing source (StageInputs).
       options: how to sample; a pytree argument, so that inside jax.jit its static fields are
         compile-time constants and guidance and aug_level are traced.
-      low_res: a super-resolution stage's input [B, h, w, 3] in [-1, 1].
-      null_text: the unconditional half of guidance [B, L, D] (default: the stage's null text).
-      null_mask: its mask [B, L].
-      source: a picture to edit [B, S, S, 3] in [-1, 1] (image-to-image from
-        options.strength, or inpainting with `keep`).
-      keep: [B, S, S, 1], 1 where the source is kept (inpainting).
-      progress: told of every finished step (diffusion.progress).
+      progress: told of every finished step (a host function of the step, or a
+        diffusion.progress.Listener).
 
     Returns:
       float32 images [B, S, S, 3] in [-1, 1], S = options.size or the stage's size.

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from imagen_jax.images import bicubic_resize, grid, to_float, to_uint8
-from imagen_jax.stages import SampleOptions, compiled
+from imagen_jax.stages import SampleOptions, StageInputs, compiled
 from imagen_jax.train.step import text_condition
 
 EXAMPLES = 8
@@ -40,10 +40,8 @@ class GridSampler:
 
   def __call__(self, ema_params, key) -> np.ndarray:
     """uint8 [H, W, 3]: the grid of samples for the fixed batch."""
-    images = compiled.sample(
-      self.stage, ema_params, key, self.text, self.mask, options=self.options,
-      low_res=self.low_res,
-    )  # fmt: skip
+    inputs = StageInputs(self.text, self.mask, low_res=self.low_res)
+    images = compiled.sample(self.stage, ema_params, key, inputs, options=self.options)
     rows = [np.asarray(self._to_uint8(images))]
     if self.stage.super_res:
       rows = [np.asarray(self.upsampled), rows[0], self.target]

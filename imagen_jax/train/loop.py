@@ -120,8 +120,9 @@ def _train(
   writer.write_config(start, config_dict)
   try:
     summary = run.loop(
-      step, state, start, first, data_iter, writer, grid_sampler, progress, max_steps, held_out
-    )
+      step, state, start=start, first_batch=first, data_iter=data_iter, writer=writer,
+      grid_sampler=grid_sampler, held_out=held_out, progress=progress, max_steps=max_steps,
+    )  # fmt: skip
   finally:
     writer.close()
   return {
@@ -331,84 +332,107 @@ class _Run:
 
   def loop(
     self,
-    step_fn,
+    step_fn: aot.Compiled,
     state,
-    start,
-    local,
+    *,
+    start: int,
+    first_batch: dict,
     data_iter,
-    writer,
-    grid_sampler,
-    progress,
-    max_steps,
+    writer: MetricsWriter,
+    grid_sampler=None,
     held_out=None,
+    progress: bool = True,
+    max_steps: int | None = None,
   ) -> dict:
-    """Steps from `start` (with `local`, the first local batch) to train.steps or `max_steps`
-    more, logging, sampling grids and saving on the config's intervals; saves on the way out."""
-    config, checkpointer = self.config, self.checkpointer
-    summary = {}
-    total = config.train.steps
-    stop = total if max_steps is None else min(total, start + max_steps)
-    peak = hardware.peak_flops(dtype_name=jnp.dtype(self.stage.model.dtype).name)
+    """Steps from `start` (with `first_batch`, the first local batch, then `data_iter`'s) to
+    train.steps or `max_steps` more, logging, sampling grids and saving on the config's
+    intervals; saves on the way out. Returns the run's summary (step, saved_step, loss, ...)."""
+    config = self.config
+    stop = config.train.steps if max_steps is None else min(config.train.steps, start + max_steps)
     bar = tqdm(
-      total=total,
-      initial=start,
-      unit="step",
-      disable=not progress or jax.process_index(),
-      desc=f"train {config.stage}",
-      dynamic_ncols=True,
-    )
-    pending = None  # the previous step's metrics: read one step late to keep the device busy
-    window = _Window()
-    step = last_saved = start
-    save_due = False  # a save waits for a sound state (train.state.unsound_reason)
+      total=config.train.steps, initial=start, unit="step", desc=f"train {config.stage}",
+      disable=not progress or jax.process_index(), dynamic_ncols=True,
+    )  # fmt: skip
+    at, local, summary = _Position(start), first_batch, {}
+    self.peak = hardware.peak_flops(dtype_name=jnp.dtype(self.stage.model.dtype).name)
     try:
       with StopRequests() as stop_requests:
-        while step < stop:
+        while at.step < stop:
           batch = parallel.global_batch({k: v for k, v in local.items() if k != "index"}, self.mesh)
           state, step_metrics = step_fn.call(state, batch, self.key, self.text.params)
-          step += 1
-          window.add(step_metrics["window"])
-          if pending is not None:
-            check_finite(pending, config.train.max_bad_steps, step - 1)
-          pending = step_metrics
-          if grid_sampler is not None and step % config.train.sample_every == 0:
-            with window.pause("grid_s"):
-              image = grid_sampler(state.ema_params, jax.random.fold_in(self.key, step))
-              writer.write_image(step, "samples", image)
-              writer.write_text(step, "samples/captions", grid_sampler.caption_text())
-          if held_out is not None and step % config.train.eval_every == 0:
-            with window.pause("eval_s"):
-              window.extra["eval_loss"] = held_out.loss(state.ema_params)
-          save_due = save_due or step % config.train.checkpoint_every == 0
-          with window.pause("checkpoint_s"):
-            saved = save_due and checkpointer.save(step, state, data_iter, self.config_dict)
-          if saved:
-            save_due, last_saved = False, step
+          at.advance(step_metrics, config.train.max_bad_steps)
+          self._grid_and_held_out(state, at, writer, grid_sampler, held_out)
+          saved = self._save_if_due(state, at, data_iter)
           # Logged after the grid and the save, so that its record reports their time.
-          if step % config.train.log_every == 0 or step == stop:
-            values = jax.device_get(step_metrics)
-            check_finite(values, config.train.max_bad_steps, step)
-            record = window.record(values, config, step_fn.flops, peak)
-            writer.write(step, record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-            summary["loss"] = record["loss"]
-            window = _Window()
+          if at.step % config.train.log_every == 0 or at.step == stop:
+            summary["loss"] = self._log(step_metrics, at, writer, step_fn.flops)
+            bar.set_postfix(loss=f"{summary['loss']:.4f}", refresh=False)
           if saved:
             writer.sync()  # on an object store: what a resume from this checkpoint keeps
           bar.update(1)
-          if stop_requests.check(step):
+          if stop_requests.check(at.step):
             summary["stopped_by"] = stop_requests.reason
             break
-          if step < stop:
+          if at.step < stop:
             local = next(data_iter)
-        if last_saved != step and checkpointer.save(step, state, data_iter, self.config_dict):
-          last_saved = step
+        if at.last_saved != at.step:
+          self._save(state, at, data_iter)
     except Diverged as e:
-      raise TrainingError(divergence_message(e, checkpointer)) from None
+      raise TrainingError(divergence_message(e, self.checkpointer)) from None
     finally:
       bar.close()
-    summary["step"], summary["saved_step"] = step, last_saved
+    summary["step"], summary["saved_step"] = at.step, at.last_saved
     return summary
+
+  def _grid_and_held_out(self, state, at: _Position, writer, grid_sampler, held_out) -> None:
+    train = self.config.train
+    if grid_sampler is not None and at.step % train.sample_every == 0:
+      with at.window.pause("grid_s"):
+        image = grid_sampler(state.ema_params, jax.random.fold_in(self.key, at.step))
+        writer.write_image(at.step, "samples", image)
+        writer.write_text(at.step, "samples/captions", grid_sampler.caption_text())
+    if held_out is not None and at.step % train.eval_every == 0:
+      with at.window.pause("eval_s"):
+        at.window.extra["eval_loss"] = held_out.loss(state.ema_params)
+
+  def _save_if_due(self, state, at: _Position, data_iter) -> bool:
+    """Saves when a save is due (it waits for a sound state: train.state.unsound_reason)."""
+    at.save_due = at.save_due or at.step % self.config.train.checkpoint_every == 0
+    with at.window.pause("checkpoint_s"):
+      return at.save_due and self._save(state, at, data_iter)
+
+  def _save(self, state, at: _Position, data_iter) -> bool:
+    saved = self.checkpointer.save(at.step, state, data_iter, self.config_dict)
+    if saved:
+      at.save_due, at.last_saved = False, at.step
+    return saved
+
+  def _log(self, step_metrics, at: _Position, writer, flops: float) -> float:
+    """Writes the record of the steps since the last one; returns its loss."""
+    values = jax.device_get(step_metrics)
+    check_finite(values, self.config.train.max_bad_steps, at.step)
+    record = at.window.record(values, self.config, flops, self.peak)
+    writer.write(at.step, record)
+    at.window = _Window()
+    return record["loss"]
+
+
+class _Position:
+  """Where the loop stands: the step, the last saved step, whether a save is due, the previous
+  step's metrics (checked one step late, to keep the device busy) and the logging window."""
+
+  def __init__(self, start: int):
+    self.step = self.last_saved = start
+    self.save_due = False
+    self.pending = None
+    self.window = _Window()
+
+  def advance(self, step_metrics, max_bad_steps: int) -> None:
+    self.step += 1
+    self.window.add(step_metrics["window"])
+    if self.pending is not None:
+      check_finite(self.pending, max_bad_steps, self.step - 1)
+    self.pending = step_metrics
 
 
 class _Window:

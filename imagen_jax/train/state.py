@@ -20,6 +20,13 @@ class TrainState:
   bad_steps: jax.Array  # int32 []: non-finite updates in a row
   skipped: jax.Array  # int32 []: non-finite updates skipped in all
 
+  @classmethod
+  def abstract(cls, params, opt_state) -> TrainState:
+    """ShapeDtypeStructs of a state with these (abstract) parameters and optimizer state."""
+    count = jax.ShapeDtypeStruct((), jnp.int32)
+    return cls(step=count, params=params, ema_params=params, opt_state=opt_state,
+               bad_steps=count, skipped=count)  # fmt: skip
+
 
 def _paths(tree) -> dict:
   return {
@@ -52,15 +59,7 @@ def state_shardings(stage, optimizer, mesh):
   param_shardings = parallel.tree_shardings(boxed, mesh)
   abstract_params = nn.unbox(boxed)
   abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-  scalar = jax.ShapeDtypeStruct((), jnp.int32)
-  abstract = TrainState(
-    step=scalar,
-    params=abstract_params,
-    ema_params=abstract_params,
-    opt_state=abstract_opt,
-    bad_steps=scalar,
-    skipped=scalar,
-  )
+  abstract = TrainState.abstract(abstract_params, abstract_opt)
   replicated = parallel.replicated(mesh)
   shardings = TrainState(
     step=replicated,

@@ -112,34 +112,18 @@ def unroll_micro_batches() -> bool:
 def make_train_step(
   stage: ImagenStage, config, optimizer, *, text_encoder: T5Encoder | None = None
 ):
+  """The train step `step(state, batch, key, text_params) -> (state, metrics)`, to jit with the
+  state donated: the key is folded with the step inside, so a resumed run draws as an unbroken
+  one; a step whose loss or gradient norm is not finite changes no weight."""
   tc, dc = config.train, config.diffusion
-  accum = tc.grad_accum
   optimizer = optax.with_extra_args_support(optimizer)  # it is given grad_norm=
   lr_schedule = learning_rate_schedule(tc)
-
-  def loss_fn(params, mb, key):
-    return _loss(stage, dc, params, mb, key, train=True)
+  loss_and_grads = _loss_and_grads(stage, dc, tc.grad_accum)
 
   def step(state: TrainState, batch, key, text_params):
     key = jax.random.fold_in(key, state.step)
     inputs, k_dropout = _draw_inputs(stage, dc, batch, key, text_encoder, text_params)
-    grad_fn = jax.value_and_grad(loss_fn)
-    if accum == 1:
-      loss, grads = grad_fn(state.params, inputs, k_dropout)
-    else:
-      micro = jax.tree.map(lambda v: _micro(v, accum), inputs)
-
-      def body(carry, xs):
-        i, mb = xs
-        loss, grads = grad_fn(state.params, mb, jax.random.fold_in(k_dropout, i))
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
-
-      zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
-      (loss, grads), _ = jax.lax.scan(
-        body, zeros, (jnp.arange(accum), micro), unroll=unroll_micro_batches()
-      )
-      loss, grads = jax.tree.map(lambda v: v / accum, (loss, grads))
-
+    loss, grads = loss_and_grads(state.params, inputs, k_dropout)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
@@ -164,19 +148,48 @@ def make_train_step(
       bad_steps=jnp.where(finite, 0, state.bad_steps + 1),
       skipped=state.skipped + (~finite).astype(jnp.int32),
     )
-    metrics = {
-      "loss": loss,
-      "grad_norm": grad_norm,
-      "learning_rate": lr_schedule(state.step),
-      "finite": finite,
-      "bad_steps": new_state.bad_steps,
-      "skipped": new_state.skipped,
-      # Summed over the steps between two logged records, for their means (skipped steps, whose
-      # loss may not be finite, count for nothing).
-      "window": jnp.stack(
-        [jnp.where(finite, loss, 0.0), jnp.where(finite, grad_norm, 0.0), finite.astype(loss.dtype)]
-      ),
-    }
-    return new_state, metrics
+    lr = lr_schedule(state.step)
+    return new_state, _metrics(new_state, loss=loss, grad_norm=grad_norm, finite=finite, lr=lr)
 
   return step
+
+
+def _loss_and_grads(stage: ImagenStage, dc, accum: int):
+  """fn(params, inputs, key) -> (loss, grads), averaged over `accum` micro-batches of inputs."""
+  grad_fn = jax.value_and_grad(
+    lambda params, mb, key: _loss(stage, dc, params, mb, key, train=True)
+  )
+  if accum == 1:
+    return grad_fn
+
+  def accumulated(params, inputs, key):
+    micro = jax.tree.map(lambda v: _micro(v, accum), inputs)
+
+    def body(carry, xs):
+      i, mb = xs
+      loss, grads = grad_fn(params, mb, jax.random.fold_in(key, i))
+      return jax.tree.map(jnp.add, carry, (loss, grads)), None
+
+    zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
+    (loss, grads), _ = jax.lax.scan(
+      body, zeros, (jnp.arange(accum), micro), unroll=unroll_micro_batches()
+    )
+    return jax.tree.map(lambda v: v / accum, (loss, grads))
+
+  return accumulated
+
+
+def _metrics(state: TrainState, *, loss, grad_norm, finite, lr) -> dict:
+  return {
+    "loss": loss,
+    "grad_norm": grad_norm,
+    "learning_rate": lr,
+    "finite": finite,
+    "bad_steps": state.bad_steps,
+    "skipped": state.skipped,
+    # Summed over the steps between two logged records, for their means (skipped steps, whose
+    # loss may not be finite, count for nothing).
+    "window": jnp.stack(
+      [jnp.where(finite, loss, 0.0), jnp.where(finite, grad_norm, 0.0), finite.astype(loss.dtype)]
+    ),
+  }
