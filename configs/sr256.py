@@ -20,7 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   # The default Efficient U-Net is this model: 128/256/512/1024 channels, 2/4/8/8 residual blocks,
   # stride 2 each, self-attention with text keys/values (8 heads) only in the 1024-channel block;
   # here after each of its residual blocks (ADM's convention at attention resolutions; see the
-  # note on sizes in README.md).
+  # sizes in docs/design.md, "The stages against the paper").
   config.unet = unet_defaults("efficient")
   config.unet.attn_per_res_block = True
   config.unet.remat = "full"

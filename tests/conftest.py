@@ -7,9 +7,9 @@ import tempfile
 
 from imagen_jax.cli import FAST_COMPILE_FLAGS as FAST_COMPILE
 
-# Tests run a few steps of many small programs: compiling fast matters more than running fast.
-# The older elemental emitters compile the tiny models' fusions 25-40% faster than the fusion
-# emitters (docs/performance.md, "The test suite's time").
+# Tests run a few steps of many small programs: compiling fast matters more than running fast,
+# and the older elemental emitters compile the tiny models' fusions faster than the fusion
+# emitters (figures: docs/performance.md, "The test suite's time").
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {FAST_COMPILE}")
 # Commands run in subprocesses on one CPU device, whatever the host's core count.
 os.environ.setdefault(
@@ -28,7 +28,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
   atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 # Every program, however quick to compile: the subprocesses' startup programs are reused too
-# (CLI-heavy test files 6% faster than with a 0.5 s floor).
+# (docs/performance.md, "The test suite's time").
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 

@@ -422,3 +422,31 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(monkeypatch, ca
     "(install the gcs extra: pip install 'imagen-jax[gcs]')"
   )
   assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+  "error, status, says",
+  [
+    (ConfigError("train.steps must be a positive whole number, got 0."), 2, "error: train.steps"),
+    (FileNotFoundError(2, "No such file or directory", "/data/x"), 2, "error: FileNotFoundError"),
+    (ImportError("Please install gcsfs to access Google Storage"), 2, "imagen-jax[gcs]"),
+    (ZeroDivisionError("division by zero"), 1, "internal error: ZeroDivisionError"),
+    (ImportError("cannot import name 'x'", name="imagen_jax.models"), 1, "internal error"),
+  ],
+)
+def test_user_mistakes_are_one_line_and_anything_else_reads_as_a_bug(
+  monkeypatch, capsys, error, status, says
+):
+  import imagen_jax.cli.export as verb
+
+  def run(args):
+    raise error
+
+  monkeypatch.setattr(verb, "run", run)
+  assert cli.main(["export", "--stages", "a", "--out", "b"]) == status
+  err = capsys.readouterr().err
+  assert says in err and "Traceback" not in err
+  assert ("report" in err) == (status == 1)
+  monkeypatch.setattr(verb, "run", run)
+  with pytest.raises(type(error)):
+    cli.main(["export", "--stages", "a", "--out", "b", "--debug"])

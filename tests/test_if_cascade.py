@@ -71,7 +71,9 @@ def test_guidance_mixes_eps_only_and_keeps_the_text_branch_variance(imagen, pipe
   null = jnp.asarray(rng.standard_normal((2, 5, 32)), jnp.float32)
   t, level = jnp.array([500, 20]), jnp.array([250, 250])
   eps_and_variance = jax.jit(stage.stage._eps_and_variance)  # eager, it would compile op by op
-  eps, value = eps_and_variance(stage.params, x, t, text, cond, level, null, 4.0)
+  eps, value = eps_and_variance(
+    stage.params, x, t, text=text, cond=cond, level=level, null_text=null, guidance=4.0
+  )
   both = jnp.concatenate([x, cond], -1)
   c, u = unet(both, t, text, level), unet(both, t, null, level)
   np.testing.assert_allclose(eps, u[..., :3] + 4.0 * (c[..., :3] - u[..., :3]), atol=1e-4)

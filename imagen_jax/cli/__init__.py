@@ -109,8 +109,8 @@ def split_host_cpu() -> None:
 
 # A smoke run (`demo --quick`) compiles a dozen programs and runs each a few dozen times, so
 # compiling fast matters more than running fast: LLVM at -O0 and XLA:CPU's older elemental
-# emitters take the quick demo from 1.7-2.5 to 1.2-1.5 minutes with a cold compilation cache
-# (docs/performance.md). The tests compile so too.
+# emitters shorten it with a cold compilation cache (figures: docs/performance.md, "The quick
+# demo's time"). The tests compile so too.
 FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 
 

@@ -151,8 +151,8 @@ def _orientation(image: Image.Image) -> int:
 def _stored(image: Image.Image, path: pathlib.Path, *, jpeg: bool, unchanged: bool) -> bytes:
   """What the dataset stores of an RGB picture read from `path`: a JPEG file's own bytes when
   its pixels are kept as they are, a JPEG (quality JPEG_QUALITY, 4:4:4) when one was resized or
-  turned upright, else a PNG (lossless). Photos stay lossy: PNG made them about 5 times larger
-  and 6 times slower to decode (docs/performance.md, "The input pipeline")."""
+  turned upright, else a PNG (lossless). Photos stay lossy: as PNG they are several times larger
+  and slower to decode (figures: docs/performance.md, "The input pipeline")."""
   if unchanged:
     return path.read_bytes()
   buffer = io.BytesIO()

@@ -22,7 +22,7 @@ import time
 from etils import epath
 
 from imagen_jax import paths
-from imagen_jax.errors import InputError
+from imagen_jax.errors import InputError, UserError
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "train.lock"
@@ -30,7 +30,7 @@ LEASE_SECONDS = 300.0
 RENEW_SECONDS = 60.0
 
 
-class WorkdirBusyError(RuntimeError):
+class WorkdirBusyError(UserError, RuntimeError):
   """Another live run holds the workdir's lock."""
 
 
