@@ -1,6 +1,7 @@
 """The README's commands, as a newcomer types them: the two setup commands, every `imagen-jax`
-command of its shell blocks (each parses and its config loads), and the training section run
-verbatim from a fresh directory with relative paths (plus tiny-size overrides)."""
+command of the shell blocks of the README and the docs pages (each parses and its config loads),
+and the training section run verbatim from a fresh directory with relative paths (plus
+tiny-size overrides)."""
 
 import os
 import pathlib
@@ -16,15 +17,16 @@ from imagen_jax.configuration import load_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
 SETUP = "pip install -e . && imagen-jax demo"
 TESTS = "pip install -e '.[test]' && pytest"
 
 
-def shell_blocks() -> list[list[str]]:
-  """The README's ```bash blocks, each a list of commands (continuation lines joined,
-  comments dropped, `a && b` split)."""
+def shell_blocks(text: str = README) -> list[list[str]]:
+  """The ```bash blocks of `text` (the README's by default), each a list of commands
+  (continuation lines joined, comments dropped, `a && b` split)."""
   blocks = []
-  for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+  for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
     text = block.replace("\\\n", " ")
     commands = []
     for line in text.splitlines():
@@ -35,7 +37,10 @@ def shell_blocks() -> list[list[str]]:
 
 
 def imagen_commands() -> list[str]:
-  return [c for block in shell_blocks() for c in block if c.startswith("imagen-jax ")]
+  """Every `imagen-jax` command of the README's and the docs pages' shell blocks."""
+  texts = [README, *DOCS.values()]
+  commands = [c for t in texts for block in shell_blocks(t) for c in block]
+  return list(dict.fromkeys(c for c in commands if c.startswith("imagen-jax ")))
 
 
 def test_the_readme_opens_with_the_two_commands_and_ci_runs_the_second():
@@ -59,7 +64,14 @@ def test_every_readme_command_parses_and_its_config_loads(command):
 
 
 @pytest.mark.parametrize(
-  "command", [c for block in shell_blocks() for c in block if c.startswith("launch/tpu.sh ")]
+  "command",
+  dict.fromkeys(
+    c
+    for text in (README, *DOCS.values())
+    for block in shell_blocks(text)
+    for c in block
+    if c.startswith("launch/tpu.sh ")
+  ),
 )
 def test_every_readme_tpu_command_runs_as_a_dry_run(command):
   """The pod sequence from `tpu.sh create` on: each command, with --dry-run, prints its gcloud
@@ -129,3 +141,12 @@ def test_readme_training_resumes_and_samples_with_relative_paths(tmp_path):
   run_cli(*sample[1:], "--steps", "2", cwd=tmp_path, script=True)
   assert (tmp_path / "samples" / "grid.png").exists()
   assert (tmp_path / "samples" / "image_000.png").exists()
+
+
+@pytest.mark.parametrize("page", ["README.md", *(f"docs/{name}" for name in DOCS)])
+def test_every_relative_link_of_the_guide_and_the_docs_points_to_a_file(page):
+  text = (ROOT / page).read_text()
+  links = re.findall(r"\]\(([^)\s]+)\)", text)
+  local = [link.split("#")[0] for link in links if "://" not in link and link.split("#")[0]]
+  missing = [link for link in local if not (ROOT / page).parent.joinpath(link).exists()]
+  assert not missing, missing
