@@ -26,7 +26,14 @@ STAGES = ("base", "sr")
 
 
 def stage_defaults() -> ml_collections.ConfigDict:
-  """Fields shared by every stage config, with the paper's defaults where it gives them."""
+  """Fields shared by every stage config, with the paper's defaults where it gives them.
+
+  A config file starts from it, sets `unet` from unet_defaults, and changes what differs.
+
+  Returns:
+    A new ConfigDict with every section but `unet` filled (stage, text, diffusion, data, train,
+    sample, mesh, distributed); `unet` is empty.
+  """
   c = ml_collections.ConfigDict()
   c.stage = "base"  # "base" (text -> image) or "sr" (text + low-res -> image)
   c.seed = 0
@@ -135,8 +142,22 @@ def unet_defaults(kind: str) -> ml_collections.ConfigDict:
 def load_config(
   spec: str, overrides: list[str] | tuple[str, ...] = ()
 ) -> ml_collections.ConfigDict:
-  """Loads `path.py` or `path.py:arg`, applies `--config.a.b=value` overrides, validates, and
-  makes the paths in it (data.path, data.data_dir, text.store) absolute."""
+  """Loads a config file, applies overrides, validates, and makes the paths in it absolute.
+
+  Args:
+    spec: `path.py` or `path.py:arg` (get_config(arg) is called); a config installed with the
+      package may be named as `demo`, `demo.py` or `configs/demo.py`.
+    overrides: `--config.a.b=value` (or `--config.a.b`, `value`) items, applied in order.
+
+  Returns:
+    The validated ConfigDict, its paths (data.path, data.data_dir, text.store) absolute.
+
+  Raises:
+    MissingPath: no such config file, here or among the package's configs.
+    ConfigError: a config file that fails to run (the message names its line), has no
+      get_config() or returns no ConfigDict, sets a field no stage has or a U-Net section
+      without its type, or an override or value that validate refuses.
+  """
   path, _, arg = spec.partition(":")
   file = resolve_config_path(path)
   with _siblings_importable(file):
@@ -285,7 +306,18 @@ def _check_fields(config: ml_collections.ConfigDict, file) -> None:
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
-  """Applies ["--config.train.steps=10", "--config.seed", "3", ...] in place."""
+  """Applies ["--config.train.steps=10", "--config.seed", "3", ...] in place.
+
+  Args:
+    config: the ConfigDict to change.
+    overrides: `--config.a.b=value`, or `--config.a.b` followed by the value; a value is read
+      as the type of the field it replaces (a Python literal, true/false for booleans, the text
+      itself for strings).
+
+  Raises:
+    ConfigError: an item that is not an override, one without a value, an unknown section or
+      key (the message names the closest known one), or a value of the wrong type.
+  """
   items = list(overrides)
   i = 0
   while i < len(items):
@@ -314,7 +346,14 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError with what to change for configs that cannot work."""
+  """Checks a config, field by field, for values that cannot work.
+
+  Args:
+    config: a stage config.
+
+  Raises:
+    ConfigError (a ValueError): the first field that cannot work, and what to change.
+  """
   if config.stage not in STAGES:
     raise ConfigError(f"config.stage must be one of {STAGES}, got {config.stage!r}.")
   if config.stage == "sr" and not config.low_res_size:

@@ -18,9 +18,16 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def is_repo_id(name: str) -> bool:
-  """Whether `name` is read as a hub repository (owner/name, such as DeepFloyd/IF-I-XL-v1.0)
-  rather than a local path: it is not a path that exists, does not start like one (".", "/",
-  "~") and is not a URL. A bare name is a path (a missing folder, not a download)."""
+  """Whether `name` is read as a hub repository rather than a local path.
+
+  Args:
+    name: a string or path a user gave for a model.
+
+  Returns:
+    True for owner/name (such as DeepFloyd/IF-I-XL-v1.0) that is not a path that exists, does
+    not start like one (".", "/", "~") and is not a URL. A bare name is a path (a missing
+    folder, not a download).
+  """
   name = str(name)
   if "://" in name or name.startswith((".", "/", "~")):
     return False
@@ -30,9 +37,22 @@ def is_repo_id(name: str) -> bool:
 
 
 def snapshot(repo_id: str, files: Sequence[str] | Callable[[str], Sequence[str]]) -> pathlib.Path:
-  """The local snapshot of `repo_id` with `files`: patterns, or a function of the id that lists
-  the repository to choose them (which needs the hub). When the hub cannot be reached, the
-  snapshot already in the local cache, as it is."""
+  """Downloads what is missing of a hub repository's files and returns the local snapshot.
+
+  Args:
+    repo_id: owner/name on the Hugging Face hub.
+    files: patterns of the files to fetch, or a function of the id that lists the repository
+      to choose them (which needs the hub).
+
+  Returns:
+    The snapshot's local folder; when the hub cannot be reached, the snapshot already in the
+    local cache, as it is (with a warning).
+
+  Raises:
+    AccessDenied: a gated repository whose license the logged-in account has not accepted.
+    MissingPath: a repository not on the hub (or private, and not logged in).
+    Unreachable: the hub cannot be reached and its cache holds no copy.
+  """
   import huggingface_hub
   from huggingface_hub.errors import (
     GatedRepoError,

@@ -16,11 +16,21 @@ from imagen_jax.errors import InputError
 
 
 def noise_augment(low_res, *, aug_level, schedule: Schedule, key=None, noise=None):
-  """Returns (noised low-res [B, H, W, C], aug_level [B]) for the model's conditioning.
+  """z = alpha * low_res + sigma * eps at time aug_level of `schedule` (low_res where it is 0).
 
-  low_res: [B, H, W, C] in [-1, 1]; aug_level: scalar or [B] in [0, 1] (0 leaves the image as it
-  is); the noise is the forward process of `schedule` at time `aug_level`, drawn from `key` or
-  given as `noise` [B, H, W, C] (`key` may be keys [B], one per example).
+  Args:
+    low_res: the super-resolution stage's input [B, H, W, C] in [-1, 1].
+    aug_level: a scalar or [B] in [0, 1], the time of the forward process (0 leaves the image as
+      it is).
+    schedule: the noise schedule of the forward process.
+    key: draws the noise eps: one PRNG key, or keys [B], one per example; typed or legacy.
+    noise: eps [B, H, W, C] itself, in place of `key`.
+
+  Returns:
+    (noised low-res [B, H, W, C], aug_level [B] float32) for the model's conditioning.
+
+  Raises:
+    InputError: neither `key` nor `noise` given.
   """
   batch = low_res.shape[0]
   aug_level = jnp.broadcast_to(jnp.asarray(aug_level, jnp.float32), (batch,))

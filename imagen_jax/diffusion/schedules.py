@@ -36,10 +36,25 @@ class Schedule:
   name: str
 
   def logsnr(self, t):
+    """logsnr(t) = log(alpha^2 / sigma^2), strictly decreasing and finite on [0, 1].
+
+    Args:
+      t: times in [0, 1], an array of any shape (or a Python float).
+
+    Returns:
+      float32 logsnr of t's shape.
+    """
     raise NotImplementedError
 
   def alpha_sigma(self, t):
-    """(alpha, sigma) at time t: z_t = alpha * x + sigma * eps."""
+    """(alpha, sigma) at time t: z_t = alpha * x + sigma * eps.
+
+    Args:
+      t: times in [0, 1], an array of any shape.
+
+    Returns:
+      (alpha, sigma), each of t's shape, with alpha^2 + sigma^2 = 1.
+    """
     return alpha_sigma_from_logsnr(self.logsnr(t))
 
 
@@ -65,6 +80,7 @@ class CosineSchedule(Schedule):
     return theta * 2 / math.pi * (1 + self.s) - self.s
 
   def logsnr(self, t):
+    """logsnr = log(alpha_bar / (1 - alpha_bar)) at time t_lo + t (t_hi - t_lo)."""
     t_lo, t_hi = self._t_of_logsnr(self.logsnr_max), self._t_of_logsnr(self.logsnr_min)
     theta = (
       (t_lo + jnp.asarray(t, jnp.float32) * (t_hi - t_lo) + self.s) / (1 + self.s) * (math.pi / 2)
@@ -92,6 +108,7 @@ class LinearSchedule(Schedule):
   logsnr_max: float = LOGSNR_MAX
 
   def log_alpha_bar(self, t):
+    """log alpha_bar(t) = integral of log(1 - beta(u)) over u in [1/2, t*T + 1/2]."""
     # With n = t*T steps, beta_a = beta(1/2) and beta_b = beta(n + 1/2), expanding
     # log(1 - beta) = -sum_k beta^k / k and integrating each power exactly gives
     #   -n * sum_k sum_{j<=k} beta_b^j beta_a^(k-j) / (k (k+1)),
@@ -106,6 +123,7 @@ class LinearSchedule(Schedule):
     return -n * total
 
   def logsnr(self, t):
+    """logsnr = min(log(alpha_bar / (1 - alpha_bar)), logsnr_max)."""
     return jnp.minimum(logsnr_from_log_alpha_bar(self.log_alpha_bar(t)), self.logsnr_max)
 
 
@@ -123,6 +141,7 @@ class ShiftedSchedule(Schedule):
   shift: float
 
   def logsnr(self, t):
+    """logsnr(t) = base.logsnr(t) + shift."""
     return self.base.logsnr(t) + self.shift
 
 
@@ -130,8 +149,21 @@ SCHEDULES = {"cosine": CosineSchedule, "linear": LinearSchedule}
 
 
 def get_schedule(name: str, *, shift: float = 0.0, **kwargs) -> Schedule:
-  """Returns the schedule called `name` ("cosine" or "linear"), its logsnr moved by `shift`;
-  kwargs override its constants."""
+  """Returns the schedule called `name`, its logsnr moved by `shift`.
+
+  Args:
+    name: "cosine" (iDDPM's, CosineSchedule) or "linear" (DDPM's betas, LinearSchedule).
+    shift: added to logsnr(t) (0: none); 2 log(64 / res) carries a schedule made for 64 px to
+      res px (ShiftedSchedule).
+    **kwargs: override its constants (cosine: s, logsnr_min, logsnr_max; linear: beta_start,
+      beta_end, num_steps, logsnr_max).
+
+  Returns:
+    The Schedule; with a shift, a ShiftedSchedule named "name+shift".
+
+  Raises:
+    InputError: an unknown name.
+  """
   if name not in SCHEDULES:
     raise InputError(f"Unknown noise schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
   schedule = SCHEDULES[name](**kwargs)

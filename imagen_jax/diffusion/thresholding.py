@@ -16,14 +16,29 @@ def check_threshold(method: str) -> str:
 
 
 def static_threshold(x):
-  """x = clip(x, -1, 1)."""
+  """x = clip(x, -1, 1).
+
+  Args:
+    x: the predicted clean image, any shape.
+
+  Returns:
+    x clipped to [-1, 1].
+  """
   return jnp.clip(x, -1.0, 1.0)
 
 
 def dynamic_threshold(x, *, percentile: float = 99.5, max_value: float = float("inf")):
-  """Per sample: s = clip(percentile(|x|, p), 1, max_value); x = clip(x, -s, s) / s.  x: [B, ...]
-  (the percentile interpolates linearly, as numpy's and torch.quantile do; DeepFloyd IF uses
-  p = 95 and max_value 1.5 or 1)."""
+  """Per sample: s = clip(percentile(|x|, p), 1, max_value); x = clip(x, -s, s) / s.
+
+  Args:
+    x: the predicted clean image [B, ...].
+    percentile: p in [0, 100], of each sample's |x| (interpolated linearly, as numpy's and
+      torch.quantile do; DeepFloyd IF uses 95).
+    max_value: the largest scale s (DeepFloyd IF: 1.5 or 1).
+
+  Returns:
+    x [B, ...] in [-1, 1], in x's dtype.
+  """
   flat = jnp.abs(x.reshape(x.shape[0], -1)).astype(jnp.float32)
   s = jnp.clip(jnp.percentile(flat, percentile, axis=1), 1.0, max_value)
   s = s.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
@@ -33,8 +48,20 @@ def dynamic_threshold(x, *, percentile: float = 99.5, max_value: float = float("
 def threshold(
   x, *, method: str = "dynamic", percentile: float = 99.5, max_value: float = float("inf")
 ):
-  """Applies `method` ("none", "static" or "dynamic", whose scale is at most max_value) to
-  x_hat [B, ...]."""
+  """x = static_threshold(x), dynamic_threshold(x) or x, as `method` says.
+
+  Args:
+    x: the predicted clean image x_hat [B, ...].
+    method: "none", "static" or "dynamic".
+    percentile: the dynamic threshold's percentile of |x|.
+    max_value: the dynamic threshold's largest scale.
+
+  Returns:
+    x [B, ...], in [-1, 1] unless method is "none".
+
+  Raises:
+    InputError: an unknown method.
+  """
   check_threshold(method)
   if method == "static":
     return static_threshold(x)

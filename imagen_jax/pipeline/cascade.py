@@ -50,7 +50,27 @@ log = logging.getLogger(__name__)
 
 
 class Imagen:
-  """A cascade of trained stages and their shared text encoder."""
+  """A cascade of trained stages and their shared text encoder.
+
+  Made by Imagen.load (this package's stages) or Imagen.from_pretrained (DeepFloyd IF's, or an
+  exported cascade); the constructor takes stages already loaded.
+
+  Args:
+    stages: LoadedStages in cascade order: a base (text-to-image) stage first, then
+      super-resolution stages, each upsampling the previous one's output size.
+    text_encoder: the TextEncoder that encodes the prompts once for every stage.
+    mesh: where the parameters live and the batch is split (default: every local device on the
+      "data" axis).
+
+  Attributes:
+    stages: the list of LoadedStages (`.stage`, `.params`, `.config`, `.path`, `.step`).
+    text_encoder: the shared TextEncoder.
+    mesh: the jax.sharding.Mesh.
+
+  Raises:
+    InputError: no stages, or stages that do not chain (the first is not a base stage, a later
+      one is not a super-resolution stage, or its input size is not the previous output size).
+  """
 
   def __init__(self, stages: Sequence[LoadedStage], text_encoder: TextEncoder, mesh=None):
     if not stages:
@@ -64,9 +84,31 @@ class Imagen:
   def load(
     cls, paths: Sequence[str], *, text_encoder: TextEncoder | None = None, mesh=None
   ) -> Imagen:
-    """Loads the stages in cascade order (base first) from workdirs, checkpoint dirs or exported
-    stage folders; an exported cascade's folder (save_pretrained) or the output folder of
-    `imagen-jax demo` stands for all its stages."""
+    """Loads this package's stages in cascade order, base first.
+
+    Each stage loads as its EMA parameters and its training config, whose `sample` section
+    holds its default sampling options (pipeline.load_stage).
+
+    Args:
+      paths: one path or a list, base first: workdirs (the newest checkpoint that can be read),
+        checkpoint dirs or exported stage folders; an exported cascade's folder
+        (save_pretrained) or the output folder of `imagen-jax demo` stands for all its stages.
+      text_encoder: replaces the encoder that the stages' configs name (default: that one,
+        from TextEncoder.from_pretrained).
+      mesh: where the parameters are replicated and the batch is split (default: every local
+        device on the "data" axis).
+
+    Returns:
+      An Imagen of those stages.
+
+    Raises:
+      InputError: no paths, a file where a stage folder is needed, an exported stage whose
+        parameters do not fit its config, or stages that do not chain.
+      MissingPath: a path that is not there or holds no checkpoint that can be read (a folder
+        holding a demo cascade: the message names it).
+      ConfigError: stages trained with different text encoders (encoder, length or width); a
+        cascade shares one.
+    """
     if isinstance(paths, (str, epath.Path)):
       paths = [paths]
     if not paths:
@@ -99,16 +141,35 @@ class Imagen:
     param_dtype=None,
     variant: str | None = "fp16",
   ) -> Imagen:
-    """DeepFloyd IF's stages (hub ids such as "DeepFloyd/IF-I-XL-v1.0", downloaded on request,
-    or saved pipeline folders), base first; the first one's T5 encoder serves the cascade. A
-    folder written by save_pretrained (or `imagen-jax export`) loads as Imagen.load does.
+    """Loads DeepFloyd IF's stages, base first; the first one's T5 encoder serves the cascade.
 
-    `dtype` is the compute dtype (default: bfloat16 on accelerators, float32 on CPU) and
-    `param_dtype` that of the stored parameters (default: dtype). Parameters are created sharded
-    over `mesh` as they are read (default: every local device on "fsdp", so IF-I-XL and T5-XXL
-    in bfloat16, 18 GB, take 2.3 GB on each chip of a v5e-8; the batch is split over it too).
-    `variant` picks the hub files ("fp16" halves the download; None for float32); local folders
-    use what they hold."""
+    A folder written by save_pretrained (or `imagen-jax export`) loads as Imagen.load does.
+
+    Args:
+      names: one or a list of hub ids such as "DeepFloyd/IF-I-XL-v1.0" (downloaded on request)
+        or saved pipeline folders, base first; or one exported cascade's folder.
+      mesh: parameters are created sharded over it as they are read (default: every local
+        device on "fsdp", so IF-I-XL and T5-XXL in bfloat16, 18 GB, take 2.3 GB on each chip of
+        a v5e-8); the batch is split over it too.
+      dtype: the compute dtype (default: bfloat16 on accelerators, float32 on CPU); the T5
+        encoder computes in the first stage's.
+      param_dtype: the dtype of the stored parameters (default: dtype).
+      variant: picks the hub files ("fp16" halves the download; None for float32); local folders
+        use what they hold.
+
+    Returns:
+      An Imagen of those stages and IF's T5 encoder.
+
+    Raises:
+      InputError: no names, stages that do not chain, or a scheduler or U-Net config this
+        package does not compute.
+      MissingPath: a name that is neither a pipeline folder nor a hub id, a hub id not on the
+        hub, or a folder without what IF needs (model_index.json, safetensors weights, the
+        first stage's text_encoder/).
+      DataError: weights that do not fit their config.json.
+      AccessDenied: a gated hub repository whose license the logged-in account has not accepted.
+      Unreachable: the hub cannot be reached and its cache holds no copy.
+    """
     if isinstance(names, (str, epath.Path)):
       names = [names]
     if not names:
@@ -145,7 +206,18 @@ class Imagen:
 
   def save_pretrained(self, folder) -> pathlib.Path:
     """Writes the stages' EMA parameters and configs (and a README card) to a new folder that
-    Imagen.from_pretrained(folder) and Imagen.load([folder]) read (pipeline/export.py)."""
+    Imagen.from_pretrained(folder) and Imagen.load([folder]) read (pipeline/export.py).
+
+    Args:
+      folder: the folder to create (absent or empty); its parents are created as needed.
+
+    Returns:
+      The folder's absolute path.
+
+    Raises:
+      PathExists: `folder` exists and is not empty.
+      InputError: an imported stage (DeepFloyd IF's): share the pipeline folder it came from.
+    """
     return export.save_stages(self.stages, folder)
 
   def _check_chain(self) -> None:

@@ -40,16 +40,28 @@ PARAMS = "params.safetensors"
 
 
 def is_export(path) -> bool:
+  """Whether `path` is an exported cascade's folder (it holds imagen_jax.json)."""
   return (pathlib.Path(path) / INDEX).exists()
 
 
 def is_exported_stage(path) -> bool:
+  """Whether `path` is one exported stage's folder (params.safetensors and config.json)."""
   path = pathlib.Path(path)
   return (path / PARAMS).exists() and (path / "config.json").exists()
 
 
 def stage_dirs(folder) -> list[pathlib.Path]:
-  """The stage folders of an exported cascade, base first."""
+  """The stage folders of an exported cascade, base first.
+
+  Args:
+    folder: an exported cascade's folder.
+
+  Returns:
+    The paths of its stage folders, in the order of its index.
+
+  Raises:
+    InputError: its imagen_jax.json is not an imagen_jax cascade export's index.
+  """
   folder = pathlib.Path(folder)
   index = json.loads((folder / INDEX).read_text())
   if index.get("format") != FORMAT:
@@ -58,7 +70,19 @@ def stage_dirs(folder) -> list[pathlib.Path]:
 
 
 def save_stages(stages, folder) -> pathlib.Path:
-  """Writes LoadedStages (self-trained, base first) as an export folder; returns its path."""
+  """Writes LoadedStages as an export folder, or none of it (written beside, then renamed).
+
+  Args:
+    stages: LoadedStages of this package (self-trained), base first.
+    folder: the folder to create (absent or empty); its parents are created as needed.
+
+  Returns:
+    The folder's absolute path.
+
+  Raises:
+    PathExists: `folder` exists and is not empty.
+    InputError: an imported stage (DeepFloyd IF's): share the pipeline folder it came from.
+  """
   folder = pathlib.Path(paths.absolute(folder))
   if is_export(folder) or (folder.exists() and any(folder.iterdir())):
     raise PathExists(f"{folder} exists and is not empty: export into a new folder.")
@@ -100,7 +124,19 @@ def _write(stages, folder: pathlib.Path) -> None:
 
 
 def load_exported_stage(path, mesh=None):
-  """(Stage, EMA parameters replicated over `mesh`, config, step) of an exported stage folder."""
+  """Reads an exported stage folder.
+
+  Args:
+    path: an exported stage's folder (config.json and params.safetensors).
+    mesh: where the parameters are replicated.
+
+  Returns:
+    (ImagenStage, EMA parameters replicated over `mesh`, config, training step; -1 when the
+    file does not say).
+
+  Raises:
+    InputError: the parameters' names or shapes do not fit config.json.
+  """
   path = pathlib.Path(path)
   config = ml_collections.ConfigDict(json.loads((path / "config.json").read_text()))
   stage = ImagenStage.from_config(config)

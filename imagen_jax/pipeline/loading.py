@@ -70,9 +70,21 @@ def load_pretrained_stage(
 
 
 def stage_paths(paths) -> list[str]:
-  """The stage folders that `paths` stand for, in order: an exported cascade's (save_pretrained,
-  `imagen-jax export`), a demo output folder's (its summary.json names the stages it trained,
-  base first), or the path itself."""
+  """The stage folders that `paths` stand for, in order.
+
+  Args:
+    paths: one path or a list. Each stands for an exported cascade's stages (save_pretrained,
+      `imagen-jax export`), a demo output folder's (its summary.json names the stages it trained,
+      base first), or else itself.
+
+  Returns:
+    The stage folders as strings, base first.
+
+  Raises:
+    MissingPath: a folder that holds no stages of its own but a demo cascade in a subfolder
+      (the message names it).
+    InputError: a folder whose imagen_jax.json is not an imagen_jax cascade export's index.
+  """
   out = []
   for path in [paths] if isinstance(paths, (str, pathlib.Path)) else paths:
     summary = pathlib.Path(path) / DEMO_SUMMARY
@@ -92,10 +104,23 @@ def stage_paths(paths) -> list[str]:
 
 
 def load_stage(path, *, mesh=None) -> LoadedStage:
-  """A stage's EMA parameters (replicated over `mesh`, default: all local devices) and config,
-  from the newest checkpoint of a workdir that can be read (older ones are tried, with a
-  warning, when newer ones are damaged), from one given checkpoint directory, or from an
-  exported stage folder (pipeline/export.py)."""
+  """Loads one stage of this package for sampling: its EMA parameters and its config.
+
+  Args:
+    path: a training workdir (its newest checkpoint that can be read; older ones are tried, with
+      a warning, when newer ones are damaged), one checkpoint directory of it, or an exported
+      stage folder (pipeline/export.py).
+    mesh: where the parameters are replicated (default: all local devices).
+
+  Returns:
+    A LoadedStage: the ImagenStage, its EMA parameters, its config (whose `sample` section holds
+    its default options), `path`, and the training step (-1 when not known).
+
+  Raises:
+    MissingPath: `path` is not there, holds no checkpoints, or none of them can be read (the
+      message names each one's error).
+    InputError: `path` is a file, or an exported stage's parameters do not fit its config.
+  """
   mesh = mesh or parallel.make_mesh({"data": -1})
   if export.is_exported_stage(path):
     stage, params, config, step = export.load_exported_stage(path, mesh)

@@ -53,8 +53,19 @@ def text_dim(config: dict) -> int:
 
 @dataclasses.dataclass
 class PretrainedUNet:
-  """An imported U-Net: `module` (models.unet.UNet), `params`, the diffusers `config`. Calling
-  it runs the U-Net, jitted once per input shape."""
+  """An imported U-Net. Calling it runs the U-Net, jitted once per input shape.
+
+  Made by load_unet.
+
+  Attributes:
+    module: the Flax U-Net (models.adm_unet.UNet) that computes what diffusers' does.
+    params: its parameters.
+    config: the diffusers config.json, as a dict.
+    in_channels: the channels of `sample` (3 for IF stage I, 6 for stage II: noise and
+      upsampled input).
+    out_channels: the channels of the output (IF: 6, eps then the variance values).
+    num_params: the parameter count.
+  """
 
   module: UNet
   params: dict
@@ -86,10 +97,22 @@ class PretrainedUNet:
     )
 
   def __call__(self, sample, timesteps, encoder_hidden_states, class_labels=None):
-    """sample [B, H, W, in_channels] float; timesteps int [B] (or a scalar) in [0, 1000);
-    encoder_hidden_states [B, T, D] (the raw T5 states; no mask, as IF calls it);
-    class_labels int [B] or scalar, the noise level of stage II. -> [B, H, W, out_channels]
-    float32 (IF: eps, then the learned-range variance values)."""
+    """Runs the U-Net on one batch, as diffusers' UNet2DConditionModel does, in NHWC.
+
+    Args:
+      sample: the noisy images [B, H, W, in_channels], float.
+      timesteps: int [B] (or a scalar) in [0, 1000).
+      encoder_hidden_states: [B, T, D], the raw T5 states (no mask, as IF calls it).
+      class_labels: int [B] or a scalar, the noise level of stage II (needed there, unused by
+        stage I).
+
+    Returns:
+      [B, H, W, out_channels] float32 (IF: eps, then the learned-range variance values).
+
+    Raises:
+      InputError: `sample` not [B, H, W, in_channels], encoder_hidden_states not [B, T, D] of
+        the config's text width, or no class_labels for a U-Net that needs them.
+    """
     if sample.ndim != 4 or sample.shape[-1] != self.in_channels:
       raise InputError(
         f"sample must be NHWC with {self.in_channels} channels, got shape {sample.shape}."
@@ -117,11 +140,26 @@ def unet_directory(path) -> pathlib.Path:
 def load_unet(
   path, *, dtype=jnp.float32, param_dtype=None, mesh=None, variant: str | None = None
 ) -> PretrainedUNet:
-  """A diffusers UNet2DConditionModel of DeepFloyd IF's kind from a local folder (config.json
-  and safetensors weights: single, sharded or the `variant` files, e.g. "fp16"; a pipeline
-  folder's unet/ is found too). `dtype` is the compute dtype; parameters are stored in
-  `param_dtype` (default: dtype). With `mesh`, each tensor is placed sharded over it as it is
-  read (parallel.LOGICAL_AXIS_RULES), so no host ever holds the whole model."""
+  """Loads a diffusers UNet2DConditionModel of DeepFloyd IF's kind from a local folder.
+
+  Args:
+    path: a U-Net folder (config.json and safetensors weights: single, sharded or the `variant`
+      files), or a saved pipeline folder, whose unet/ is found.
+    dtype: the compute dtype.
+    param_dtype: the dtype the parameters are stored in (default: dtype).
+    mesh: each tensor is placed sharded over it as it is read (parallel.LOGICAL_AXIS_RULES),
+      so no host ever holds the whole model (None: on the default device).
+    variant: which weight files to read, e.g. "fp16" (None: float32, else fp16, whichever is
+      there).
+
+  Returns:
+    A PretrainedUNet.
+
+  Raises:
+    MissingPath: `path` is not a folder, or has no config.json or no safetensors weights.
+    InputError: a config with values this importer does not compute (UnsupportedConfig).
+    DataError: weights that do not fit the config (missing, unexpected or misshapen tensors).
+  """
   directory = unet_directory(path)
   config = unet_config.read_config(directory)
   module = unet_config.unet_from_config(config, dtype=dtype, source=str(directory / "config.json"))

@@ -67,12 +67,34 @@ def hub_files(repo_id: str) -> list[str]:
 class TextEncoder:
   """A tokenizer plus a frozen T5 encoder. Call it on a list of strings.
 
-  Attributes: `config` (T5Config), `params`, `max_length`, `dtype` (compute dtype; embeddings
-  come back in it), `dim` (d_model).
+  Usually made by TextEncoder.from_pretrained (or TextEncoder.builtin); the constructor takes a
+  config and parameters already loaded.
 
-  `if_style` encodes as DeepFloyd IF does: texts lower-cased and stripped, every text ("" too)
-  tokenized with its end token, and the encoder's outputs kept at padded positions (IF's U-Nets
-  attend to all of them); the null text is then the encoding of "", not zeros.
+  Args:
+    config: the encoder's t5.T5Config.
+    params: its parameters (sharded over `mesh` when one is given).
+    tokenizer: a Hugging Face tokenizer (text/tokenizers.load_tokenizer).
+    max_length: the fixed token length every text is padded or truncated to (positive).
+    dtype: the compute dtype, that of the embeddings returned (default: bfloat16 on
+      accelerators, float32 on CPU).
+    name: what it was loaded from (a hub id, a folder or a builtin name), for messages.
+    mesh: splits the batch over its batch axes (None: one device).
+    if_style: encode as DeepFloyd IF does: texts lower-cased and stripped, every text ("" too)
+      tokenized with its end token, and the encoder's outputs kept at padded positions (IF's
+      U-Nets attend to all of them); the null text is then the encoding of "", not zeros.
+
+  Attributes:
+    config: the T5Config.
+    params: the parameters.
+    tokenizer: the tokenizer.
+    max_length: the token length of every text.
+    dtype: the compute dtype; embeddings come back in it.
+    dim: the embedding width D (d_model).
+    name: what it was loaded from.
+    if_style: whether it encodes as DeepFloyd IF does.
+
+  Raises:
+    InputError: max_length below 1.
   """
 
   def __init__(
@@ -102,6 +124,7 @@ class TextEncoder:
 
   @property
   def dim(self) -> int:
+    """The embedding width D (d_model)."""
     return self.config.d_model
 
   @classmethod
@@ -117,10 +140,28 @@ class TextEncoder:
   ) -> TextEncoder:
     """Loads a T5 encoder and its tokenizer from a hub id or a local directory.
 
-    The directory holds Hugging Face's config.json, tokenizer files and model.safetensors (or a
-    sharded index). A hub id is downloaded only when it is not a local directory. With `mesh`,
-    parameters are created sharded over it. A builtin name (`BYTE_ENCODER`, `SHAPES_ENCODER`)
-    builds that offline encoder from `seed`.
+    Args:
+      name_or_dir: a local directory with Hugging Face's config.json, tokenizer files and
+        model.safetensors (or a sharded index); a hub id (owner/name), downloaded only when it
+        is not a local directory; or a builtin name (`BYTE_ENCODER` "builtin:byt5-tiny",
+        `SHAPES_ENCODER` "builtin:shapes-tiny"), which builds that offline encoder from `seed`.
+      max_length: the token length every text is padded or truncated to.
+      dtype: the compute dtype (default: bfloat16 on accelerators, float32 on CPU).
+      param_dtype: the dtype the parameters are stored in.
+      mesh: parameters are created sharded over it, and the batch is split over it.
+      seed: the seed of a builtin encoder's weights (ignored for real ones).
+
+    Returns:
+      A TextEncoder.
+
+    Raises:
+      InputError: an unknown builtin name.
+      MissingPath: a name that is neither a directory nor a hub id, a hub id not on the hub, a
+        directory without config.json or a tokenizer, or a hub model without safetensors or
+        Flax msgpack weights.
+      DataError: a config.json that is not a T5 encoder's, or weights that do not fit it.
+      AccessDenied: a gated hub repository whose license the logged-in account has not accepted.
+      Unreachable: the hub cannot be reached and its cache holds no copy.
     """
     if name_or_dir in BUILTIN_TOKENIZERS:
       return cls.builtin(name_or_dir, seed=seed, max_length=max_length, dtype=dtype, mesh=mesh)
@@ -136,7 +177,18 @@ class TextEncoder:
   def builtin(
     cls, name: str, *, seed: int = 0, max_length: int = 128, dtype=None, mesh=None
   ) -> TextEncoder:
-    """An offline stand-in encoder: tiny T5 v1.1, seeded random weights, the tokenizer of `name`."""
+    """An offline stand-in encoder: tiny T5 v1.1, seeded random weights, the tokenizer of `name`.
+
+    Args:
+      name: `BYTE_ENCODER` ("builtin:byt5-tiny") or `SHAPES_ENCODER` ("builtin:shapes-tiny").
+      seed: the seed of its (untrained) weights.
+      max_length: the token length every text is padded or truncated to.
+      dtype: the compute dtype (default: bfloat16 on accelerators, float32 on CPU).
+      mesh: parameters are placed sharded over it, and the batch is split over it.
+
+    Returns:
+      A TextEncoder that needs no files.
+    """
     params = _builtin_params(seed, mesh)
     tokenizer = tokenizers.load_tokenizer(name)
     return cls(
@@ -144,7 +196,18 @@ class TextEncoder:
     )
 
   def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """input_ids [B, max_length] int32 and mask [B, max_length] bool; empty texts get no tokens."""
+    """Tokenizes texts, padded and truncated to max_length (truncation logs a warning).
+
+    Args:
+      texts: a non-empty list of B strings; an empty text gets no tokens (unless if_style).
+
+    Returns:
+      (input_ids [B, max_length] int32, mask [B, max_length] bool), numpy arrays.
+
+    Raises:
+      InputTypeError: a single string instead of a list, or an item that is not a string.
+      InputError: an empty list.
+    """
     texts = check_texts(texts)
     if self.if_style:  # IF's _text_preprocessing without its optional caption cleaning
       texts = [t.lower().strip() for t in texts]
@@ -180,9 +243,17 @@ class TextEncoder:
     return jnp.where(mask[..., None], emb, 0).astype(self.dtype)
 
   def encode_tokens(self, ids, mask):
-    """Embeddings [B, L, D] (compute dtype) of token ids [B, L] with mask [B, L]; zero where
-    masked. Jitted once per batch size; with a mesh, the batch is split over its batch axes
-    (padded up to a multiple of their size)."""
+    """Runs the encoder on tokens; jitted once per batch size.
+
+    Args:
+      ids: token ids [B, L] int32 (tokenize).
+      mask: [B, L] bool, True at real tokens.
+
+    Returns:
+      Embeddings [B, L, D] in the compute dtype, zero where masked (if_style keeps the
+      encoder's outputs there). With a mesh, the batch is split over its batch axes (padded up
+      to a multiple of their size, the padding cut off again).
+    """
     if self.mesh is None:
       return self._encode(self.params, ids, mask)
     batch = ids.shape[0]
@@ -192,7 +263,20 @@ class TextEncoder:
     return emb[:batch]
 
   def __call__(self, texts: Sequence[str]):
-    """(embeddings [B, max_length, D] in the compute dtype, mask [B, max_length] bool)."""
+    """Encodes texts: tokenize, then encode_tokens.
+
+    Args:
+      texts: a non-empty list of B strings; "" is the null text (all-False mask and zero
+        embeddings, unless if_style).
+
+    Returns:
+      (embeddings [B, max_length, D] in the compute dtype, mask [B, max_length] bool), jax
+      arrays.
+
+    Raises:
+      InputTypeError: a single string instead of a list, or an item that is not a string.
+      InputError: an empty list.
+    """
     ids, mask = self.tokenize(texts)
     return self.encode_tokens(ids, mask), jnp.asarray(mask)
 

@@ -70,9 +70,25 @@ def _transformers():
 
 
 def load_tokenizer(name_or_dir: str):
-  """The tokenizer of an encoder: a builtin one for a builtin name, else the one in the model
-  directory (or hub id, downloaded on request): Hugging Face's tokenizer files, or T5's
-  SentencePiece vocabulary `spiece.model` alone (as T5X and TensorFlow checkpoints ship it)."""
+  """The tokenizer of an encoder.
+
+  Args:
+    name_or_dir: a builtin name (BYTE_ENCODER, SHAPES_ENCODER), a model directory (local or on
+      an object store) or a hub id (downloaded on request, config and tokenizer only). A
+      directory holds Hugging Face's tokenizer files or T5's SentencePiece vocabulary
+      `spiece.model` alone (as T5X and TensorFlow checkpoints ship it); a T5X checkpoint, which
+      carries none, gets T5's own vocabulary.
+
+  Returns:
+    A Hugging Face tokenizer (the builtin ones are too).
+
+  Raises:
+    InputError: an unknown builtin name.
+    MissingPath: a name that is neither a directory nor a hub id, a hub id not on the hub, or a
+      directory with no tokenizer.
+    AccessDenied: a gated hub repository whose license the logged-in account has not accepted.
+    Unreachable: the hub cannot be reached and its cache holds no copy.
+  """
   if name_or_dir in BUILTIN_TOKENIZERS:
     return BUILTIN_TOKENIZERS[name_or_dir]()
   directory = resolve_directory(name_or_dir)
@@ -110,8 +126,17 @@ def _spiece_folder(source) -> pathlib.Path:
 def tokenize(
   tokenizer, texts: Sequence[str], max_length: int, *, empty_is_null: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(input_ids [B, max_length] int32, mask [B, max_length] bool), padded and truncated to
-  max_length; with `empty_is_null`, an empty text has no tokens at all (the null text)."""
+  """Tokenizes texts, padded and truncated to max_length.
+
+  Args:
+    tokenizer: a Hugging Face tokenizer (load_tokenizer).
+    texts: B strings (check_texts checks them; this does not).
+    max_length: the token length of every row.
+    empty_is_null: an empty text has no tokens at all, not even its end token (the null text).
+
+  Returns:
+    (input_ids [B, max_length] int32, mask [B, max_length] bool), numpy arrays.
+  """
   enc = tokenizer(
     list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="np"
   )
@@ -126,7 +151,19 @@ def tokenize(
 
 
 def check_texts(texts) -> list[str]:
-  """`texts` as a list of strings; a clear TypeError or ValueError for anything else."""
+  """Checks the texts a text encoder is called on.
+
+  Args:
+    texts: what the caller passed: it must be a non-empty iterable of strings.
+
+  Returns:
+    `texts` as a list of strings.
+
+  Raises:
+    InputTypeError: a single string or bytes instead of a list, something that is not
+      iterable, or an item that is not a string (a TypeError).
+    InputError: an empty list (a ValueError).
+  """
   if isinstance(texts, str):
     raise InputTypeError("Pass a list of strings, not a single string: enc([text]).")
   if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):

@@ -56,11 +56,30 @@ def train_and_evaluate(
 ):
   """Trains the stage of `config` in `workdir`, resuming from its checkpoints if any.
 
-  Returns a summary dict (final step, last loss, compile time, FLOPs per step, ...; `stopped_by`
-  names a signal that stopped it early). `max_steps` stops early after that many steps of this
-  call (for tests and smoke runs); train.steps still defines the schedule. `on_metrics(step,
-  record)` receives every metrics.jsonl record on process 0 (to forward it to another logger).
-  The workdir is locked for the run: a second trainer on it raises workdir.WorkdirBusyError.
+  Args:
+    config: a stage config (configuration.load_config).
+    workdir: a local or gs:// folder for checkpoints, metrics.jsonl and TensorBoard events,
+      created if needed. It is locked for the run.
+    progress: a progress bar of the steps (on process 0).
+    max_steps: stop early after that many steps of this call (for tests and smoke runs);
+      train.steps still defines the schedule.
+    on_metrics: on_metrics(step, record) receives every metrics.jsonl record on process 0 (to
+      forward it to another logger).
+
+  Returns:
+    A summary dict: final step, last loss, compile time, FLOPs per step, ...; `stopped_by`
+    names a signal that stopped it early, and `complete` is True when the workdir had already
+    reached train.steps.
+
+  Raises:
+    WorkdirBusyError: a second trainer on the workdir (train/workdir.py).
+    InputError: a workdir that is a file or cannot be written.
+    ConfigError: a config whose text width is not its encoder's, or that differs from the
+      workdir's checkpoints in what they mean (ConfigChangeError).
+    CheckpointError: none of the workdir's checkpoints can be restored.
+    DataError: a dataset, folder of pictures or embedding store that cannot be read as asked.
+    TrainingError: a step that will not fit in device memory, or training that diverged
+      (train.max_bad_steps non-finite updates in a row).
   """
   parallel.initialize_distributed(config)
   if jax.process_index() == 0:
