@@ -205,18 +205,9 @@ class Imagen:
     return "\n".join(lines)
 
   def save_pretrained(self, folder) -> pathlib.Path:
-    """Writes the stages' EMA parameters and configs (and a README card) to a new folder that
-    Imagen.from_pretrained(folder) and Imagen.load([folder]) read (pipeline/export.py).
-
-    Args:
-      folder: the folder to create (absent or empty); its parents are created as needed.
-
-    Returns:
-      The folder's absolute path.
-
-    Raises:
-      PathExists: `folder` exists and is not empty.
-      InputError: an imported stage (DeepFloyd IF's): share the pipeline folder it came from.
+    """Writes the stages' EMA parameters and configs (and a README card) to `folder`, a new
+    folder that Imagen.from_pretrained(folder) and Imagen.load([folder]) read, and returns its
+    absolute path; arguments and errors as pipeline.export.save_stages.
     """
     return export.save_stages(self.stages, folder)
 
