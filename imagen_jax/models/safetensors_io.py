@@ -15,7 +15,7 @@ import struct
 import ml_dtypes
 import numpy as np
 
-from imagen_jax.errors import DataError, MissingPath
+from imagen_jax.errors import DataError
 
 DTYPES = {
   "F64": np.float64,
@@ -62,56 +62,6 @@ class SafetensorsFile:
     begin, end = info["data_offsets"]
     raw = self._mmap[self._data_start + begin : self._data_start + end]
     return raw.view(DTYPES[info["dtype"]]).reshape(info["shape"])
-
-
-def open_checkpoint(directory) -> dict:
-  """name -> lazily read file of the encoder's tensors in a model directory, named as in Hugging
-  Face's PyTorch checkpoints: a T5X checkpoint, `model.safetensors` (or a sharded index), or
-  else Flax's `flax_model.msgpack` (or a sharded index; the decoder is skipped unread).
-  Pickled PyTorch (`.bin`) and TensorFlow (`.h5`) files are not read: the error names what the
-  folder holds."""
-  from imagen_jax.models import t5x_io
-  from imagen_jax.models.flax_msgpack_io import FlaxMsgpackFile
-
-  if t5x_io.is_checkpoint(directory):  # T5X's native checkpoint (local or gs://)
-    file = t5x_io.T5XCheckpoint(directory)
-    return {tensor: file for tensor in file.names()}
-  directory = pathlib.Path(directory)
-  readers = (
-    ("model.safetensors", "model.safetensors.index.json", SafetensorsFile),
-    # The fp16 variant of diffusers' pipelines (DeepFloyd IF's text_encoder/), when it is alone.
-    ("model.fp16.safetensors", "model.safetensors.index.fp16.json", SafetensorsFile),
-    (
-      "flax_model.msgpack",
-      "flax_model.msgpack.index.json",
-      lambda path: FlaxMsgpackFile(path, keep=("shared", "encoder")),
-    ),
-  )
-  for name, index_name, reader in readers:
-    index = directory / index_name
-    if index.exists():
-      shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    elif (directory / name).exists():
-      shards = [name]
-    else:
-      continue
-    tensors = {}
-    for shard in shards:
-      file = reader(directory / shard)
-      tensors.update({tensor: file for tensor in file.names()})
-    return tensors
-  found = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".h5", ".ckpt", ".pt"))
-  hint = (
-    f" It holds {found}, which are not read (pickles and TensorFlow files): use a copy in "
-    "safetensors, e.g. T5EncoderModel.from_pretrained(src).save_pretrained(dst) with "
-    "transformers."
-    if found
-    else ""
-  )
-  raise MissingPath(
-    f"No T5 weights in {directory}: it needs model.safetensors or flax_model.msgpack (or their "
-    f"sharded .index.json), or is a T5X checkpoint directory.{hint}"
-  )
 
 
 def save_file(path, tensors: dict, metadata: dict | None = None) -> None:

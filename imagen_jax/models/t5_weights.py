@@ -9,6 +9,7 @@ second copy of the model in host memory. No PyTorch is needed.
 from __future__ import annotations
 
 import json
+import pathlib
 from collections.abc import Callable
 
 import jax
@@ -17,7 +18,8 @@ from etils import epath
 
 from imagen_jax.errors import DataError, MissingPath
 from imagen_jax.models import t5x_io
-from imagen_jax.models.safetensors_io import open_checkpoint
+from imagen_jax.models.flax_msgpack_io import FlaxMsgpackFile
+from imagen_jax.models.safetensors_io import SafetensorsFile
 from imagen_jax.models.t5 import T5Config, T5Encoder
 from imagen_jax.models.weight_loading import load_mapped
 
@@ -79,6 +81,53 @@ def abstract_params(config: T5Config, param_dtype=jnp.float32):
   return jax.eval_shape(model.init, jax.random.key(0), ids, mask)["params"]
 
 
+def tensor_files(directory) -> dict:
+  """name -> lazily read file of the encoder's tensors in a model directory, named as in Hugging
+  Face's PyTorch checkpoints: a T5X checkpoint, `model.safetensors` (or a sharded index), or
+  else Flax's `flax_model.msgpack` (or a sharded index; the decoder is skipped unread).
+  Pickled PyTorch (`.bin`) and TensorFlow (`.h5`) files are not read: the error names what the
+  folder holds."""
+  if t5x_io.is_checkpoint(directory):  # T5X's native checkpoint (local or gs://)
+    file = t5x_io.T5XCheckpoint(directory)
+    return {tensor: file for tensor in file.names()}
+  directory = pathlib.Path(directory)
+  readers = (
+    ("model.safetensors", "model.safetensors.index.json", SafetensorsFile),
+    # The fp16 variant of diffusers' pipelines (DeepFloyd IF's text_encoder/), when it is alone.
+    ("model.fp16.safetensors", "model.safetensors.index.fp16.json", SafetensorsFile),
+    (
+      "flax_model.msgpack",
+      "flax_model.msgpack.index.json",
+      lambda path: FlaxMsgpackFile(path, keep=("shared", "encoder")),
+    ),
+  )
+  for name, index_name, reader in readers:
+    index = directory / index_name
+    if index.exists():
+      shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (directory / name).exists():
+      shards = [name]
+    else:
+      continue
+    tensors = {}
+    for shard in shards:
+      file = reader(directory / shard)
+      tensors.update({tensor: file for tensor in file.names()})
+    return tensors
+  found = sorted(p.name for p in directory.iterdir() if p.suffix in (".bin", ".h5", ".ckpt", ".pt"))
+  hint = (
+    f" It holds {found}, which are not read (pickles and TensorFlow files): use a copy in "
+    "safetensors, e.g. T5EncoderModel.from_pretrained(src).save_pretrained(dst) with "
+    "transformers."
+    if found
+    else ""
+  )
+  raise MissingPath(
+    f"No T5 weights in {directory}: it needs model.safetensors or flax_model.msgpack (or their "
+    f"sharded .index.json), or is a T5X checkpoint directory.{hint}"
+  )
+
+
 def load_params(directory, config: T5Config, *, param_dtype=jnp.float32, mesh=None):
   """Encoder parameters from the safetensors checkpoint in `directory`.
 
@@ -87,7 +136,7 @@ def load_params(directory, config: T5Config, *, param_dtype=jnp.float32, mesh=No
   Raises ValueError naming every missing, unexpected or wrongly shaped tensor.
   """
   return load_mapped(
-    open_checkpoint(directory),
+    tensor_files(directory),
     abstract_params(config, param_dtype),
     name_map(config),
     description=(
