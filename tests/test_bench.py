@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -46,11 +47,9 @@ def test_bench_train_compiles_but_does_not_run_a_step_that_would_not_fit(tmp_pat
   monkeypatch.setattr(bench, "_available_bytes", lambda: 2**20)
   report = bench.bench_train(tiny_config("base", tmp_path), batch=jax.device_count(), iters=1)
   need = report["compiled_bytes_per_device"] / 2**30
-  assert report["skipped"] == (
-    f"the train step needs {need:.1f} GiB per device; this machine has 0.0 GiB free"
-  )
+  assert re.search(rf"{re.escape(f'{need:.1f}')} GiB.*0\.0 GiB", report["skipped"])  # need, free
   assert report["flops_per_call_per_device"] > 0 and "step_seconds" not in report
-  assert f"not run: {report['skipped']}" in bench.summary_line(report)
+  assert report["skipped"] in bench.summary_line(report)
 
 
 def test_bench_sample_reports_each_stage_and_the_cascade(tmp_path):

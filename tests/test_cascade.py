@@ -10,6 +10,7 @@ from helpers import run_cli
 from PIL import Image
 
 from imagen_jax import Imagen
+from imagen_jax.errors import InputError, InputTypeError, MissingPath, PathExists
 from imagen_jax.pipeline import load_stage
 from imagen_jax.stages import ImagenStage, SampleOptions, StageInputs, compiled
 
@@ -46,7 +47,7 @@ def test_the_demo_folder_stands_for_its_three_stages(demo):
   imagen = Imagen.load(str(out))
   assert [s.path for s in imagen.stages] == [str(out / name) for name in ("base", "sr1", "sr2")]
   # A quick demo's stages are in --out/quick: the folder above points there.
-  with pytest.raises(FileNotFoundError, match=f"the demo cascade {out}: pass that"):
+  with pytest.raises(MissingPath, match=re.escape(str(out))):
     Imagen.load(str(out.parent))
 
 
@@ -113,7 +114,7 @@ def test_sr_strength_starts_an_sr_stage_from_its_noised_input(imagen):
   assert steps == [1, 2]  # round(8 x 0.1) = 1 step per SR stage
   final = out[-1][0].astype(float)
   assert final[:, :24].mean() < 60 and final[:, 40:].mean() > 195  # the halves stay
-  with pytest.raises(ValueError, match="strength must be in"):
+  with pytest.raises(InputError, match="sr_strength"):
     imagen.sample(["x"], seed=0, steps=2, start_image=start, sr_strength=1.5)
 
 
@@ -133,11 +134,11 @@ def test_stop_at_stage_and_start_image(imagen):
 @pytest.mark.parametrize(
   "prompts, error, message",
   [
-    ([], ValueError, "No texts given"),
-    (["ok", None], TypeError, "Every text must be a string; got NoneType"),
-    (None, ValueError, "Give prompts or prompt_embeds"),
-    (3, TypeError, "Pass a list of strings.*got int"),
-    (b"bytes", TypeError, "Pass a list of strings.*got bytes"),
+    ([], InputError, "No texts"),
+    (["ok", None], InputTypeError, "string.*NoneType"),
+    (None, InputError, "prompts or prompt_embeds"),
+    (3, InputTypeError, "list of strings.*int"),
+    (b"bytes", InputTypeError, "list of strings.*bytes"),
   ],
 )
 def test_bad_prompts_are_clear_errors(imagen, prompts, error, message):
@@ -158,26 +159,26 @@ def test_bad_prompts_are_clear_errors(imagen, prompts, error, message):
   ],
 )
 def test_bad_sampling_options_are_clear_errors(imagen, options, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(InputError, match=message):
     imagen.sample(["a red circle"], seed=0, **options)
 
 
 def test_a_stage_path_that_is_a_file_is_a_clear_error(tmp_path):
   (tmp_path / "base.png").write_bytes(b"")
-  with pytest.raises(ValueError, match="is a file; a stage is a training --workdir"):
+  with pytest.raises(InputError, match=r"is a file.*--workdir"):
     Imagen.load([str(tmp_path / "base.png")])
 
 
 def test_missing_stage_directory_is_a_clear_error(tmp_path):
-  with pytest.raises(FileNotFoundError, match="does not exist"):
+  with pytest.raises(MissingPath, match="does not exist"):
     Imagen.load([str(tmp_path / "nope")])
 
 
 def test_stages_that_do_not_chain_are_a_clear_error(demo):
   out, _ = demo
-  with pytest.raises(ValueError, match="do not chain"):
+  with pytest.raises(InputError, match="do not chain"):
     Imagen.load([str(out / "base"), str(out / "sr2")])
-  with pytest.raises(ValueError, match="must be a base"):
+  with pytest.raises(InputError, match="must be a base"):
     Imagen.load([str(out / "sr1"), str(out / "sr2")])
 
 
@@ -232,8 +233,8 @@ def test_sample_command_labels_stages_after_a_start_image(demo, tmp_path):
     "sample", "--stages", *(str(out / s) for s in ("base", "sr1", "sr2")), "--prompt", "x",
     "--steps", "2", "--start-image", str(start), "--out", str(tmp_path / "sr"),
   )  # fmt: skip
-  assert "stage 1: the given --start-image" in proc.stdout
-  assert "stage 2:" in proc.stdout and "stage 3:" in proc.stdout and "of 64px" in proc.stdout
+  assert re.search(r"stage 1:.*--start-image", proc.stdout)
+  assert "stage 2:" in proc.stdout and "stage 3:" in proc.stdout and "64px" in proc.stdout
 
 
 def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
@@ -253,7 +254,7 @@ def test_sample_command_reports_a_missing_stage_without_a_traceback(tmp_path):
   proc = run_cli(
     "sample", "--stages", "x", "--prompt", "x", "--out", str(tmp_path / "afile"), check=False
   )
-  assert proc.returncode == 2 and "is a file: give a folder" in proc.stderr
+  assert proc.returncode == 2 and re.search(r"--out .*is a file", proc.stderr)
 
 
 def test_loaded_parameters_are_the_ema_parameters(demo):
@@ -295,13 +296,13 @@ def test_images_per_prompt_keys_and_output_types(imagen):
   floats = imagen.sample(["a blue star"], output_type="jax", **kw)
   assert isinstance(floats[-1], jax.Array) and floats[-1].dtype == np.float32
   assert [t.stage for t in out.timings] == [0, 1] and all(t.seconds > 0 for t in out.timings)
-  with pytest.raises(ValueError, match="key or seed"):
+  with pytest.raises(InputError, match="key or seed"):
     imagen.sample(["x"], key=jax.random.key(0), seed=0)
-  with pytest.raises(ValueError, match="one PRNG key"):
+  with pytest.raises(InputError, match="one PRNG key"):
     imagen.sample(["x"], key=jax.random.split(jax.random.key(0), 2))
-  with pytest.raises(TypeError, match="seed must be an integer"):
+  with pytest.raises(InputTypeError, match=r"seed.*integer"):
     imagen.sample(["x"], seed=jax.random.key(0))
-  with pytest.raises(ValueError, match="output_type"):
+  with pytest.raises(InputError, match="output_type"):
     imagen.sample(["x"], output_type="tensor")
 
 
@@ -327,7 +328,7 @@ def test_prompt_embeds_and_a_per_step_callback(imagen):
   )
   assert out[-1].shape == (2, 32, 32, 3)
   assert sorted(steps) == [(s, i) for s in (0, 1) for i in range(3)]
-  with pytest.raises(ValueError, match="exactly one"):
+  with pytest.raises(InputError, match="prompts or prompt_embeds"):
     imagen.sample(["x"], prompt_embeds=emb)
 
 
@@ -428,7 +429,7 @@ def test_an_exported_cascade_samples_identically_and_is_a_fraction_of_the_workdi
       np.testing.assert_array_equal(a, b)
   again = imagen.save_pretrained(tmp_path / "again")
   assert sorted(p.name for p in again.iterdir()) == sorted(p.name for p in folder.iterdir())
-  with pytest.raises(FileExistsError, match="not empty"):
+  with pytest.raises(PathExists, match="not empty"):
     imagen.save_pretrained(folder)
 
 
@@ -472,13 +473,13 @@ def test_full_and_empty_masks_and_a_tiny_strength(imagen):
   near = imagen.sample(["a green star"], init_image=init, strength=0.001, stop_at_stage=1, **kw)
   assert np.abs(near[0][0].astype(int) - antialiased_resize(init, 16).astype(int)).max() <= 8
   for bad, message in [
-    (dict(init_image=init, strength=0.0), "strength must be in"),
-    (dict(init_image=init), "changes nothing"),
+    (dict(init_image=init, strength=0.0), "strength"),
+    (dict(init_image=init), "init_image.*strength"),
     (dict(mask=np.ones((40, 40))), "init_image"),
-    (dict(init_image=init, mask=np.ones((30, 40))), "init_image's size"),
+    (dict(init_image=init, mask=np.ones((30, 40))), "mask.*size"),
     (dict(init_image=init[..., :2], strength=0.5), "RGB"),
   ]:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(InputError, match=message):
       imagen.sample(["x"], **kw, **bad)
 
 

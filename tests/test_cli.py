@@ -11,7 +11,7 @@ from helpers import run_cli
 from imagen_jax import cli, logs
 from imagen_jax.cli import sample as sample_cli
 from imagen_jax.configuration import load_config
-from imagen_jax.errors import ConfigError
+from imagen_jax.errors import ConfigError, InputError, MissingPath
 from imagen_jax.perf.inspection import inspect_config, saved_activation_bytes
 
 VERBS = sorted(cli.VERBS)
@@ -48,7 +48,7 @@ def test_debug_after_the_verb_shows_the_traceback_and_transformers_stays_quiet(t
   args = ("sample", "--stages", str(tmp_path / "nope"), "--prompt", "x", "--out", str(tmp_path))
   quiet = run_cli(*args, check=False)
   assert "Traceback" not in quiet.stderr and "--debug" in quiet.stderr
-  assert "PyTorch was not found" not in quiet.stderr + quiet.stdout
+  assert "PyTorch" not in quiet.stderr + quiet.stdout
   loud = run_cli(*args, "--debug", check=False)
   assert "Traceback" in loud.stderr and "does not exist" in loud.stderr
 
@@ -64,31 +64,31 @@ def test_unknown_config_key_is_a_clear_error_without_a_traceback(tmp_path):
     check=False,
   )
   assert proc.returncode == 2
-  assert "Unknown config key 'train.stepz'; did you mean 'steps'?" in proc.stderr
+  assert re.search(r"'train\.stepz'.*'steps'", proc.stderr)  # the key and the one meant
   assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize(
   "override, message",
   [
-    ("--config.trian.steps=3", "no section 'trian'; did you mean 'train'? Known sections here: "),
-    ("--config.model.channels=64", "no section 'model'. Known sections here: ['data', "),
-    ("--config.seed.x=1", "no section 'seed'. Known sections here: "),
-    ("--config.unet.foo=1", "Unknown config key 'unet.foo'. Known keys here: ['act', "),
+    ("--config.trian.steps=3", r"'trian'.*'train'"),
+    ("--config.model.channels=64", r"'model'.*\['data', "),
+    ("--config.seed.x=1", r"'seed'.*\['data', "),
+    ("--config.unet.foo=1", r"'unet\.foo'.*\['act', "),
   ],
 )
 def test_an_unknown_config_key_names_what_is_there(override, message):
-  with pytest.raises(ValueError, match=re.escape(message)):
+  with pytest.raises(ConfigError, match=message):
     load_config("configs/demo.py:base", [override])
 
 
 @pytest.mark.parametrize(
   "body, message",
   [
-    ("c.train.stepz = 3", "sets config.train.stepz, not a setting; did you mean 'steps'?"),
-    ("c.unet.chanels = 8", "sets config.unet.chanels, not a setting; did you mean 'channels'?"),
-    ("c.tekst = c.text", "sets config.tekst, not a section; did you mean 'text'?"),
-    ("c.unet = stage_defaults().unet", "config.unet has no type; start it from "),
+    ("c.train.stepz = 3", r"config\.train\.stepz.*'steps'"),
+    ("c.unet.chanels = 8", r"config\.unet\.chanels.*'channels'"),
+    ("c.tekst = c.text", r"config\.tekst.*'text'"),
+    ("c.unet = stage_defaults().unet", r"config\.unet.*type.*unet_defaults"),
   ],
 )
 def test_a_config_file_that_sets_an_unknown_field_is_refused(tmp_path, body, message):
@@ -98,7 +98,7 @@ def test_a_config_file_that_sets_an_unknown_field_is_refused(tmp_path, body, mes
     "from imagen_jax.configuration import load_config, stage_defaults\n\n"
     f"def get_config():\n  c = load_config('demo:base')\n  {body}\n  return c\n"
   )
-  with pytest.raises(ValueError, match=re.escape(message)):
+  with pytest.raises(ConfigError, match=message):
     load_config(str(file))
 
 
@@ -115,9 +115,9 @@ def test_config_overrides_are_typed():
   )
   assert config.train.steps == 7 and config.train.learning_rate == 3e-4
   assert tuple(config.unet.channels) == (8, 16, 32) and config.data.flip is True
-  with pytest.raises(ValueError, match="expected int"):
+  with pytest.raises(ConfigError, match=r"train\.steps.*int"):
     load_config("configs/demo.py:sr1", ["--config.train.steps=many"])
-  with pytest.raises(FileNotFoundError, match="not found"):
+  with pytest.raises(MissingPath, match=r"nope\.py.*not found"):
     load_config("configs/nope.py")
 
 
@@ -164,7 +164,7 @@ def test_inspect_memory_splits_the_paper_model_over_fsdp():
 
 def test_inspect_refuses_a_device_count_the_batch_does_not_split_over():
   # train refuses it before the first step; a plan for it must not show 682.67 images per device.
-  with pytest.raises(ValueError, match="divide evenly over the 3 batch shards"):
+  with pytest.raises(ConfigError, match=r"train\.batch_size.*divide.*\b3\b"):
     inspect_config(load_config("configs/sr1024.py"), devices=3)
 
 
@@ -229,7 +229,7 @@ def test_only_training_verbs_split_a_cpu_into_devices(argv, split):
 def test_a_broken_config_file_is_named_with_its_line(tmp_path, source, line, error):
   path = tmp_path / "mine.py"
   path.write_text(source)
-  with pytest.raises(ValueError, match=rf"^{path}:{line}: {error}: "):
+  with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:{line}: {error}\b"):
     load_config(str(path))
 
 
@@ -238,14 +238,14 @@ def test_a_broken_config_file_is_one_line_on_the_command_line(tmp_path):
   path.write_text("def get_config():\n  return stage_defaults()\n")
   proc = run_cli("train", "--config", str(path), "--workdir", str(tmp_path / "w"), check=False)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
-  assert f"{path}:2: NameError: name 'stage_defaults' is not defined" in proc.stderr
+  assert f"{path}:2: NameError" in proc.stderr and "stage_defaults" in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 2  # the error and the --debug hint
 
 
 def test_get_config_must_return_a_config_dict(tmp_path):
   path = tmp_path / "mine.py"
   path.write_text("def get_config():\n  return {'stage': 'base'}\n")
-  with pytest.raises(ValueError, match="returned dict; it must return an ml_collections"):
+  with pytest.raises(ConfigError, match=r"returned dict.*ConfigDict"):
     load_config(str(path))
 
 
@@ -314,9 +314,9 @@ def test_a_workdir_that_is_a_file_or_cannot_be_written_is_one_line(tmp_path):
   from imagen_jax.train.workdir import prepare
 
   (tmp_path / "file").write_text("")
-  with pytest.raises(ValueError, match="is a file; give a directory"):
+  with pytest.raises(InputError, match=r"is a file.*--workdir"):
     prepare(tmp_path / "file")
-  with pytest.raises(ValueError, match="Cannot create the workdir"):
+  with pytest.raises(InputError, match="create"):
     prepare(tmp_path / "file" / "run")
   proc = run_cli(
     "train", "--config", "configs/demo.py:base", "--workdir", str(tmp_path / "file"), check=False
@@ -324,7 +324,7 @@ def test_a_workdir_that_is_a_file_or_cannot_be_written_is_one_line(tmp_path):
   assert proc.returncode == 2 and "Traceback" not in proc.stderr and "is a file" in proc.stderr
   if os.geteuid() != 0:  # permissions do not stop root
     (tmp_path / "ro").mkdir(mode=0o555)
-    with pytest.raises(ValueError, match="is not writable"):
+    with pytest.raises(InputError, match="not writable"):
       prepare(tmp_path / "ro")
 
 
@@ -341,7 +341,7 @@ def test_preflight_checks_devices_workdir_data_and_text_encoder(tmp_path):
   lines = proc.stdout.splitlines()
   assert [line.split(":")[0] for line in lines[:4]] == ["devices", "workdir", "data", "text"]
   assert all(": ok: " in line for line in lines[:4]) and "preflight ok" in lines[-1]
-  assert "builds it on the first run" in lines[2]
+  assert "first run" in lines[2]
   assert workdir.is_dir() and not list(workdir.iterdir())  # the probe file is gone
 
 
@@ -379,7 +379,7 @@ def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.build_parser().parse_args(argv)
   assert exit_info.value.code == 2
-  assert "must be at least 1, got" in capsys.readouterr().err
+  assert "at least 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -391,7 +391,7 @@ def test_a_missing_or_unreadable_picture_names_its_option(tmp_path, option, extr
   for name, problem in (("nope.png", "no such file"), ("notes.png", "not a picture")):
     argv = ["sample", "--stages", "a", "--prompt", "p", "--out", str(tmp_path / "o")]
     args = cli.build_parser().parse_args([*argv, option, str(tmp_path / name), *extra])
-    with pytest.raises(ValueError, match=f"^{option} .*{name}: {problem}"):
+    with pytest.raises(InputError, match=rf"{option} .*{re.escape(name)}.*{problem}"):
       sample_cli.run(args)
   assert not (tmp_path / "o").exists()
 
@@ -402,10 +402,10 @@ def test_an_earlier_runs_pictures_are_not_overwritten_unless_asked(tmp_path, mon
   args = cli.build_parser().parse_args(
     ["sample", "--stages", str(tmp_path / "nope"), "--prompt", "p", "--out", str(tmp_path)]
   )
-  with pytest.raises(ValueError, match=r"holds the pictures of an earlier run.*--overwrite"):
+  with pytest.raises(InputError, match=r"earlier run.*--overwrite"):
     sample_cli.run(args)  # at once, before any stage is loaded
   args.overwrite = True
-  with pytest.raises(FileNotFoundError, match="does not exist"):
+  with pytest.raises(MissingPath, match="does not exist"):
     sample_cli.run(args)
   assert (tmp_path / "samples.json").exists()  # nothing removed before the new pictures exist
 
@@ -417,10 +417,8 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(monkeypatch, ca
   monkeypatch.setattr(sample_cli, "run", run)
   assert cli.main(["sample", "--stages", "gs://b/run", "--prompt", "p", "--out", "o"]) == 2
   err = capsys.readouterr().err
-  assert err.splitlines()[0] == (
-    "imagen-jax sample: error: Please install gcsfs to access Google Storage "
-    "(install the gcs extra: pip install 'imagen-jax[gcs]')"
-  )
+  first = err.splitlines()[0]  # the error, and the extra that installs what it lacks
+  assert "gcsfs" in first and "pip install 'imagen-jax[gcs]'" in first
   assert "Traceback" not in err
 
 

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import pathlib
+import re
 import threading
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 from imagen_jax.configuration import load_config
 from imagen_jax.data import builders, input_pipeline, shapes
 from imagen_jax.data.store import EmbeddingStore, StoreWriter
+from imagen_jax.errors import ConfigError, DataError, PathError
 from imagen_jax.text import SHAPES_ENCODER, TextEncoder, load_tokenizer, tokenize
 from imagen_jax.text.precompute import encode_text
 
@@ -80,7 +82,7 @@ def test_shapes_builder_builds_and_reads_offline(tmp_path):
 def test_a_data_dir_that_cannot_be_written_is_named(tmp_path):
   (tmp_path / "a_file").write_text("")
   config = demo_config(tmp_path, "base", f"--config.data.data_dir={tmp_path / 'a_file' / 'tfds'}")
-  with pytest.raises(OSError, match=r"Cannot write the dataset into .*a_file/tfds \(Not a dir"):
+  with pytest.raises(PathError, match=r"a_file/tfds.*data\.data_dir"):
     input_pipeline.open_source(config)
 
 
@@ -226,7 +228,7 @@ def test_image_text_folder_reads_caption_files(tmp_path, kind, caplog):
   with caplog.at_level(logging.WARNING):
     source = input_pipeline.open_source(config)
   assert sorted(source[i]["caption"] for i in range(3)) == [b"red 0", b"red 1", b"red 2"]
-  assert "short side under" not in caplog.text  # 20 px pictures for a 16 px stage
+  assert "min_size" not in caplog.text  # 20 px pictures for a 16 px stage: no advice
 
 
 @pytest.mark.parametrize("build_size", [0, 64])
@@ -241,8 +243,8 @@ def test_images_a_stage_would_upscale_are_counted_at_every_run(tmp_path, caplog,
   input_pipeline.open_source(_folder_config(tmp_path, folder, size))  # builds it
   with caplog.at_level(logging.WARNING):
     input_pipeline.open_source(_folder_config(tmp_path, folder, size, "--config.image_size=48"))
-  assert f"3 of the 4 images of {folder} have a short side under 48 px" in caplog.text
-  assert "--config.data.min_size=48 skips them" in caplog.text
+  assert re.search(rf"3 of the 4 images of {re.escape(str(folder))}.*48 px", caplog.text)
+  assert "--config.data.min_size=48" in caplog.text
   caplog.clear()
   with caplog.at_level(logging.WARNING):  # an SR stage reads its crops from crop_from px
     input_pipeline.open_source(
@@ -285,14 +287,14 @@ def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):
   for i in range(2):
     (folder / f"{i}.png").write_bytes(b"not a picture")
     (folder / f"{i}.txt").write_text("a caption")
-  with pytest.raises(ValueError, match=r"No usable image in .*: skipped 2 unreadable"):
+  with pytest.raises(DataError, match=r"No usable image.*2 unreadable"):
     input_pipeline.open_source(_folder_config(tmp_path, folder))
 
 
 def test_folder_without_captions_is_a_clear_error(tmp_path):
   (tmp_path / "empty").mkdir()
   config = _folder_config(tmp_path, tmp_path / "empty")
-  with pytest.raises(ValueError, match="No captioned images"):
+  with pytest.raises(DataError, match="No captioned images"):
     input_pipeline.open_source(config)
 
 
@@ -316,7 +318,7 @@ def test_folder_captions_that_are_not_utf8_skip_their_image_and_are_named(tmp_pa
   with caplog.at_level(logging.WARNING):
     source = input_pipeline.open_source(_folder_config(tmp_path, folder))
   assert _captions(source) == ["red 0", "red 2"]
-  assert f"not UTF-8 text: {folder / '1.txt'}" in caplog.text
+  assert re.search(rf"UTF-8.*{re.escape(str(folder / '1.txt'))}", caplog.text)
   assert "1 caption not UTF-8" in caplog.text
 
 
@@ -343,8 +345,8 @@ def test_caption_files_skip_lines_that_are_not_utf8_and_names_outside_the_folder
   with caplog.at_level(logging.WARNING):
     source = input_pipeline.open_source(_folder_config(tmp_path, folder))
   assert _captions(source) == ["red 0", "red 2"]
-  assert f"not UTF-8 text: {folder / f'captions.{kind}'}:" in caplog.text
-  assert "1 caption not UTF-8, 2 outside the folder" in caplog.text
+  assert re.search(rf"UTF-8.*{re.escape(str(folder / f'captions.{kind}'))}:\d", caplog.text)
+  assert "1 caption not UTF-8" in caplog.text and "2 outside the folder" in caplog.text
 
 
 def test_a_folder_changed_after_its_build_is_built_again(tmp_path, caplog):
@@ -356,7 +358,7 @@ def test_a_folder_changed_after_its_build_is_built_again(tmp_path, caplog):
   (folder / "3.txt").write_text("black")
   with caplog.at_level(logging.WARNING):
     assert _captions(input_pipeline.open_source(config)) == ["black", "red 0", "red 1", "red 2"]
-  assert "changed since its dataset was built" in caplog.text
+  assert re.search(rf"{re.escape(str(folder))}.*changed", caplog.text)
   (folder / "0.txt").unlink()
   (folder / "2.txt").write_text("edited")
   assert _captions(input_pipeline.open_source(config)) == ["black", "edited", "red 1"]
@@ -364,10 +366,10 @@ def test_a_folder_changed_after_its_build_is_built_again(tmp_path, caplog):
 
 def test_an_unknown_dataset_name_suggests_close_names_in_one_line(tmp_path):
   config = demo_config(tmp_path, "base", "--config.data.name=imagen_shape")
-  with pytest.raises(ValueError, match="Did you mean imagen_shapes") as error:
+  with pytest.raises(ConfigError, match="Did you mean imagen_shapes") as error:
     input_pipeline.open_source(config)
   config = demo_config(tmp_path, "base", "--config.data.name=cifar100x")
-  with pytest.raises(ValueError, match="Did you mean cifar100") as error:
+  with pytest.raises(ConfigError, match="Did you mean cifar100") as error:
     input_pipeline.open_source(config)
   assert "\n" not in str(error.value) and len(str(error.value)) < 300
 
@@ -413,7 +415,7 @@ def test_any_tfds_image_caption_dataset_with_a_caption_picked_by_seed(tmp_path):
 
 def test_unprepared_tfds_dataset_says_how_to_build_it(tmp_path):
   config = demo_config(tmp_path, "base", "--config.data.name=coco_captions")
-  with pytest.raises(ValueError, match="tfds build coco_captions"):
+  with pytest.raises(ConfigError, match="tfds build coco_captions"):
     input_pipeline.open_source(config)
 
 
@@ -433,7 +435,7 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
   )
   rows = [full.get(i) for i in range(16)]
   writer.write(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]))
-  with pytest.raises(ValueError, match="incomplete"):
+  with pytest.raises(DataError, match="incomplete"):
     EmbeddingStore(tmp_path / "partial")
   resumed = encode_text(
     config, tmp_path / "partial", batch_size=16, encoder=encoder, progress=False
@@ -445,7 +447,7 @@ def test_encode_text_store_matches_the_encoder_and_resumes(tmp_path):
   emb, mask = encoder([caption])
   np.testing.assert_allclose(full.get(5)[0].astype(np.float32), np.asarray(emb[0]), atol=2e-2)
   np.testing.assert_array_equal(full.get(5)[1], np.asarray(mask[0]))
-  with pytest.raises(ValueError, match="does not fit"):
+  with pytest.raises(DataError, match="does not fit"):
     full.check_matches(encoder="other", max_length=72, dim=64, num_examples=48)
 
 

@@ -9,6 +9,7 @@ import pytest
 from test_samplers import gaussian_eps
 
 from imagen_jax import diffusion
+from imagen_jax.errors import InputError
 
 MU, STD, N = 0.3, 0.5, 20_000
 
@@ -76,7 +77,7 @@ def test_repaint_resampling_keeps_the_known_region_and_the_law():
   "kwargs, message", [({"strength": 0.0}, "strength"), ({"resample": 0}, "resample")]
 )
 def test_bad_edits_are_clear_errors(kwargs, message):
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(InputError, match=message):
     _run(diffusion.Edit(jnp.zeros((4, 1)), **kwargs), shape=(4, 1), steps=4)
 
 

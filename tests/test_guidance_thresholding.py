@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from imagen_jax import diffusion
+from imagen_jax.errors import InputError
 
 
 def test_guidance_scale_one_is_the_conditional_and_zero_the_unconditional():
@@ -48,7 +49,7 @@ def test_dynamic_threshold_is_per_sample():
 
 
 def test_unknown_thresholding_is_a_clear_error():
-  with pytest.raises(ValueError, match="choose one of"):
+  with pytest.raises(InputError, match=r"'soft'.*'dynamic'"):
     diffusion.threshold(jnp.zeros((1, 2)), method="soft")
 
 

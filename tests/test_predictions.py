@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from imagen_jax import diffusion
+from imagen_jax.errors import InputError
 
 KEYS = jax.random.split(jax.random.key(0), 3)
 X = jax.random.uniform(KEYS[0], (4, 8, 8, 3), minval=-1, maxval=1)
@@ -56,5 +57,5 @@ def test_min_snr_weighting_equals_x_space_weighting():
 
 
 def test_unknown_objective_is_a_clear_error():
-  with pytest.raises(ValueError, match="choose one of"):
+  with pytest.raises(InputError, match=r"objective.*'score'"):
     diffusion.diffusion_loss(X, x=X, eps=EPS, logsnr=LAM, objective="score")

@@ -4,6 +4,7 @@ checkpoints, a diverged run, a changed config, a second trainer on the workdir, 
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import pytest
 from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config
 
 from imagen_jax import Imagen
+from imagen_jax.errors import CheckpointError
 from imagen_jax.train import checkpoint as checkpoint_lib
 from imagen_jax.train import workdir as workdir_lib
 from imagen_jax.train.checkpoint import ConfigChangeError, config_differences
@@ -78,7 +80,7 @@ def test_kill_9_and_sigterm_then_rerun_resume_and_match_an_uninterrupted_run(tmp
   # 4. once more: nothing to do, said so; nothing rewritten.
   before = (workdir / "metrics.jsonl").read_text()
   proc = run_cli(*args, "--workdir", str(workdir))
-  assert "is already at step 30 of 30: nothing to train" in proc.stdout
+  assert re.search(r"step 30 of 30.*nothing to train", proc.stdout)
   assert (workdir / "metrics.jsonl").read_text() == before
 
 
@@ -90,7 +92,7 @@ def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):
   proc.send_signal(signal.SIGINT)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 130, err
-  assert "Traceback" not in err and "Ctrl-C: saving a checkpoint" in err
+  assert "Traceback" not in err and re.search(r"Ctrl-C.*saving", err)
   stopped = read_metrics(workdir)[-1]["step"]
   assert stopped in _saved_steps(workdir) and f"step {stopped}" in out
   # Twice (the second once the first is taken, while it saves): out at once, with the
@@ -98,7 +100,7 @@ def test_ctrl_c_saves_and_stops_and_a_second_ctrl_c_exits_at_once(tmp_path):
   proc = _start(args, workdir)
   _wait_for_step(workdir, stopped + 2, proc)
   proc.send_signal(signal.SIGINT)
-  while "Ctrl-C: saving" not in proc.stderr.readline():
+  while not re.search(r"Ctrl-C.*saving", proc.stderr.readline()):
     assert proc.poll() is None, "the run ended before it took the first Ctrl-C"
   proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=60)
@@ -161,7 +163,7 @@ def test_all_checkpoints_damaged_is_a_short_error_not_a_fresh_start(tmp_path, fi
   config = _copy_run(finished_run, tmp_path)
   _damage(tmp_path / "run" / "checkpoints" / "8")
   shutil.rmtree(tmp_path / "run" / "checkpoints" / "4" / "state")
-  with pytest.raises(RuntimeError, match="will not start from scratch") as error:
+  with pytest.raises(CheckpointError, match="from scratch") as error:
     train_and_evaluate(config, tmp_path / "run", progress=False)
   lines = str(error.value).splitlines()
   assert len(lines) == 3 and lines[1].startswith("  step 8: ") and lines[2].startswith("  step 4: ")
@@ -173,14 +175,14 @@ def test_sampling_falls_back_from_a_damaged_newest_checkpoint(tmp_path, finished
   _damage(tmp_path / "run" / "checkpoints" / "8")
   with caplog.at_level(logging.WARNING):
     imagen = Imagen.load([str(tmp_path / "run")])
-  assert imagen.stages[0].step == 4 and "cannot read the checkpoint" in caplog.text
+  assert imagen.stages[0].step == 4 and "cannot read" in caplog.text
   assert imagen.sample(["a red circle"], steps=2)[0].shape == (1, 16, 16, 3)
   _damage(tmp_path / "run" / "checkpoints" / "4")
   proc = run_cli(
     "sample", "--stages", str(tmp_path / "run"), "--prompt", "a", "--out", "x", check=False
   )
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
-  assert "No checkpoint of" in proc.stderr and len(proc.stderr.splitlines()) < 12
+  assert "No checkpoint" in proc.stderr and len(proc.stderr.splitlines()) < 12
 
 
 @pytest.mark.parametrize(
@@ -198,7 +200,7 @@ def test_resuming_with_a_change_of_meaning_is_refused_with_the_differences(
   tmp_path, finished_run, override, key
 ):
   config = _copy_run(finished_run, tmp_path, override)
-  with pytest.raises(ConfigChangeError, match=rf"Differences \(checkpoint -> now\): {key}: "):
+  with pytest.raises(ConfigChangeError, match=rf"\b{re.escape(key)}: .* -> "):
     train_and_evaluate(config, tmp_path / "run", progress=False)
 
 
@@ -207,10 +209,10 @@ def test_another_stage_in_the_same_workdir_is_refused_in_one_sentence(tmp_path, 
   sr = tiny_config("sr1", tmp_path)
   with pytest.raises(ConfigChangeError) as refusal:
     train_and_evaluate(sr, tmp_path / "run", progress=False)
-  assert str(refusal.value) == (
-    f"The checkpoints in {tmp_path / 'run' / 'checkpoints'} are of stage 'base' at 16 px; this "
-    "config trains stage 'sr' at 32 px: give each stage its own --workdir."
-  )
+  message = str(refusal.value)
+  checkpoints = re.escape(str(tmp_path / "run" / "checkpoints"))
+  assert re.search(rf"{checkpoints}.*'base'.*16 px.*'sr'.*32 px.*--workdir", message)
+  assert "unet." not in message  # the two stages, not a list of their differences
 
 
 def test_a_refusal_names_at_most_twelve_differences():
@@ -221,8 +223,9 @@ def test_a_refusal_names_at_most_twelve_differences():
     "unet": {f"k{i:02d}": 1 for i in range(15)},
   }
   current = {**saved, "unet": {f"k{i:02d}": 2 for i in range(15)}}
-  with pytest.raises(ConfigChangeError, match=r"unet.k11: 1 -> 2; and 3 more$"):
+  with pytest.raises(ConfigChangeError, match=r"unet\.k11: 1 -> 2\b.*\b3 more") as refusal:
     checkpoint_lib._refuse_changes(saved, current, "runs/x")
+  assert "unet.k12" not in str(refusal.value)
 
 
 def test_resuming_with_safe_changes_continues_and_logs_them(tmp_path, finished_run, caplog):
@@ -237,7 +240,7 @@ def test_resuming_with_safe_changes_continues_and_logs_them(tmp_path, finished_r
   with caplog.at_level(logging.INFO):
     summary = train_and_evaluate(config, tmp_path / "run", progress=False, max_steps=2)
   assert summary["start_step"] == 8 and summary["step"] == 10
-  assert "resuming with changed settings" in caplog.text
+  assert re.search(r"changed.*train\.steps: 30 -> 40", caplog.text)  # one line lists them
   sample_steps = json.loads((finished_run / "run" / "config.json").read_text())["sample"]["steps"]
   for change in (
     "train.steps: 30 -> 40",
@@ -279,7 +282,7 @@ def test_a_diverged_run_saves_no_non_finite_state_and_resumes_from_the_last_good
     "--config.train.checkpoint_every=1",
     "--config.train.max_bad_steps=2",
   )
-  with pytest.raises(TrainingError, match="No good checkpoint is left"):
+  with pytest.raises(TrainingError, match="No good checkpoint"):
     train_and_evaluate(config, tmp_path / "nan" / "run", progress=False)
   checkpoints = tmp_path / "nan" / "run" / "checkpoints"
   assert not [p for p in checkpoints.iterdir() if p.name.isdigit()]
@@ -294,9 +297,9 @@ def test_a_diverged_run_saves_no_non_finite_state_and_resumes_from_the_last_good
     "--config.train.max_bad_steps=2",
   )
   workdir = tmp_path / "run"
-  with pytest.raises(TrainingError, match=r"The last good checkpoint is step 8\.") as error:
+  with pytest.raises(TrainingError, match=r"good checkpoint.*step 8\b") as error:
     train_and_evaluate(config, workdir, progress=False)
-  assert "Checkpoint(s) [9] moved to" in str(error.value)
+  assert re.search(r"\[9\].*diverged_checkpoints", str(error.value))  # set aside, and where
   assert _saved_steps(workdir) == [4, 8]
   assert [p.name.split("_")[0] for p in (workdir / "diverged_checkpoints").iterdir()] == ["9"]
   for step in (4, 8):
@@ -316,7 +319,7 @@ def test_a_second_trainer_on_the_workdir_is_refused_in_one_line(tmp_path):
   with workdir_lib.WorkdirLock(workdir_lib.prepare(workdir)):
     proc = run_cli(*base_train_args(tmp_path), "--workdir", str(workdir), check=False)
   assert proc.returncode == 2 and "Traceback" not in proc.stderr
-  assert f"Another training run (pid {os.getpid()} on" in proc.stderr
+  assert re.search(rf"pid {os.getpid()}\b", proc.stderr)
   assert not (workdir / "metrics.jsonl").exists()
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from imagen_jax import diffusion
 from imagen_jax.configuration import load_config
+from imagen_jax.errors import ConfigError, InputError
 from imagen_jax.stages import ImagenStage
 
 T = np.linspace(0.0, 1.0, 10001)
@@ -58,12 +59,12 @@ def test_a_stage_takes_the_shift_from_its_config():
   np.testing.assert_allclose(stage.schedule.logsnr(0.5), want, rtol=1e-6)
   config.diffusion.logsnr_shift = 0.0
   assert ImagenStage.from_config(config).schedule == diffusion.get_schedule("cosine")
-  with pytest.raises(ValueError, match="logsnr_shift must be a number"):
+  with pytest.raises(ConfigError, match=r"diffusion\.logsnr_shift"):
     load_config("configs/demo.py:base", ["--config.diffusion.logsnr_shift=50"])
 
 
 def test_unknown_schedule_is_a_clear_error():
-  with pytest.raises(ValueError, match="choose one of"):
+  with pytest.raises(InputError, match=r"schedule.*'sigmoid'"):
     diffusion.get_schedule("sigmoid")
 
 

@@ -3,6 +3,7 @@
 import json
 import logging
 import pathlib
+import re
 import shutil
 
 import jax
@@ -11,6 +12,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from imagen_jax import parallel
+from imagen_jax.errors import DataError, InputError, MissingPath, Unreachable
 from imagen_jax.models import t5, t5_weights
 from imagen_jax.text import TextEncoder
 from imagen_jax.text.tokenizers import load_tokenizer
@@ -75,7 +77,7 @@ def test_missing_tensor_is_named(tmp_path):
   tensors = load_file(d / "model.safetensors")
   del tensors["encoder.block.1.layer.1.DenseReluDense.wo.weight"]
   save_file(tensors, d / "model.safetensors")
-  with pytest.raises(ValueError, match=r"missing tensors: \['encoder.block.1.layer.1"):
+  with pytest.raises(DataError, match=r"missing.*encoder\.block\.1\.layer\.1"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 
@@ -87,7 +89,7 @@ def test_unexpected_tensor_is_named_but_decoder_tensors_are_ignored(tmp_path):
   t5_weights.load_params(d, t5_weights.read_config(d))  # a full seq2seq checkpoint loads
   tensors["encoder.block.0.layer.2.extra.weight"] = np.ones(3, np.float32)
   save_file(tensors, d / "model.safetensors")
-  with pytest.raises(ValueError, match=r"unexpected tensors: .*layer\.2\.extra"):
+  with pytest.raises(DataError, match=r"unexpected.*layer\.2\.extra"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 
@@ -96,7 +98,7 @@ def test_shape_mismatch_is_named(tmp_path):
   config = json.loads((d / "config.json").read_text())
   config["d_ff"] = 48
   (d / "config.json").write_text(json.dumps(config))
-  with pytest.raises(ValueError, match=r"shape mismatches: .*wi_0\.weight: checkpoint"):
+  with pytest.raises(DataError, match=r"shape.*wi_0\.weight"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 
@@ -121,7 +123,7 @@ def test_sharded_index_checkpoint_loads(tmp_path):
 def test_directory_without_safetensors_says_how_to_convert(tmp_path):
   d = _copy_model(tmp_path)
   (d / "model.safetensors").rename(d / "pytorch_model.bin")
-  with pytest.raises(FileNotFoundError, match=r"holds \[.pytorch_model\.bin.\].*save_pretrained"):
+  with pytest.raises(MissingPath, match=r"pytorch_model\.bin.*save_pretrained"):
     t5_weights.load_params(d, t5_weights.read_config(d))
 
 
@@ -196,7 +198,7 @@ def test_hub_downloads_the_first_weights_format_read_without_pickles(monkeypatch
   assert "*.safetensors" in hub_files("org/both") and "flax_model.msgpack*" not in hub_files(
     "org/both"
   )
-  with pytest.raises(FileNotFoundError, match=r"pytorch_model\.bin.*not read"):
+  with pytest.raises(MissingPath, match=r"pytorch_model\.bin.*not read"):
     hub_files("org/pickles")
 
 
@@ -208,7 +210,7 @@ def test_a_hub_id_without_the_hub_uses_the_cache_or_says_what_to_do(monkeypatch,
   from imagen_jax.text.encoder import hub_files
 
   # The tests run with HF_HUB_OFFLINE=1: listing the repository fails, nothing is cached.
-  with pytest.raises(ConnectionError, match="nor in the hub cache, and the hub cannot be reached"):
+  with pytest.raises(Unreachable, match=r"cache.*cannot be reached"):
     TextEncoder.from_pretrained("google/t5-v1_1-base")
 
   class ConnectError(Exception):  # what the hub's HTTP client raises without a network
@@ -227,13 +229,13 @@ def test_a_hub_id_without_the_hub_uses_the_cache_or_says_what_to_do(monkeypatch,
     return str(cache[repo_id])
 
   monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
-  with pytest.raises(ConnectionError, match=r"cannot be reached \(ConnectError: \[Errno -2\]"):
+  with pytest.raises(Unreachable, match=r"cannot be reached.*ConnectError.*Errno -2"):
     hub.snapshot("google/t5-v1_1-base", unreachable)
   cache["google/t5-v1_1-base"] = tmp_path
   with caplog.at_level(logging.WARNING):
     assert hub.snapshot("google/t5-v1_1-base", hub_files) == tmp_path
-  assert "using the cached snapshot of google/t5-v1_1-base" in caplog.text
-  with pytest.raises(ValueError, match="Unknown builtin text encoder 'builtin:shapes-tiy'"):
+  assert re.search(r"cached.*google/t5-v1_1-base", caplog.text)
+  with pytest.raises(InputError, match="'builtin:shapes-tiy'"):
     load_tokenizer("builtin:shapes-tiy")
 
 

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer, ByT5Tokenizer, T5Tokenizer
 
 from imagen_jax import parallel
 from imagen_jax.data import shapes
+from imagen_jax.errors import InputError, InputTypeError, MissingPath
 from imagen_jax.text import (
   BYTE_ENCODER,
   SHAPES_ENCODER,
@@ -106,7 +107,7 @@ def test_shapes_encoder_warns_about_unknown_words(caplog):
   enc = TextEncoder.from_pretrained(SHAPES_ENCODER, max_length=16)
   with caplog.at_level(logging.WARNING):
     ids, mask = enc.tokenize(["a red cat", "a red circle"])
-  assert "1 text(s) have words builtin:shapes-tiny does not know" in caplog.text
+  assert "builtin:shapes-tiny" in caplog.text and "not know" in caplog.text
   assert "'a red cat'" in caplog.text
   assert ids[0, 2] == enc.tokenizer.unk_token_id and mask[0, :4].all()
 
@@ -148,7 +149,7 @@ def test_a_folder_with_only_spiece_model_tokenizes_as_sentencepiece_does(tmp_pat
 
 def test_a_folder_without_a_tokenizer_names_what_it_holds(tmp_path):
   (tmp_path / "config.json").write_text("{}")
-  with pytest.raises(FileNotFoundError, match=r"needs tokenizer\.json.*holds config\.json"):
+  with pytest.raises(MissingPath, match=r"tokenizer\.json.*config\.json"):
     load_tokenizer(str(tmp_path))
 
 
@@ -160,7 +161,8 @@ def test_sharded_text_encoder_equals_single_device(demo):
 
 
 @pytest.mark.parametrize(
-  "texts,error", [([], ValueError), ("a single string", TypeError), (["ok", 3], TypeError)]
+  "texts,error",
+  [([], InputError), ("a single string", InputTypeError), (["ok", 3], InputTypeError)],
 )
 def test_bad_texts_are_clear_errors(demo, texts, error):
   with pytest.raises(error):
@@ -168,7 +170,7 @@ def test_bad_texts_are_clear_errors(demo, texts, error):
 
 
 def test_missing_local_directory_is_not_sent_to_the_hub(tmp_path):
-  with pytest.raises(FileNotFoundError, match="model directory"):
+  with pytest.raises(MissingPath, match="model directory"):
     TextEncoder.from_pretrained(str(tmp_path / "nope"))
 
 

@@ -15,6 +15,7 @@ import pytest
 from helpers import STEPS, base_train_args, read_metrics, run_cli, tiny_config, train_batch
 
 from imagen_jax import parallel
+from imagen_jax.errors import ConfigError
 from imagen_jax.stages import ImagenStage
 from imagen_jax.train import step as step_lib
 from imagen_jax.train.guards import TrainingError, check_finite
@@ -176,7 +177,7 @@ def test_non_finite_update_is_skipped_and_counted(tmp_path):
   assert int(state.skipped) == 2 and int(state.step) == 2
   for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(before)):
     np.testing.assert_array_equal(a, b)
-  with pytest.raises(TrainingError, match="non-finite updates in a row"):
+  with pytest.raises(TrainingError, match="non-finite"):
     check_finite(jax.device_get(metrics), 2, 2)
 
 
@@ -262,5 +263,5 @@ def test_a_held_out_loss_is_recorded_every_eval_every_steps(tmp_path):
   records = read_metrics(tmp_path / "run")
   assert [r["step"] for r in records] == [3, 6]
   assert all(np.isfinite(r["eval_loss"]) and r["eval_s"] > 0 for r in records)
-  with pytest.raises(ValueError, match=r"needs data\.eval_split"):
+  with pytest.raises(ConfigError, match=r"train\.eval_every.*data\.eval_split"):
     tiny_config("base", tmp_path, "--config.train.eval_every=3")

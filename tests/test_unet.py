@@ -11,6 +11,7 @@ from jax.sharding import PartitionSpec as P
 
 from imagen_jax import models, parallel
 from imagen_jax.configuration import load_config
+from imagen_jax.errors import ConfigError, InputError
 from imagen_jax.models import EfficientUNet, UNet
 from imagen_jax.models.layers import GroupNorm, attention, attention_impl, group_norm
 
@@ -193,7 +194,7 @@ def test_auto_attention_takes_cudnn_only_on_gpu_in_half_precision_with_its_head_
   for backend in ("cpu", "tpu"):
     assert attention_impl("auto", jnp.bfloat16, 64, backend) == "chunked"
   assert attention_impl("dot_product", jnp.float32, 12, "cpu") == "dot_product"
-  with pytest.raises(ValueError, match="attn_impl"):
+  with pytest.raises(ConfigError, match="attn_impl"):
     attention_impl("flash", jnp.float32, 64)
 
 
@@ -234,7 +235,7 @@ def test_group_norm_matches_a_float64_reference_and_flax_gradients(shape, groups
   )(x, scale, bias)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
-  with pytest.raises(ValueError, match="groups"):
+  with pytest.raises(ConfigError, match="groups"):
     group_norm(x, scale, bias, groups + 1)
 
 
@@ -257,11 +258,11 @@ def test_group_norm_module_keeps_flax_parameters_and_the_input_dtype_of_gradient
 def test_wrong_inputs_are_clear_errors():
   model = EfficientUNet(**TINY_SR)
   z, t, text, mask, cond, aug = inputs(jax.random.key(0), 2, 16, True)
-  with pytest.raises(ValueError, match="cond_image"):
+  with pytest.raises(InputError, match="cond_image"):
     model.init(jax.random.key(0), z, t, text, mask)
-  with pytest.raises(ValueError, match="divisible"):
+  with pytest.raises(InputError, match="divisible"):
     model.init(jax.random.key(0), z[:, :6, :6], t, text, mask, cond[:, :6, :6], aug)
-  with pytest.raises(ValueError, match="one entry per block"):
+  with pytest.raises(ConfigError, match="num_res_blocks"):
     EfficientUNet(channels=(8, 16), num_res_blocks=(1,), strides=(2, 2), attention=(None, None))
 
 
