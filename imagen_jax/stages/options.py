@@ -70,11 +70,17 @@ class SampleOptions:
     diffusion.editing.check_resample(self.resample)
     if self.size is not None and (not _whole(self.size) or self.size < 1):
       raise InputError(f"size must be a positive whole number, got {self.size!r}.")
-    # Python numbers from here on (numpy scalars would make the static structure unhashable
-    # by value or change its hash between calls).
-    for name, kind in (("steps", int), ("guidance", float), ("aug_level", float)):
-      object.__setattr__(self, name, kind(getattr(self, name)))
-    for name, kind in (("strength", float), ("resample", int)):
+    # Python numbers from here on, whatever kind was given: one compiled program for 5, 5.0
+    # and np.float32(5) (a numpy leaf traces as a strongly typed array, a Python float as a
+    # weakly typed one, and would compile again).
+    kinds = {
+      "steps": int,
+      "guidance": float,
+      "aug_level": float,
+      "strength": float,
+      "resample": int,
+    }
+    for name, kind in kinds.items():
       object.__setattr__(self, name, kind(getattr(self, name)))
     object.__setattr__(self, "_guided", self.guidance != 1.0)
 
