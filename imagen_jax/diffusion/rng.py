@@ -9,12 +9,15 @@ key, the batch is drawn from it together.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from imagen_jax.errors import InputTypeError
 
 
+@functools.cache
 def _raw_width() -> int:
   """uint32 words in one legacy key of the default implementation (2 for threefry)."""
   return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape[-1]
