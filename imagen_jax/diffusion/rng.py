@@ -40,11 +40,6 @@ def typed(key):
   )
 
 
-def per_example(key) -> bool:
-  """Whether `key` is keys [B], one per example (typed or legacy)."""
-  return typed(key).ndim > 0
-
-
 def normal(key, shape, dtype=jnp.float32):
   """Standard normal [*shape]; with keys [B], row i from keys[i] (shape[0] must be B)."""
   key = typed(key)

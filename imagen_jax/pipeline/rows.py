@@ -62,11 +62,10 @@ class Rows:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-  """One chunk's inputs on the devices, padded to `padded` rows of which `count` are real."""
+  """One chunk's inputs on the devices, padded to split over the mesh; `count` rows are real."""
 
   rows: slice
   count: int
-  padded: int
   keys: jax.Array
   text: jax.Array
   mask: jax.Array
@@ -96,7 +95,6 @@ def place(rows: Rows, part: slice, mesh) -> Chunk:
   return Chunk(
     rows=part,
     count=len(rows.prompt_index[part]),
-    padded=text.shape[0],
     keys=keys,
     text=text,
     mask=put(cond.mask[part], mesh, 2),
