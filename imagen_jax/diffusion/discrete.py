@@ -203,6 +203,8 @@ def sample(
   Returns:
     float32 images [*shape].
   """
+  if edit is not None:
+    edit.check()
   steps = np.asarray(steps, np.int32)
   previous = np.append(steps[1:], -1).astype(np.int32)
   alpha_bar = jnp.asarray(alpha_bar, jnp.float32)

@@ -85,10 +85,9 @@ def renoise(z_s, noise, *, lam_t, lam_s):
 def start(z, edit: Edit | None, *, logsnr, key):
   """Where the reverse process starts: the noise z [B, ...] itself; with an edit at strength < 1
   the source noised by z to log-SNR `logsnr` (SDEdit); and with a mask, the known region the
-  source noised to `logsnr` (by a draw of fold_in(key, 1))."""
+  source noised to `logsnr` (by a draw of fold_in(key, 1)). The edit is checked by the caller."""
   if edit is None:
     return z
-  edit.check()
   if float(edit.strength) < 1.0:
     z = q_sample(x=edit.source, eps=z, logsnr=logsnr)
   return paste_known(z, edit, logsnr=logsnr, noise=rng.normal(rng.fold_in(key, 1), z.shape))

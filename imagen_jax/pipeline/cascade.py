@@ -378,7 +378,7 @@ class _Run:
     seconds = dict.fromkeys(stages, 0.0)
     for part in rows.chunks():
       chunk = place(rows, part, self.imagen.mesh)
-      for i, images, took in self.chunk(chunk, rows.prompt_index[part], stages):
+      for i, images, took in self.chunk(chunk, stages):
         done[i].append(images)
         seconds[i] += took
         self.reporter.stage_done(i, images, took)
@@ -388,12 +388,12 @@ class _Run:
     timings = [StageTiming(i, self.options[i].steps, seconds[i]) for i in stages]
     return results, timings
 
-  def chunk(self, chunk: Chunk, prompt_index: np.ndarray, stages: range):
+  def chunk(self, chunk: Chunk, stages: range):
     """Yields (stage index, float images [count, H, W, 3] on the devices, seconds)."""
     images = chunk.start
     for i in stages:
       loaded, options = self.imagen.stages[i], self.options[i]
-      source, keep = self._edit_inputs(i, loaded.stage.output_size, prompt_index)
+      source, keep = self._edit_inputs(i, loaded.stage.output_size, chunk.prompt_index)
       t0 = time.perf_counter()
       with self.reporter.steps(i, loaded.stage.output_size, options.steps_run) as on_step:
         inputs = StageInputs(

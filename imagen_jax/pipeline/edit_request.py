@@ -71,10 +71,11 @@ class EditRequest:
     """(source float [N, size, size, 3] in [-1, 1], keep float [N, size, size, 1] or None) of
     the rows `rows` (prompt indices [N]) at a stage's resolution: antialiased for the picture,
     nearest for the mask."""
-    image = self.image[rows]
+    prompts, row_of = np.unique(rows, return_inverse=True)  # each picture resized once
+    image = self.image[prompts]
     if image.shape[1:3] != (size, size):
       image = np.stack([antialiased_resize(im, size) for im in image])
-    source = to_float(jnp.asarray(image))
+    source = to_float(jnp.asarray(image[row_of]))
     if self.keep is None:
       return source, None
     keep = self.keep[rows]

@@ -28,7 +28,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
 from imagen_jax import parallel, paths
-from imagen_jax.errors import InputError, PathExists
+from imagen_jax.errors import DataError, InputError, PathExists
 from imagen_jax.models.safetensors_io import SafetensorsFile, save_file
 from imagen_jax.stages import ImagenStage
 
@@ -147,7 +147,7 @@ def load_exported_stage(path, mesh=None):
   if got != expected:
     missing = sorted("/".join(k) for k in set(expected) - set(got))[:5]
     wrong = sorted("/".join(k) for k in set(expected) & set(got) if expected[k] != got[k])[:5]
-    raise InputError(
+    raise DataError(
       f"{path / PARAMS} does not fit its config.json (missing e.g. {missing}; other shapes e.g. "
       f"{wrong})."
     )

@@ -26,7 +26,8 @@ def cascade_options(
   """The SampleOptions of each of `stages` (pipeline.LoadedStage, base first).
 
   Args:
-    stages: the stages that run.
+    stages: every stage of the cascade, base first (a per-stage tuple names each one, also
+      those a stop_at_stage leaves out).
     strength: the base stage's (image-to-image); a super-resolution stage's is its
       sr_strength (given, or its config's sample.sr_strength, default 1).
     resample: RePaint's jumps per step, every stage.

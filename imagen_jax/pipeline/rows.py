@@ -62,16 +62,20 @@ class Rows:
 
 @dataclasses.dataclass(frozen=True)
 class Chunk:
-  """One chunk's inputs on the devices, padded to split over the mesh; `count` rows are real."""
+  """One chunk's inputs on the devices, padded to split over the mesh; the first `count` rows,
+  those of `prompt_index` (the prompt of each), are real."""
 
-  rows: slice
-  count: int
+  prompt_index: np.ndarray
   keys: jax.Array
   text: jax.Array
   mask: jax.Array
   null_text: jax.Array | None
   null_mask: jax.Array | None
   start: jax.Array | None  # float [padded, S, S, 3] in [-1, 1]
+
+  @property
+  def count(self) -> int:
+    return len(self.prompt_index)
 
 
 def put(array, mesh, rank: int):
@@ -93,8 +97,7 @@ def place(rows: Rows, part: slice, mesh) -> Chunk:
   section = lambda a: None if a is None else a[part]
   start = None if rows.start is None else to_float(jnp.asarray(rows.start[part]))
   return Chunk(
-    rows=part,
-    count=len(rows.prompt_index[part]),
+    prompt_index=rows.prompt_index[part],
     keys=keys,
     text=text,
     mask=put(cond.mask[part], mesh, 2),

@@ -57,7 +57,7 @@ class IFStage:
     out = self.model.apply({"params": params}, inputs, t, text, None, None, level)
     eps, value = out[:batch, ..., :3], out[:batch, ..., 3:]
     if null_text is not None:
-      eps = out[batch:, ..., :3] + guidance * (eps - out[batch:, ..., :3])
+      eps = diffusion.combine_guidance(eps, out[batch:, ..., :3], guidance)
     return eps, value
 
   def check_options(self, options: SampleOptions) -> None:

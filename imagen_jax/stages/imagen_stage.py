@@ -94,13 +94,6 @@ class ImagenStage:
     zeros = [None if a is None else jnp.zeros(a.shape, a.dtype) for a in self.abstract_inputs()]
     return self.model.init(key, *zeros)["params"]
 
-  def cond_image(self, low_res, *, size: int, aug_level, key):
-    """The SR conditioning: low_res [B, h, w, 3] in [-1, 1], upsampled to size x size and
-    noise-augmented at aug_level (scalar or [B]); returns (image, aug_level [B])."""
-    return diffusion.noise_augment(
-      bicubic_resize(low_res, size), aug_level=aug_level, key=key, schedule=self.schedule
-    )
-
   def apply(
     self, params, z, t, text, text_mask, cond_image=None, aug_level=None, *, train=False, rngs=None
   ):
